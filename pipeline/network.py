@@ -1,0 +1,228 @@
+"""The MLP: frozen preprocessing buffers in front, hidden blocks, a linear head; and checkpoints.
+
+A block is Linear -> BatchNorm1d (optional) -> activation -> Dropout. A checkpoint carries
+the NetSpec that rebuilds the network exactly, so pruned (narrower) and folded (no BN,
+no preprocessing) networks load through the same code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.atomic import atomic_path
+from pipeline.config import require
+from pipeline.transform import AffineTransform
+
+Activation = Literal[
+    "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "swish",
+    "softplus", "maxout",
+]
+Init = Literal[
+    "default", "he_uniform", "he_normal", "xavier_uniform", "xavier_normal",
+    "lecun_uniform", "lecun_normal",
+]
+PIXELS = 784
+CLASSES = 10
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """params.yaml `model:` group."""
+
+    hidden: tuple[int, ...] = (512, 256)
+    activation: Activation = "relu"
+    leaky_slope: float = 0.01
+    maxout_pieces: int = 2
+    batchnorm: bool = True
+    dropout: float | tuple[float, ...] = 0.2
+    init: Init = "he_normal"
+
+    def __post_init__(self) -> None:
+        require(all(w >= 1 for w in self.hidden), "model.hidden", "widths must be >= 1")
+        require(self.maxout_pieces >= 2, "model.maxout_pieces", "must be >= 2")
+        rates = self.dropout_rates()
+        require(len(rates) == len(self.hidden), "model.dropout",
+                f"needs one rate per hidden layer ({len(self.hidden)}) or a single number")
+        require(all(0 <= r < 1 for r in rates), "model.dropout", "rates must be in [0, 1)")
+
+    def dropout_rates(self) -> tuple[float, ...]:
+        """One dropout rate per hidden layer."""
+        if isinstance(self.dropout, tuple):
+            return self.dropout
+        return (float(self.dropout),) * len(self.hidden)
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Everything needed to rebuild a network's modules (weights come from the state dict)."""
+
+    features: int  # width after the preprocessing transform (k)
+    hidden: tuple[int, ...]
+    activation: str
+    leaky_slope: float
+    maxout_pieces: int
+    batchnorm: bool
+    dropout: tuple[float, ...]
+    preprocess: bool = True  # False once the transform is folded into the first Linear
+
+    @classmethod
+    def from_params(cls, params: ModelParams, features: int) -> NetSpec:
+        """The spec of a freshly built network."""
+        return cls(
+            features=features,
+            hidden=tuple(params.hidden),
+            activation=params.activation,
+            leaky_slope=params.leaky_slope,
+            maxout_pieces=params.maxout_pieces,
+            batchnorm=params.batchnorm,
+            dropout=params.dropout_rates(),
+        )
+
+
+class Preprocess(nn.Module):
+    """features = (pixels - mean) @ matrix, fixed (buffers, never trained)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(PIXELS))
+        self.register_buffer("matrix", torch.eye(PIXELS, features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - self.mean  # (N, 784)
+        return x @ self.matrix  # (N, 784) -> (N, k)
+
+
+class Maxout(nn.Module):
+    """Max over `pieces` consecutive groups of features: (N, units*pieces) -> (N, units)."""
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unflatten(1, (-1, self.pieces))  # (N, units, pieces)
+        return x.amax(dim=2)
+
+
+def make_activation(spec: NetSpec, width: int) -> nn.Module:
+    """The activation module named by the spec."""
+    name = spec.activation
+    if name == "leaky_relu":
+        return nn.LeakyReLU(spec.leaky_slope)
+    if name == "prelu":
+        return nn.PReLU(width)
+    if name == "maxout":
+        return Maxout(spec.maxout_pieces)
+    modules = {
+        "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU,
+        "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "softplus": nn.Softplus,
+    }
+    return modules[name]()
+
+
+class Block(nn.Module):
+    """Linear -> BatchNorm1d (or identity) -> activation -> Dropout."""
+
+    def __init__(self, spec: NetSpec, fan_in: int, width: int, dropout: float) -> None:
+        super().__init__()
+        pieces = spec.maxout_pieces if spec.activation == "maxout" else 1
+        self.linear = nn.Linear(fan_in, width * pieces)
+        self.norm = nn.BatchNorm1d(width * pieces) if spec.batchnorm else nn.Identity()
+        self.act = make_activation(spec, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.linear(x)  # (N, fan_in) -> (N, width*pieces)
+        x = self.norm(x)
+        x = self.act(x)  # (N, width*pieces) -> (N, width)
+        return self.drop(x)
+
+
+class MLP(nn.Module):
+    """Raw pixels (N, 784) in 0–255 -> logits (N, 10)."""
+
+    def __init__(self, spec: NetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.preprocess = Preprocess(spec.features) if spec.preprocess else nn.Identity()
+        fan_in = spec.features if spec.preprocess else PIXELS
+        blocks = []
+        for width, rate in zip(spec.hidden, spec.dropout, strict=True):
+            blocks.append(Block(spec, fan_in, width, rate))
+            fan_in = width
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Linear(fan_in, CLASSES)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(pixels)  # (N, 784) -> (N, k)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)  # (N, 10)
+
+    def linears(self) -> list[nn.Linear]:
+        """Every Linear layer in order, the head last."""
+        return [block.linear for block in self.blocks] + [self.head]
+
+
+def set_transform(model: MLP, transform: AffineTransform) -> None:
+    """Load the fitted preprocessing map into the model's buffers."""
+    model.preprocess.mean.copy_(torch.from_numpy(np.asarray(transform.mean, dtype=np.float32)))
+    model.preprocess.matrix.copy_(torch.from_numpy(np.asarray(transform.matrix, dtype=np.float32)))
+
+
+def init_weights(model: MLP, scheme: str, leaky_slope: float = 0.01) -> None:
+    """Initialise every Linear weight by the named scheme; biases start at zero."""
+    if scheme == "default":
+        return
+    nonlinearity = "leaky_relu" if model.spec.activation == "leaky_relu" else "relu"
+    for linear in model.linears():
+        W = linear.weight
+        fan_in = W.shape[1]
+        if scheme == "he_uniform":
+            nn.init.kaiming_uniform_(W, a=leaky_slope, nonlinearity=nonlinearity)
+        elif scheme == "he_normal":
+            nn.init.kaiming_normal_(W, a=leaky_slope, nonlinearity=nonlinearity)
+        elif scheme == "xavier_uniform":
+            nn.init.xavier_uniform_(W)
+        elif scheme == "xavier_normal":
+            nn.init.xavier_normal_(W)
+        elif scheme == "lecun_uniform":
+            bound = (3 / fan_in) ** 0.5
+            nn.init.uniform_(W, -bound, bound)
+        elif scheme == "lecun_normal":
+            nn.init.normal_(W, std=(1 / fan_in) ** 0.5)
+        nn.init.zeros_(linear.bias)
+
+
+def build_mlp(params: ModelParams, transform: AffineTransform) -> MLP:
+    """A fresh network from params with the fitted transform in front."""
+    model = MLP(NetSpec.from_params(params, features=transform.matrix.shape[1]))
+    set_transform(model, transform)
+    init_weights(model, params.init, params.leaky_slope)
+    return model
+
+
+def save_checkpoint(path: Path | str, model: MLP, **extra: Any) -> None:
+    """Write {spec, state_dict, **extra} atomically."""
+    payload = {"spec": dataclasses.asdict(model.spec), "state_dict": model.state_dict(), **extra}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path | str) -> tuple[MLP, dict[str, Any]]:
+    """Rebuild the network from a checkpoint; return it (eval mode) and the extra entries."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    spec_fields = payload.pop("spec")
+    spec_fields["hidden"] = tuple(spec_fields["hidden"])
+    spec_fields["dropout"] = tuple(spec_fields["dropout"])
+    model = MLP(NetSpec(**spec_fields))
+    model.load_state_dict(payload.pop("state_dict"))
+    model.eval()
+    return model, payload

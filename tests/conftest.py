@@ -1,0 +1,97 @@
+"""Shared fixtures: tiny MNIST-shaped data built in place (never the network) and a tiny ONNX model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.idx import encode_idx
+
+IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def make_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n learnable 28×28 uint8 images: a fixed random stroke pattern per class plus noise."""
+    prototypes = np.random.default_rng(1234).random((10, 28, 28)) > 0.8  # same for every split
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    rng.shuffle(y)
+    ink = prototypes[y] * rng.uniform(150, 255, size=(n, 1, 1))
+    noise = rng.normal(0, 25, size=(n, 28, 28))
+    x = np.clip(ink + noise, 0, 255).astype(np.uint8)
+    return x, y.astype(np.uint8)
+
+
+def write_mnist_idx(directory: Path, n_train: int = 1000, n_test: int = 300) -> dict[str, str]:
+    """Write the four raw IDX files; return their SHA-256 table (for `digits fetch --checksums`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    checksums = {}
+    for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        x, y = make_digits(n, seed)
+        for name, array in zip(IDX_NAMES[prefix], (x, y), strict=True):
+            data = encode_idx(array)
+            (directory / name).write_bytes(data)
+            checksums[name] = hashlib.sha256(data).hexdigest()
+    return checksums
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    """A directory with tiny train (1000) and test (300) IDX files."""
+    directory = tmp_path / "mnist"
+    write_mnist_idx(directory)
+    return directory
+
+
+@pytest.fixture
+def checksums_file(mnist_dir: Path, tmp_path: Path) -> Path:
+    """The SHA-256 table of `mnist_dir`, as `digits fetch --checksums` reads it."""
+    table = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in mnist_dir.iterdir()}
+    path = tmp_path / "checksums.json"
+    path.write_text(json.dumps(table))
+    return path
+
+
+def write_linear_onnx(path: Path, seed: int = 0, version: str = "test") -> Path:
+    """A linear softmax classifier with the digits.onnx contract (pixels -> logits, probabilities)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    W = (rng.normal(0, 0.01, size=(784, 10))).astype(np.float32)
+    b = np.zeros(10, np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["pixels", "W", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "digits-test",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 784])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10]),
+        ],
+        initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(
+        model,
+        {"model_name": "digits", "model_version": version, "classes": json.dumps(list(range(10)))},
+    )
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def linear_onnx(tmp_path: Path) -> Path:
+    """A tiny ONNX model with the digits.onnx input/output contract."""
+    return write_linear_onnx(tmp_path / "linear.onnx")

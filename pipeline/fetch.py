@@ -136,7 +136,9 @@ def fetch_all(source: Source, checksums: dict[str, str]) -> dict[str, bytes]:
         data = decompress(source.get(name), name)
         actual = sha256(data)
         if actual != expected:
-            raise IdxError(f"{name}: SHA-256 mismatch (expected {expected[:12]}…, got {actual[:12]}…)")
+            raise IdxError(
+                f"{name}: SHA-256 mismatch (expected {expected[:12]}…, got {actual[:12]}…)"
+            )
         files[name] = data
     return files
 
@@ -154,12 +156,16 @@ def check_pairs(files: dict[str, bytes]) -> None:
         if images.ndim != 3 or labels.ndim != 1:
             raise IdxError(f"{name}: expected N×28×28 images and N labels")
         if len(images) != len(labels):
-            raise IdxError(f"{name} has {len(images)} images but {labels_name} has {len(labels)} labels")
+            raise IdxError(
+                f"{name} has {len(images)} images but {labels_name} has {len(labels)} labels"
+            )
         if labels.size and (labels.min() < 0 or labels.max() > 9):
             raise IdxError(f"{labels_name}: labels outside 0–9")
 
 
-def first_working(sources: list[Source], checksums: dict[str, str]) -> tuple[Source, dict[str, bytes]]:
+def first_working(
+    sources: list[Source], checksums: dict[str, str]
+) -> tuple[Source, dict[str, bytes]]:
     """Try each source in order; on total failure raise one error listing every reason."""
     failures = []
     for source in sources:
@@ -239,11 +245,16 @@ def read_checksums(path: Path) -> dict[str, str]:
     envvar="DIGITS_MNIST_CHECKSUMS",
     help="JSON {file: sha256} to verify against instead of MNIST's. Env: DIGITS_MNIST_CHECKSUMS.",
 )
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("data/raw"),
-              show_default=True, help="Where to write the verified IDX files.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("data/raw"),
+    show_default=True,
+    help="Where to write the verified IDX files.",
+)
 def fetch(local_dir: Path | None, checksums: Path | None, out_dir: Path) -> None:
     """Fetch the MNIST IDX files, verify their SHA-256 and write them to data/raw."""
     table = read_checksums(checksums) if checksums else MNIST_SHA256
     record = fetch_mnist(out_dir, local_dir=local_dir, checksums=table)
     click.echo(f"fetched {len(record['files'])} files from {record['source']} into {out_dir}")
-

@@ -50,7 +50,11 @@ def decode_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise IdxError(
             f"{name}: {state}: header says shape {shape} ({expected} bytes), file has {len(data)}"
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def decompress(data: bytes, name: str = "<bytes>") -> bytes:

@@ -21,12 +21,26 @@ from pipeline.config import require
 from pipeline.transform import AffineTransform
 
 Activation = Literal[
-    "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "swish",
-    "softplus", "maxout",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "prelu",
+    "elu",
+    "gelu",
+    "silu",
+    "swish",
+    "softplus",
+    "maxout",
 ]
 Init = Literal[
-    "default", "he_uniform", "he_normal", "xavier_uniform", "xavier_normal",
-    "lecun_uniform", "lecun_normal",
+    "default",
+    "he_uniform",
+    "he_normal",
+    "xavier_uniform",
+    "xavier_normal",
+    "lecun_uniform",
+    "lecun_normal",
 ]
 PIXELS = 784
 CLASSES = 10
@@ -48,8 +62,11 @@ class ModelParams:
         require(all(w >= 1 for w in self.hidden), "model.hidden", "widths must be >= 1")
         require(self.maxout_pieces >= 2, "model.maxout_pieces", "must be >= 2")
         rates = self.dropout_rates()
-        require(len(rates) == len(self.hidden), "model.dropout",
-                f"needs one rate per hidden layer ({len(self.hidden)}) or a single number")
+        require(
+            len(rates) == len(self.hidden),
+            "model.dropout",
+            f"needs one rate per hidden layer ({len(self.hidden)}) or a single number",
+        )
         require(all(0 <= r < 1 for r in rates), "model.dropout", "rates must be in [0, 1)")
 
     def dropout_rates(self) -> tuple[float, ...]:
@@ -121,8 +138,14 @@ def make_activation(spec: NetSpec, width: int) -> nn.Module:
     if name == "maxout":
         return Maxout(spec.maxout_pieces)
     modules = {
-        "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU,
-        "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "softplus": nn.Softplus,
+        "sigmoid": nn.Sigmoid,
+        "tanh": nn.Tanh,
+        "relu": nn.ReLU,
+        "elu": nn.ELU,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+        "swish": nn.SiLU,
+        "softplus": nn.Softplus,
     }
     return modules[name]()
 
@@ -226,3 +249,16 @@ def load_checkpoint(path: Path | str) -> tuple[MLP, dict[str, Any]]:
     model.load_state_dict(payload.pop("state_dict"))
     model.eval()
     return model, payload
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Logits (N, 10) float32 of raw pixels x (N, 784) uint8/float, in eval mode, in batches."""
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for start in range(0, len(x), batch_size):
+        batch = torch.from_numpy(np.asarray(x[start : start + batch_size], dtype=np.float32))
+        chunks.append(model(batch).numpy())
+    model.train(was_training)
+    return np.concatenate(chunks) if chunks else np.zeros((0, CLASSES), np.float32)

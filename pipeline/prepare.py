@@ -52,7 +52,9 @@ def load_split(raw_dir: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     return images.reshape(len(images), -1), labels.astype(np.int64)
 
 
-def split_stratified(y: np.ndarray, dev_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_stratified(
+    y: np.ndarray, dev_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, dev), each class split in the same proportion, repeatable by seed."""
     rng = np.random.default_rng(seed)
     train, dev = [], []
@@ -103,14 +105,38 @@ def prepare(raw_dir: Path, out_dir: Path, params: DataParams) -> dict:
 
 
 @click.command("prepare")
-@click.option("--params", "params_file", type=click.Path(path_type=Path, dir_okay=False),
-              default=Path("params.yaml"), show_default=True, help="Parameters file.")
-@click.option("--raw", "raw_dir", type=click.Path(path_type=Path), default=Path("data/raw"),
-              show_default=True, help="Directory with the four IDX files.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("data/prepared"),
-              show_default=True, help="Where to write the splits and transform.")
-@click.option("--stats", "stats_file", type=click.Path(path_type=Path, dir_okay=False),
-              default=Path("reports/prepare.json"), show_default=True, help="Stats JSON to write.")
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("params.yaml"),
+    show_default=True,
+    help="Parameters file.",
+)
+@click.option(
+    "--raw",
+    "raw_dir",
+    type=click.Path(path_type=Path),
+    default=Path("data/raw"),
+    show_default=True,
+    help="Directory with the four IDX files.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("data/prepared"),
+    show_default=True,
+    help="Where to write the splits and transform.",
+)
+@click.option(
+    "--stats",
+    "stats_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("reports/prepare.json"),
+    show_default=True,
+    help="Stats JSON to write.",
+)
 def prepare_command(params_file: Path, raw_dir: Path, out_dir: Path, stats_file: Path) -> None:
     """Split train/dev (stratified), fit scaling and whitening on train, save the transform."""
     base = load_group(BaseParams, "base", params_file)
@@ -119,5 +145,7 @@ def prepare_command(params_file: Path, raw_dir: Path, out_dir: Path, stats_file:
     stats = prepare(raw_dir, out_dir, params)
     write_json(stats_file, stats)
     sizes = stats["sizes"]
-    click.echo(f"prepared train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']} "
-               f"-> {stats['features']} features in {out_dir}")
+    click.echo(
+        f"prepared train {sizes['train']}, dev {sizes['dev']}, test {sizes['test']} "
+        f"-> {stats['features']} features in {out_dir}"
+    )

@@ -82,7 +82,9 @@ def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, sq / len(X)
 
 
-def covariance(X: np.ndarray, offset: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def covariance(
+    X: np.ndarray, offset: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean (784,) and covariance (784, 784) of scaled pixels, accumulated in chunks."""
     mean_raw, _ = column_moments(X)
     C = np.zeros((X.shape[1], X.shape[1]))

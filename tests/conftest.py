@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny MNIST-shaped data built in place (never the network) and a tiny ONNX model."""
+"""Shared fixtures: tiny MNIST-shaped data built in place (never the network), a tiny ONNX model."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def checksums_file(mnist_dir: Path, tmp_path: Path) -> Path:
 
 
 def write_linear_onnx(path: Path, seed: int = 0, version: str = "test") -> Path:
-    """A linear softmax classifier with the digits.onnx contract (pixels -> logits, probabilities)."""
+    """A linear softmax classifier with the digits.onnx contract (pixels -> logits, probs)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

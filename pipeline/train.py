@@ -1,0 +1,364 @@
+"""Stage `train`: fit the MLP on the train split, pick epochs on dev, save the dense checkpoint.
+
+Reads: data/prepared/{train,dev}.npz, data/prepared/transform.npz, params.yaml `base`, `model`,
+`train` (the test split is never read here).
+Writes: models/mlp.pt (checkpoint), models/train-state.pt (resume state, every epoch),
+reports/train.json (final figures), dvclive/ (per-epoch metrics and plots).
+Run: `digits train` (`digits train --resume` continues an interrupted run).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipeline import metrics
+from pipeline.atomic import atomic_path, write_json
+from pipeline.config import BaseParams, load_group, require, seed_everything
+from pipeline.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
+from pipeline.optim import Optimizer, Schedule, make_optimizer, make_scheduler
+from pipeline.transform import AffineTransform
+
+Data = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """params.yaml `train:` group."""
+
+    epochs: int = 15
+    batch_size: int = 128
+    optimizer: Optimizer = "adamw"
+    lr: float = 0.003  # peak lr for one_cycle
+    momentum: float = 0.9  # momentum, nesterov, rmsprop
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    weight_decay: float = 0.01  # L2 (decoupled for adamw)
+    l1: float = 0.0  # coefficient of sum |W| over Linear weights, added to the loss
+    schedule: Schedule = "one_cycle"
+    step_epochs: float = 5.0  # step: epochs between decays
+    gamma: float = 0.5  # step, exponential: factor per step / per epoch
+    decay: float = 0.5  # inverse_time: lr0 / (1 + decay * epoch)
+    power: float = 1.0  # polynomial: lr0 * (1 - progress) ** power
+    pct_start: float = 0.25  # one_cycle: share of the run spent rising
+    div_factor: float = 25.0  # one_cycle: starts at lr / div_factor
+    final_div_factor: float = 1e4  # one_cycle: ends at lr / div_factor / final_div_factor
+    warmup: float = 0.0  # epochs of linear warmup (0: none)
+    clip_norm: float | None = None  # max global gradient norm (null: no clipping)
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    label_smoothing: float = 0.0
+    early_stopping: Literal["none", "dev_loss", "dev_accuracy"] = "none"
+    patience: int = 3
+    augment: bool = False  # small random affine of the 28×28 train images
+    augment_degrees: float = 10.0
+    augment_shift: float = 2.0  # pixels
+    augment_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "train.epochs", "must be >= 1")
+        require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        require(self.lr > 0, "train.lr", "must be > 0")
+        require(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
+        require(all(0 <= b < 1 for b in self.betas), "train.betas", "must be in [0, 1)")
+        require(len(self.betas) == 2, "train.betas", "needs two numbers")
+        require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        require(self.l1 >= 0, "train.l1", "must be >= 0")
+        require(self.step_epochs > 0, "train.step_epochs", "must be > 0")
+        require(0 < self.gamma <= 1, "train.gamma", "must be in (0, 1]")
+        require(self.decay >= 0, "train.decay", "must be >= 0")
+        require(self.power > 0, "train.power", "must be > 0")
+        require(0 < self.pct_start < 1, "train.pct_start", "must be in (0, 1)")
+        require(self.div_factor >= 1, "train.div_factor", "must be >= 1")
+        require(self.final_div_factor >= 1, "train.final_div_factor", "must be >= 1")
+        require(self.warmup >= 0, "train.warmup", "must be >= 0")
+        require(self.clip_norm is None or self.clip_norm > 0, "train.clip_norm", "must be > 0")
+        require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+        require(self.patience >= 1, "train.patience", "must be >= 1")
+        require(self.augment_degrees >= 0, "train.augment_degrees", "must be >= 0")
+        require(self.augment_shift >= 0, "train.augment_shift", "must be >= 0")
+        require(0 <= self.augment_scale < 1, "train.augment_scale", "must be in [0, 1)")
+
+
+def data_loss(logits: torch.Tensor, y: torch.Tensor, params: TrainParams) -> torch.Tensor:
+    """Mean loss of a batch: softmax cross-entropy (with smoothing) or MSE on one-hot."""
+    if params.loss == "mse":
+        target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        return F.mse_loss(logits.softmax(dim=1), target)
+    return F.cross_entropy(logits, y, label_smoothing=params.label_smoothing)
+
+
+def penalty(model: MLP, l1: float, l2: float = 0.0) -> torch.Tensor:
+    """l1 * sum |W| + l2/2 * sum W^2 over every Linear weight (biases and BN excluded)."""
+    total = torch.zeros((), dtype=model.head.weight.dtype)
+    for linear in model.linears():
+        W = linear.weight  # the masked weight when pruned: penalise what the layer uses
+        if l1:
+            total = total + l1 * W.abs().sum()
+        if l2:
+            total = total + 0.5 * l2 * W.pow(2).sum()
+    return total
+
+
+def augment_batch(x: torch.Tensor, params: TrainParams, gen: torch.Generator) -> torch.Tensor:
+    """Random small rotation, shift and scale of each image: (N, 784) -> (N, 784)."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * np.deg2rad(params.augment_degrees)
+    scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * params.augment_scale
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * params.augment_shift * 2 / 28
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
+    grid = F.affine_grid(theta, (n, 1, 28, 28), align_corners=False)  # (N, 28, 28, 2)
+    images = F.grid_sample(x.view(n, 1, 28, 28), grid, align_corners=False)
+    return images.view(n, -1)
+
+
+def evaluate(model: nn.Module, data: Data) -> dict[str, float]:
+    """Loss and accuracy of the model (eval mode) on one split."""
+    logits = predict_logits(model, data[0])
+    return {
+        "loss": metrics.cross_entropy(logits, data[1]),
+        "accuracy": metrics.accuracy(logits, data[1]),
+    }
+
+
+@dataclass
+class RunState:
+    """Everything an epoch boundary must carry so a resumed run continues exactly."""
+
+    epoch: int = 0
+    history: list[dict] = dataclasses.field(default_factory=list)
+    best: float | None = None
+    best_epoch: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+
+
+def is_better(value: float, best: float | None, monitor: str) -> bool:
+    """Whether a dev figure improves on the best so far (lower loss, higher accuracy)."""
+    if best is None:
+        return True
+    return value < best if monitor == "dev_loss" else value > best
+
+
+def save_state(path: Path, model, optimizer, scheduler, gen, run: RunState, params) -> None:
+    """Write the resume file atomically: weights, optimizer, schedule, RNGs, progress."""
+    payload = {
+        "params": json.dumps(dataclasses.asdict(params)),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "shuffle_rng": gen.get_state(),
+        "run": dataclasses.asdict(run),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_state(path: Path, model, optimizer, scheduler, gen, params) -> RunState:
+    """Restore a resume file written by save_state with the same params; return the progress."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload["params"] != json.dumps(dataclasses.asdict(params)):
+        raise click.ClickException(f"{path} was written with other train params; cannot resume")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    torch.set_rng_state(payload["torch_rng"])
+    gen.set_state(payload["shuffle_rng"])
+    return RunState(**payload["run"])
+
+
+def fit(
+    model: MLP,
+    train: Data,
+    dev: Data,
+    params: TrainParams,
+    *,
+    epochs: int | None = None,
+    log: Callable[[dict], None] | None = None,
+    state_path: Path | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[dict]:
+    """Train in place (best weights restored if early stopping); per-epoch history dicts."""
+    epochs = epochs or params.epochs
+    x = torch.from_numpy(np.ascontiguousarray(train[0]))  # (N, 784) uint8, cast per batch
+    y = torch.from_numpy(np.asarray(train[1], dtype=np.int64))
+    steps = -(-len(y) // params.batch_size)
+    gen = torch.Generator().manual_seed(seed)
+    optimizer = make_optimizer(model.parameters(), params)
+    scheduler = make_scheduler(optimizer, params, steps, epochs)
+    run = RunState()
+    if resume and state_path is not None and state_path.exists():
+        run = load_state(state_path, model, optimizer, scheduler, gen, params)
+    for epoch in range(run.epoch + 1, epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        sums = train_epoch(model, x, y, optimizer, scheduler, gen, params, progress, epoch)
+        figures = evaluate(model, dev)
+        row = {"epoch": epoch, **sums, "dev_loss": figures["loss"]}
+        row.update(dev_accuracy=figures["accuracy"], lr=lr)
+        run.history.append(row)
+        run.epoch = epoch
+        stop = track_best(model, run, row, params)
+        if state_path is not None:
+            save_state(state_path, model, optimizer, scheduler, gen, run, params)
+        if log is not None:
+            log(row)
+        if stop:
+            break
+    if run.best_weights is not None:
+        model.load_state_dict(run.best_weights)
+    model.eval()
+    return run.history
+
+
+def track_best(model: MLP, run: RunState, row: dict, params: TrainParams) -> bool:
+    """Remember the best weights by the monitored dev figure; True when patience runs out."""
+    monitor = params.early_stopping
+    if monitor == "none":
+        return False
+    if is_better(row[monitor], run.best, monitor):
+        run.best, run.best_epoch = row[monitor], row["epoch"]
+        run.best_weights = copy.deepcopy(model.state_dict())
+    return row["epoch"] - run.best_epoch >= params.patience
+
+
+def train_epoch(model, x, y, optimizer, scheduler, gen, params, progress, epoch) -> dict:
+    """One pass over a fresh permutation; mean train loss and accuracy from the same forwards."""
+    order = torch.randperm(len(y), generator=gen)
+    loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
+    batches = range(0, len(y), params.batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=f"epoch {epoch}", leave=False, file=sys.stderr)
+    for start in batches:
+        idx = order[start : start + params.batch_size]
+        xb, yb = x[idx].float(), y[idx]  # (B, 784) float pixels 0–255
+        if params.augment:
+            xb = augment_batch(xb, params, gen)
+        logits = model(xb)  # (B, 10)
+        loss = data_loss(logits, yb, params)
+        objective = loss + penalty(model, params.l1) if params.l1 else loss
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        if params.clip_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), params.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(dim=1) == yb).sum()
+        if progress:
+            batches.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    return {"train_loss": loss_sum.item() / len(y), "train_accuracy": correct.item() / len(y)}
+
+
+def load_data(prepared: Path) -> tuple[Data, Data, AffineTransform]:
+    """The train and dev splits and the fitted transform."""
+    splits = []
+    for name in ("train", "dev"):
+        with np.load(prepared / f"{name}.npz") as f:
+            splits.append((f["x"], f["y"]))
+    return splits[0], splits[1], AffineTransform.load(prepared / "transform.npz")
+
+
+def run_stage(params_file: Path, prepared: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Build, train, save; return the final figures for reports/train.json."""
+    from dvclive import Live
+
+    base = load_group(BaseParams, "base", params_file)
+    model_params = load_group(ModelParams, "model", params_file)
+    params = load_group(TrainParams, "train", params_file)
+    seed_everything(base.seed)
+    train, dev, transform = load_data(prepared)
+    model = build_mlp(model_params, transform)
+    started = time.perf_counter()
+    with Live("dvclive", resume=resume, dvcyaml=None, save_dvc_exp=False) as live:
+        history = fit(
+            model,
+            train,
+            dev,
+            params,
+            log=lambda row: log_epoch(live, row),
+            seed=base.seed,
+            state_path=out.parent / "train-state.pt",
+            resume=resume,
+            progress=sys.stderr.isatty(),
+        )
+    seconds = time.perf_counter() - started
+    save_checkpoint(out, model, model_params=dataclasses.asdict(model_params))
+    final = {f"train_{k}": v for k, v in evaluate(model, train).items()}
+    final.update({f"dev_{k}": v for k, v in evaluate(model, dev).items()})
+    return {**final, "epochs": len(history), "seconds": round(seconds, 1)}
+
+
+def log_epoch(live: Any, row: dict) -> None:
+    """Send one epoch's figures to dvclive and print a plain line."""
+    for key, value in row.items():
+        if key != "epoch":
+            live.log_metric(key.replace("_", "/", 1), value)
+    live.next_step()
+    click.echo(
+        f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+        f" | dev loss {row['dev_loss']:.4f} acc {row['dev_accuracy']:.4f} | lr {row['lr']:.2e}"
+    )
+
+
+@click.command("train")
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("params.yaml"),
+    show_default=True,
+    help="Parameters file.",
+)
+@click.option(
+    "--data",
+    "prepared",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("data/prepared"),
+    show_default=True,
+    help="Prepared splits.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("models/mlp.pt"),
+    show_default=True,
+    help="Checkpoint to write.",
+)
+@click.option(
+    "--metrics",
+    "metrics_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("reports/train.json"),
+    show_default=True,
+    help="Final figures JSON.",
+)
+@click.option("--resume", is_flag=True, help="Continue from models/train-state.pt if present.")
+def train_command(
+    params_file: Path, prepared: Path, out: Path, metrics_file: Path, resume: bool
+) -> None:
+    """Train the MLP on the train split (dev picks the epoch); write the checkpoint and metrics."""
+    final = run_stage(params_file, prepared, out, resume)
+    write_json(metrics_file, final)
+    click.echo(
+        f"trained {final['epochs']} epochs in {final['seconds']} s: "
+        f"dev accuracy {final['dev_accuracy']:.4f} -> {out}"
+    )

@@ -1,0 +1,103 @@
+"""Image preprocessing shared by `POST /predict_image` and `digits score`: bytes -> MNIST pixels.
+
+Decodes PNG/JPEG/BMP/GIF bytes safely (pixel limit, truncation and format errors become
+ImageError) and turns any picture of one digit into a 28×28 uint8 array the way MNIST was made:
+white digit on black, cropped, scaled to fit 20×20, centred by centre of mass in 28×28.
+Reads and writes no files.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+FORMATS = ("PNG", "JPEG", "BMP", "GIF")
+MAX_PIXELS = 4096 * 4096  # far above any digit photo; stops decompression bombs before decoding
+BOX, SIZE = 20, 28  # MNIST: digit scaled into a 20×20 box, placed in a 28×28 field
+MIN_CONTRAST = 16  # ink brighter than the background by less than this is a blank image
+INK = 32  # pixels at least this far above the background count for the bounding box
+
+
+class ImageError(ValueError):
+    """Bytes that are not a usable image: unknown format, truncated, too large."""
+
+
+def load_image(data: bytes) -> Image.Image:
+    """Decode image bytes fully, refusing bombs, truncation and unsupported formats."""
+    if not data:
+        raise ImageError("empty upload: no image data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(
+                    f"image too large: {image.width}×{image.height} pixels (limit {MAX_PIXELS})"
+                )
+            image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise ImageError(f"image too large (decompression bomb): {err}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"not an image, or not one of {', '.join(FORMATS)}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(f"corrupt or truncated image ({err})") from None
+    return image
+
+
+def to_gray(image: Image.Image) -> np.ndarray:
+    """Float (H, W) luminance 0–255; transparent pixels take the colour opposite the strokes."""
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)  # (H, W, 4)
+    gray = rgba[..., :3] @ np.float32([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's "L"
+    alpha = rgba[..., 3] / 255
+    if alpha.min() == 1 or alpha.max() == 0:
+        return gray
+    # Canvas drawings are often strokes on a transparent field: put them on a contrasting one.
+    stroke = np.average(gray, weights=alpha)
+    background = 255.0 if stroke < 128 else 0.0
+    return gray * alpha + background * (1 - alpha)
+
+
+def to_ink(gray: np.ndarray) -> np.ndarray:
+    """Float (H, W) ink 0–255 on a zero background; a light background means dark ink."""
+    background = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+    if background > 127:
+        gray, background = 255 - gray, 255 - background
+    span = float(gray.max()) - background
+    if span < MIN_CONTRAST:
+        return np.zeros_like(gray)
+    return np.clip((gray - background) * (255 / span), 0, 255)
+
+
+def center_of_mass(ink: np.ndarray) -> tuple[float, float]:
+    """(row, column) of the ink's centre of mass."""
+    rows, cols = np.indices(ink.shape)
+    total = ink.sum()
+    return float((rows * ink).sum() / total), float((cols * ink).sum() / total)
+
+
+def to_mnist(image: Image.Image) -> np.ndarray:
+    """Any picture of one digit -> uint8 (28, 28) the MNIST way; a blank picture -> zeros."""
+    ink = to_ink(to_gray(image))
+    rows, cols = np.nonzero(ink >= INK)
+    out = np.zeros((SIZE, SIZE), np.uint8)
+    if rows.size == 0:
+        return out
+    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = crop.shape
+    scale = BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    box = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    digit = np.clip(np.asarray(box), 0, 255)
+    if digit.sum() == 0:
+        return out
+    cy, cx = center_of_mass(digit)
+    # Shift so the centre of mass lands on the field's centre, keeping the whole digit inside.
+    top = min(max(round(SIZE / 2 - cy), 0), SIZE - digit.shape[0])
+    left = min(max(round(SIZE / 2 - cx), 0), SIZE - digit.shape[1])
+    out[top : top + digit.shape[0], left : left + digit.shape[1]] = np.round(digit)
+    return out

@@ -13,6 +13,7 @@ from pipeline import __version__
 COMMANDS = {
     "fetch": "pipeline.fetch:fetch",
     "prepare": "pipeline.prepare:prepare_command",
+    "train": "pipeline.train:train_command",
 }
 
 

@@ -1,0 +1,214 @@
+"""Compression of an MLP: magnitude pruning, neuron (structured) pruning, and folding.
+
+Pure functions on `pipeline.network.MLP`. Unstructured pruning uses torch.nn.utils.prune
+masks (fixed while fine-tuning); structured pruning and the folds return new, smaller or
+simpler networks whose NetSpec says so, so they save and reload through the usual checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import prune
+from torch.nn.utils.fusion import fuse_linear_bn_eval
+
+from pipeline.network import MLP, PIXELS, predict_logits
+
+Scope = Literal["global", "layer"]
+
+
+def effective_weight(linear: nn.Linear) -> torch.Tensor:
+    """The weight the layer computes with: weight_orig * mask when pruned (never stale)."""
+    if prune.is_pruned(linear):
+        return (linear.weight_orig * linear.weight_mask).detach()
+    return linear.weight.detach()
+
+
+def plain_copy(model: MLP) -> MLP:
+    """An independent copy with every pruning mask baked into its weight (zeros stay exact)."""
+    source = model.state_dict()
+    state = {}
+    for key, value in source.items():
+        if key.endswith("weight_mask"):
+            continue
+        if key.endswith("weight_orig"):
+            value = value * source[key.replace("_orig", "_mask")]
+            key = key.replace("weight_orig", "weight")
+        state[key] = value.detach().clone()
+    clone = MLP(model.spec)
+    clone.load_state_dict(state)
+    return clone.train(model.training)
+
+
+def pruned_count(linear: nn.Linear) -> int:
+    """How many of the layer's weights its mask already removes (0 when unpruned)."""
+    return int((linear.weight_mask == 0).sum()) if prune.is_pruned(linear) else 0
+
+
+def prune_magnitude(model: MLP, sparsity: float, scope: Scope = "global") -> None:
+    """Mask the smallest-|w| Linear weights (in place) until `sparsity` of them are masked.
+
+    Existing masks are kept (torch's PruningContainer prunes only among the survivors), so
+    calling this with a rising target is the iterative prune step of Han et al. (2015).
+    """
+    linears = model.linears()
+    if scope == "layer":
+        for linear in linears:
+            more = round(sparsity * linear.weight.numel()) - pruned_count(linear)
+            if more > 0:
+                scores = effective_weight(linear).abs()
+                prune.l1_unstructured(linear, "weight", amount=more, importance_scores=scores)
+        return
+    total = sum(linear.weight.numel() for linear in linears)
+    more = round(sparsity * total) - sum(pruned_count(linear) for linear in linears)
+    if more > 0:
+        prune.global_unstructured(
+            [(linear, "weight") for linear in linears],
+            pruning_method=prune.L1Unstructured,
+            importance_scores={(lin, "weight"): effective_weight(lin).abs() for lin in linears},
+            amount=more,
+        )
+
+
+def sparsity_schedule(target: float, steps: int) -> list[float]:
+    """Targets for `steps` prune steps that each remove the same share of the survivors."""
+    return [1 - (1 - target) ** (k / steps) for k in range(1, steps + 1)]
+
+
+def count_below(model: MLP, threshold: float) -> int:
+    """How many Linear weights have |w| < threshold (masked ones included)."""
+    return sum(int((effective_weight(lin).abs() < threshold).sum()) for lin in model.linears())
+
+
+def unit_scores(model: MLP, index: int) -> torch.Tensor:
+    """Importance of each unit of hidden layer `index`: |BN scale|·‖w_in‖·‖w_out‖.
+
+    The BN scale makes the score that of the folded network, where a unit's incoming row is
+    what BatchNorm rescales; the outgoing column norm says how much the next layer uses it.
+    """
+    block = model.blocks[index]
+    W_in = effective_weight(block.linear)  # (units*pieces, fan_in)
+    if isinstance(block.norm, nn.BatchNorm1d):
+        scale = block.norm.weight.detach() / torch.sqrt(block.norm.running_var + block.norm.eps)
+        W_in = W_in * scale[:, None]
+    nxt = model.blocks[index + 1].linear if index + 1 < len(model.blocks) else model.head
+    W_out = effective_weight(nxt)  # (next, units)
+    incoming = W_in.norm(dim=1).view(W_out.shape[1], -1).sum(dim=1)  # maxout: sum over pieces
+    return incoming * W_out.norm(dim=0)  # (units,)
+
+
+def shrink_hidden(model: MLP, fraction: float) -> MLP:
+    """A copy with `fraction` of each hidden layer's units removed, lowest score first."""
+    if any(prune.is_pruned(linear) for linear in model.linears()):
+        raise ValueError("shrink_hidden needs an unmasked model: shrink before magnitude pruning")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    widths = []
+    for i, width in enumerate(model.spec.hidden):
+        keep_n = max(1, width - int(fraction * width))
+        keep = unit_scores(model, i).topk(keep_n).indices.sort().values  # (keep_n,)
+        widths.append(keep_n)
+        pieces = model.blocks[i].linear.out_features // width
+        rows = (keep[:, None] * pieces + torch.arange(pieces)).flatten()  # maxout piece rows
+        for key in [k for k in state if k.startswith(f"blocks.{i}.")]:
+            if key.endswith("num_batches_tracked"):
+                continue
+            state[key] = state[key][keep] if ".act." in key else state[key][rows]
+        last = i + 1 == len(model.spec.hidden)
+        nxt = "head.weight" if last else f"blocks.{i + 1}.linear.weight"
+        state[nxt] = state[nxt][:, keep]
+    shrunk = MLP(dataclasses.replace(model.spec, hidden=tuple(widths)))
+    shrunk.load_state_dict(state)
+    return shrunk.train(model.training)
+
+
+def fold_batchnorm(model: MLP) -> MLP:
+    """A BN-free copy: each BatchNorm1d folded into the Linear before it; pruned zeros stay 0."""
+    source = plain_copy(model).eval()
+    folded = MLP(dataclasses.replace(source.spec, batchnorm=False))
+    state = {k: v for k, v in source.state_dict().items() if ".norm." not in k}
+    for i, block in enumerate(source.blocks):
+        if isinstance(block.norm, nn.BatchNorm1d):
+            # Fold in float64: the rounding then happens once, on the final weights.
+            fused = fuse_linear_bn_eval(copy.deepcopy(block.linear).double(), block.norm.double())
+            state[f"blocks.{i}.linear.weight"] = fused.weight.detach().float()
+            state[f"blocks.{i}.linear.bias"] = fused.bias.detach().float()
+    folded.load_state_dict(state)
+    return folded.eval()
+
+
+def fold_preprocess(model: MLP) -> MLP:
+    """A copy taking raw pixels: (pixels - mean) @ matrix folded into the first Linear."""
+    source = plain_copy(model).eval()
+    if not source.spec.preprocess:
+        return source
+    first = "blocks.0.linear" if source.spec.hidden else "head"
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("preprocess.")}
+    M = source.preprocess.matrix.double()  # (784, k)
+    mean = source.preprocess.mean.double()  # (784,)
+    W = state[f"{first}.weight"].double()  # (out, k)
+    W_pix = W @ M.T  # (out, k) -> (out, 784)
+    state[f"{first}.weight"] = W_pix.float()
+    state[f"{first}.bias"] = (state[f"{first}.bias"].double() - W_pix @ mean).float()
+    folded = MLP(dataclasses.replace(source.spec, preprocess=False, features=PIXELS))
+    folded.load_state_dict(state)
+    return folded.eval()
+
+
+def max_logit_diff(a: nn.Module, b: nn.Module, x: np.ndarray) -> float:
+    """max |logits_a - logits_b| over the rows of x (both in eval mode)."""
+    return float(np.abs(predict_logits(a, x) - predict_logits(b, x)).max())
+
+
+def layer_summary(model: MLP) -> list[dict]:
+    """Per Linear layer: shape, weights, non-zero weights, sparsity."""
+    rows = []
+    names = [f"blocks.{i}.linear" for i in range(len(model.blocks))] + ["head"]
+    for name, linear in zip(names, model.linears(), strict=True):
+        W = effective_weight(linear)
+        nonzero = int(W.count_nonzero())
+        rows.append(
+            {
+                "layer": name,
+                "shape": list(W.shape),
+                "weights": W.numel(),
+                "nonzero": nonzero,
+                "sparsity": 1 - nonzero / W.numel(),
+            }
+        )
+    return rows
+
+
+def model_summary(model: MLP) -> dict:
+    """Global sparsity, parameters total / non-zero, FLOPs per sample (dense and non-zero).
+
+    FLOPs count a multiply and an add per weight, plus the preprocessing matmul when it is
+    still in front and a multiply-add per BatchNorm unit; activations are not counted.
+    """
+    plain = plain_copy(model)
+    layers = layer_summary(plain)
+    weights = sum(row["weights"] for row in layers)
+    nonzero = sum(row["nonzero"] for row in layers)
+    params = list(plain.parameters())
+    extra = 0
+    if plain.spec.preprocess:
+        extra += 2 * plain.preprocess.matrix.numel() + PIXELS
+    extra += sum(2 * b.norm.num_features for b in plain.blocks if hasattr(b.norm, "running_var"))
+    return {
+        "sparsity": 1 - nonzero / weights,
+        "hidden": list(plain.spec.hidden),
+        "params_total": sum(p.numel() for p in params),
+        "params_nonzero": sum(int(p.count_nonzero()) for p in params),
+        "flops_per_sample": 2 * weights + extra,
+        "flops_per_sample_nonzero": 2 * nonzero + extra,
+        "layers": layers,
+    }
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether any BatchNorm module remains."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

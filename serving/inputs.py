@@ -1,0 +1,295 @@
+"""Input readers for `digits score`: stream images from IDX, .npy/.npz, CSV and image files.
+
+Reads IDX image files (raw or gzip), .npy/.npz arrays, CSV rows of 784 pixels and PNG/JPEG/BMP/GIF
+files, given as files, directories or globs; writes nothing. Every reader yields Chunks of at most
+`batch` rows, so memory stays bounded whatever the input size. Bad input raises InputError.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import itertools
+import os
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from serving.images import ImageError, load_image, to_mnist
+
+PIXELS = 784
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+ARRAY_SUFFIXES = {".npy", ".npz", ".csv"}
+NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+STREAM_ERRORS = (OSError, EOFError, zlib.error, ValueError, zipfile.BadZipFile)
+
+
+class InputError(ValueError):
+    """An input that cannot be scored: missing, unknown format, corrupt or truncated."""
+
+
+@dataclass
+class Chunk:
+    """Up to `batch` images: ids (bytes 'file:index'), pixels (n, 784) 0–255, labels or None."""
+
+    ids: np.ndarray
+    pixels: np.ndarray
+    labels: np.ndarray | None = None
+
+
+def kind_of(path: Path) -> str:
+    """'image', 'npy', 'npz', 'csv' or 'idx' (anything else: IDX, raw or gzip), by name."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    return suffix[1:] if suffix in ARRAY_SUFFIXES else "idx"
+
+
+def scorable(path: Path) -> bool:
+    """Whether a file found in a directory is an input (IDX image files or known suffixes)."""
+    suffix = path.suffix.lower()
+    return suffix in IMAGE_SUFFIXES | ARRAY_SUFFIXES or "idx3" in path.name
+
+
+def expand_inputs(args: list[str]) -> Iterator[Path | InputError]:
+    """Files named by the arguments, directories and globs expanded; problems as InputError."""
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and scorable(p))
+            yield from files or [InputError(f"{arg}: directory has no scorable files")]
+        elif path.exists():
+            yield path
+        elif glob.has_magic(arg):
+            matches = sorted(Path(p) for p in glob.glob(arg, recursive=True) if Path(p).is_file())
+            yield from matches or [InputError(f"{arg}: no files match")]
+        else:
+            yield InputError(f"{arg}: no such file or directory")
+
+
+def row_ids(path: Path, start: int, n: int) -> np.ndarray:
+    """Bytes ids b'path:index' for rows start..start+n of one file."""
+    return np.strings.add(os.fsencode(path) + b":", np.arange(start, start + n).astype("S"))
+
+
+def open_maybe_gzip(path: Path) -> IO[bytes]:
+    """Open a file for reading, transparently gunzipping when it starts with the gzip magic."""
+    f = path.open("rb")
+    if f.read(2) == b"\x1f\x8b":
+        f.seek(0)
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    f.seek(0)
+    return f
+
+
+def read_exact(stream: IO[bytes], size: int, path: Path) -> bytes:
+    """Exactly `size` bytes from the stream, or InputError naming the file as truncated."""
+    data = stream.read(size)
+    if len(data) != size:
+        raise InputError(f"{path}: truncated (wanted {size} more bytes, got {len(data)})")
+    return data
+
+
+def read_idx_header(stream: IO[bytes], path: Path) -> tuple[int, ...]:
+    """The shape in an IDX header of unsigned bytes; the stream is left at the data."""
+    head = read_exact(stream, 4, path)
+    zero, code, ndim = struct.unpack(">HBB", head)
+    if zero != 0 or code != 0x08 or ndim == 0:
+        raise InputError(f"{path}: not an IDX file of unsigned bytes (header 0x{head.hex()})")
+    return struct.unpack(f">{ndim}I", read_exact(stream, 4 * ndim, path))
+
+
+def read_idx_labels(path: Path) -> np.ndarray:
+    """All labels of an IDX label file (idx1, raw or gzip)."""
+    try:
+        with open_maybe_gzip(path) as stream:
+            shape = read_idx_header(stream, path)
+            if len(shape) != 1:
+                raise InputError(f"{path}: expected a 1-D IDX label file, got shape {shape}")
+            labels = np.frombuffer(read_exact(stream, shape[0], path), np.uint8)
+            if stream.read(1):
+                raise InputError(f"{path}: trailing bytes after {shape[0]} labels")
+    except STREAM_ERRORS as err:
+        raise InputError(f"{path}: cannot read labels ({err})") from None
+    return labels
+
+
+def labels_beside(path: Path) -> Path | None:
+    """The IDX labels beside IDX images: t10k-images-idx3-ubyte -> t10k-labels-idx1-ubyte."""
+    name = path.name.replace("images", "labels").replace("idx3", "idx1")
+    for candidate in (name, name.removesuffix(".gz"), name + ".gz"):
+        if candidate != path.name and (path.parent / candidate).is_file():
+            return path.parent / candidate
+    return None
+
+
+def read_idx(path: Path, batch: int) -> Iterator[Chunk]:
+    """Stream an IDX image file (N×28×28 or N×784 bytes), with the labels beside it if any."""
+    with open_maybe_gzip(path) as stream:
+        shape = read_idx_header(stream, path)
+        if int(np.prod(shape[1:])) != PIXELS:
+            raise InputError(f"{path}: IDX shape {shape} is not N×28×28 images")
+        n = shape[0]
+        if not isinstance(stream, gzip.GzipFile):  # raw: check the size before scoring
+            expected = 4 + 4 * len(shape) + n * PIXELS
+            if (size := path.stat().st_size) != expected:
+                raise InputError(f"{path}: file is {size} bytes, header says {expected}")
+        labels_path = labels_beside(path)
+        labels = read_idx_labels(labels_path) if labels_path else None
+        if labels is not None and len(labels) != n:
+            raise InputError(f"{labels_path}: {len(labels)} labels for {n} images")
+        for start in range(0, n, batch):
+            rows = min(batch, n - start)
+            pixels = np.frombuffer(read_exact(stream, rows * PIXELS, path), np.uint8)
+            part = None if labels is None else labels[start : start + rows]
+            yield Chunk(row_ids(path, start, rows), pixels.reshape(rows, PIXELS), part)
+        if stream.read(1):
+            raise InputError(f"{path}: trailing bytes after {n} images")
+
+
+def read_npy_stream(stream: IO[bytes], path: Path, batch: int) -> Iterator[np.ndarray]:
+    """Stream the rows of a .npy array of images (N×784 or N×28×28), `batch` at a time."""
+    version = np.lib.format.read_magic(stream)
+    if version not in NPY_HEADERS:
+        raise InputError(f"{path}: unsupported .npy format version {version}")
+    shape, fortran, dtype = NPY_HEADERS[version](stream)
+    if fortran or dtype.kind not in "uif" or len(shape) < 2 or np.prod(shape[1:]) != PIXELS:
+        raise InputError(f"{path}: expected a C-order numeric N×784 array, got {dtype} {shape}")
+    for start in range(0, shape[0], batch):
+        rows = min(batch, shape[0] - start)
+        data = read_exact(stream, rows * PIXELS * dtype.itemsize, path)
+        yield np.frombuffer(data, dtype).reshape(rows, PIXELS)
+
+
+def read_npy(path: Path, batch: int) -> Iterator[Chunk]:
+    """Stream a .npy file of images."""
+    with path.open("rb") as stream:
+        start = 0
+        for pixels in read_npy_stream(stream, path, batch):
+            yield Chunk(row_ids(path, start, len(pixels)), pixels)
+            start += len(pixels)
+
+
+def read_npz(path: Path, batch: int) -> Iterator[Chunk]:
+    """Stream array `x` (or the only array) of an .npz, with labels `y` when present."""
+    with zipfile.ZipFile(path) as archive:
+        names = [n.removesuffix(".npy") for n in archive.namelist()]
+        key = "x" if "x" in names else names[0] if len(names) == 1 else None
+        if key is None:
+            raise InputError(f"{path}: no array 'x' among {', '.join(names)}")
+        labels = None
+        if key == "x" and "y" in names:
+            with archive.open("y.npy") as f:
+                labels = np.load(f)
+        with archive.open(f"{key}.npy") as stream:
+            start = 0
+            for pixels in read_npy_stream(stream, path, batch):
+                part = None if labels is None else labels[start : start + len(pixels)]
+                yield Chunk(row_ids(path, start, len(pixels)), pixels, part)
+                start += len(pixels)
+        if labels is not None and len(labels) != start:
+            raise InputError(f"{path}: {len(labels)} labels in 'y' for {start} images in 'x'")
+
+
+def read_csv(path: Path, batch: int) -> Iterator[Chunk]:
+    """Stream CSV rows of 784 pixels; a header row and a leading label column are detected."""
+    with path.open() as f:
+        first = f.readline()
+        fields = first.strip().split(",")
+        if len(fields) not in (PIXELS, PIXELS + 1):
+            raise InputError(f"{path}: {len(fields)} columns; expected 784 pixels (+1 label)")
+        has_label = len(fields) == PIXELS + 1
+        try:
+            np.asarray(fields, dtype=np.float32)
+            lines = itertools.chain([first], f)
+        except ValueError:  # not numbers: a header
+            lines = f
+        start = 0
+        while block := list(itertools.islice(lines, batch)):
+            try:
+                table = np.loadtxt(block, delimiter=",", dtype=np.float32, ndmin=2)
+            except ValueError as err:
+                raise InputError(f"{path}: bad CSV row after row {start} ({err})") from None
+            if table.shape[1] != len(fields):
+                raise InputError(f"{path}: rows after row {start} have {table.shape[1]} columns")
+            labels = table[:, 0].astype(np.int64) if has_label else None
+            pixels = table[:, 1:] if has_label else table
+            yield Chunk(row_ids(path, start, len(table)), pixels, labels)
+            start += len(table)
+
+
+def read_images(paths: list[Path], batch: int, skipped: list[str] | None) -> Iterator[Chunk]:
+    """Decode image files into MNIST pixels, `batch` at a time; bad ones go to `skipped`."""
+    for group in itertools.batched(paths, batch):
+        ids, pixels = [], []
+        for path in group:
+            try:
+                pixels.append(to_mnist(load_image(path.read_bytes())).reshape(PIXELS))
+                ids.append(os.fsencode(path))
+            except (ImageError, OSError) as err:
+                message = f"{path}: {err.strerror if isinstance(err, OSError) else err}"
+                if skipped is None:
+                    raise InputError(message) from None
+                skipped.append(message)
+        if ids:
+            yield Chunk(np.array(ids, dtype="S"), np.stack(pixels))
+
+
+def count_rows(path: Path) -> int | None:
+    """Images in one input when its header tells cheaply (images, IDX, .npy), else None."""
+    kind = kind_of(path)
+    try:
+        if kind == "image":
+            return 1
+        with open_maybe_gzip(path) if kind == "idx" else path.open("rb") as f:
+            if kind == "idx":
+                return read_idx_header(f, path)[0]
+            if kind == "npy":
+                return NPY_HEADERS[np.lib.format.read_magic(f)](f)[0][0]
+    except (*STREAM_ERRORS, KeyError, IndexError):
+        pass  # the reader reports it properly when the file is scored
+    return None
+
+
+def row_count(paths: list[Path]) -> int | None:
+    """Images in all inputs, or None when any count is unknown without reading it all."""
+    counts = [count_rows(p) for p in paths]
+    return None if None in counts else sum(counts)
+
+
+READERS = {"idx": read_idx, "npy": read_npy, "npz": read_npz, "csv": read_csv}
+
+
+def read_file(path: Path, batch: int) -> Iterator[Chunk]:
+    """Stream one IDX/.npy/.npz/CSV file; any decoding failure becomes InputError."""
+    try:
+        yield from READERS[kind_of(path)](path, batch)
+    except InputError:
+        raise
+    except STREAM_ERRORS as err:
+        raise InputError(f"{path}: cannot read as {kind_of(path)} ({err})") from None
+
+
+def load_labels(path: Path) -> np.ndarray:
+    """Labels 0–9 from an IDX label file, a .npy file, or text with one label per line."""
+    try:
+        if path.suffix == ".npy":
+            labels = np.load(path)
+        elif path.suffix in {".txt", ".csv"}:
+            labels = np.loadtxt(path, dtype=np.int64, ndmin=1)
+        else:
+            labels = read_idx_labels(path)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read labels ({err})") from None
+    if labels.ndim != 1 or labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise InputError(f"{path}: labels must be one digit 0–9 per image")
+    return labels.astype(np.int64)

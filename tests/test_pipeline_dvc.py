@@ -16,7 +16,10 @@ from tests.conftest import write_mnist_idx
 ROOT = Path(__file__).resolve().parents[1]
 
 # Overrides that make each stage fast on the fixture; a group applies once the stage exists.
-TINY_PARAMS: dict[str, dict] = {}
+TINY_PARAMS: dict[str, dict] = {
+    "model": {"hidden": [32, 16]},
+    "train": {"epochs": 2, "batch_size": 64},
+}
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -55,6 +58,10 @@ def scratch_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     run(["git", "init", "-q"], repo, env)
     run(["dvc", "init", "-q"], repo, env)
     run(["dvc", "config", "core.analytics", "false"], repo, env)
+    # A real checkout has history; dvclive reads the current commit.
+    git_id = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    run(["git", "add", "-A"], repo, env)
+    run(["git", *git_id, "commit", "-qm", "scratch"], repo, env)
     return repo, env
 
 

@@ -1,0 +1,229 @@
+"""BentoML service: digit prediction from JSON pixels or uploaded images, on ONNX Runtime.
+
+Reads the ONNX model named by $DIGITS_MODEL (default models/digits.onnx) and its metadata; writes
+nothing. Run: `bentoml serve serving.service:Digits` or `digits serve` (sets the env vars below).
+Settings (env): DIGITS_MODEL, DIGITS_PROVIDER (auto|cuda|cpu), DIGITS_THREADS, DIGITS_WORKERS,
+DIGITS_MAX_IMAGES (1024 per request), DIGITS_MAX_BODY_BYTES (16 MiB, beyond -> 413).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.images import ImageError, load_image, to_mnist
+from serving.session import OnnxModel, load_model
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operational settings, read from DIGITS_* environment variables."""
+
+    model: str = "models/digits.onnx"
+    provider: str = "auto"
+    threads: int | None = None
+    workers: int = 1
+    max_images: int = 1024
+    max_body_bytes: int = 16 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings with DIGITS_<FIELD> environment variables applied over the defaults."""
+        env = {k: os.environ.get(f"DIGITS_{k.upper()}") for k in cls.__dataclass_fields__}
+        ints = {"threads", "workers", "max_images", "max_body_bytes"}
+        return cls(**{k: int(v) if k in ints else v for k, v in env.items() if v})
+
+
+class InputError(ValueError):
+    """A request the service refuses; `status` is the HTTP code to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_count(n: int, max_images: int) -> None:
+    """Refuse empty batches and batches over the per-request limit."""
+    if n == 0:
+        raise InputError("empty batch: send at least one image")
+    if n > max_images:
+        raise InputError(f"too many images: {n} (limit {max_images} per request)", 413)
+
+
+def to_pixels(value: Any, max_images: int) -> np.ndarray:
+    """JSON pixels (N×784 or N×28×28 numbers 0–255) -> float32 (N, 784), or InputError."""
+    try:
+        X = np.asarray(value)
+    except ValueError:
+        raise InputError("pixels must be a rectangular array (rows of equal length)") from None
+    if X.dtype.kind not in "iuf":
+        raise InputError(f"pixels must be numbers, got {X.dtype.kind!r} values (e.g. strings)")
+    if X.ndim and len(X) == 0:
+        raise InputError("empty batch: send at least one image")
+    if X.shape[1:] not in ((784,), (28, 28)):
+        raise InputError(f"pixels must have shape N×784 or N×28×28, got {list(X.shape)}")
+    check_count(len(X), max_images)
+    if not np.isfinite(X).all():
+        raise InputError("pixels must be finite (no NaN or infinity)")
+    if X.min() < 0 or X.max() > 255:
+        raise InputError(f"pixels must lie in 0–255, got {X.min():g}–{X.max():g}")
+    return X.reshape(len(X), 784).astype(np.float32)
+
+
+class Batcher:
+    """Adaptive batching: requests that arrive while the model runs go into its next call."""
+
+    def __init__(self, model: OnnxModel, max_batch: int) -> None:
+        self.model, self.max_batch = model, max_batch
+        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] | None = None
+
+    async def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Float32 (N, 784) -> probabilities (N, 10), computed in a shared batch."""
+        if self.queue is None:  # created on first use, inside the server's event loop
+            self.queue = asyncio.Queue()
+            asyncio.get_running_loop().create_task(self.run())
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((X, future))
+        return await future
+
+    async def run(self) -> None:
+        """Take everything queued (up to max_batch rows), run it once, hand out the slices."""
+        assert self.queue is not None
+        while True:
+            jobs = [await self.queue.get()]
+            rows = len(jobs[0][0])
+            while not self.queue.empty() and rows + len(self.queue._queue[0][0]) <= self.max_batch:
+                jobs.append(self.queue.get_nowait())
+                rows += len(jobs[-1][0])
+            X = np.concatenate([x for x, _ in jobs])  # (sum N, 784)
+            try:
+                _, P = await asyncio.to_thread(self.model.predict, X)
+            except Exception as err:  # hand the failure to every waiting request
+                for _, future in jobs:
+                    future.set_exception(err)
+                continue
+            slices = np.split(P, np.cumsum([len(x) for x, _ in jobs])[:-1])
+            for (_, future), p in zip(jobs, slices, strict=True):
+                future.set_result(p)
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 with a JSON error to bodies over the limit, before parsing."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            return await self.too_large(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # a chunked body gives no length up front
+                error = f"request body too large (limit {self.max_bytes} bytes)"
+                raise BentoMLException(error, error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the 413 answer."""
+        error = f"request body too large (limit {self.max_bytes} bytes)"
+        await JSONResponse({"error": error}, status_code=413)(scope, receive, send)
+
+
+def answer(P: np.ndarray, version: str) -> dict[str, Any]:
+    """The JSON answer: each digit, its probability vector, the model version."""
+    return {
+        "digits": P.argmax(axis=1).tolist(),
+        "probabilities": P.tolist(),
+        "model_version": version,
+    }
+
+
+async def page(_: Request) -> FileResponse:
+    """GET /: the drawing page."""
+    return FileResponse(STATIC / "index.html")
+
+
+async def info(_: Request) -> JSONResponse:
+    """GET /info: model metadata and the ONNX Runtime provider in use."""
+    return JSONResponse(bentoml.get_current_service().info())
+
+
+# BentoML APIs are POST-only; the GET routes live in a small Starlette app mounted beside them.
+PAGES = Starlette(routes=[Route("/", page), Route("/info", info)])
+
+
+SETTINGS = Settings.from_env()
+
+
+@bentoml.asgi_app(PAGES, path="/")
+@bentoml.service(
+    name="digits",
+    workers=SETTINGS.workers,
+    traffic={"timeout": 30},
+    http={"cors": {"enabled": False}},
+)
+class Digits:
+    """Digit classifier: JSON pixels or images in, digits and probabilities out."""
+
+    def __init__(self) -> None:
+        self.settings = Settings.from_env()
+        s = self.settings
+        self.model = load_model(s.model, s.provider, s.threads)
+        self.batch = Batcher(self.model, s.max_images)
+
+    @bentoml.api
+    async def predict(self, pixels: Any, ctx: bentoml.Context) -> dict[str, Any]:
+        """Classify N images given as N×784 or N×28×28 pixel values 0–255."""
+        try:
+            X = to_pixels(pixels, self.settings.max_images)
+        except InputError as err:
+            ctx.response.status_code = err.status
+            return {"error": str(err)}
+        return answer(await self.batch(X), self.model.version)
+
+    @bentoml.api
+    async def predict_image(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any]:
+        """Classify uploaded PNG/JPEG images, each preprocessed the MNIST way."""
+        try:
+            check_count(len(images), self.settings.max_images)
+            digits = [to_mnist(load_image(path.read_bytes())) for path in images]
+        except (InputError, ImageError) as err:
+            ctx.response.status_code = getattr(err, "status", 400)
+            return {"error": str(err)}
+        X = np.stack(digits).reshape(len(digits), 784).astype(np.float32)
+        return answer(await self.batch(X), self.model.version)
+
+    def info(self) -> dict[str, Any]:
+        """Model metadata and the ONNX Runtime provider in use."""
+        return {
+            "provider": self.model.provider,
+            "version": self.model.version,
+            **self.model.metadata,
+        }
+
+
+Digits.add_asgi_middleware(BodyLimit, max_bytes=SETTINGS.max_body_bytes)

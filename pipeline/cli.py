@@ -14,6 +14,7 @@ COMMANDS = {
     "fetch": "pipeline.fetch:fetch",
     "prepare": "pipeline.prepare:prepare_command",
     "train": "pipeline.train:train_command",
+    "compress": "pipeline.compress:compress_command",
     "export": "pipeline.export:export_command",
     "score": "serving.score:score",
 }

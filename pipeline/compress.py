@@ -1,0 +1,241 @@
+"""Stage `compress`: shrink, prune and fold the dense MLP, checking dev accuracy at every step.
+
+Reads: models/mlp.pt, data/prepared/{train,dev}.npz, params.yaml `base`, `train`, `compress`.
+Writes: models/mlp-compressed.pt (pruned, BN- and preprocessing-folded checkpoint),
+reports/compress.json (sparsity, accuracy per step, per-layer detail, folding errors),
+reports/compress-sweep.json (dev accuracy vs sparsity of one-shot magnitude pruning, a plot).
+Run: `digits compress`
+
+The recipe, in order (a step whose param is 0 is skipped):
+1. structured: remove `structured_fraction` of each hidden layer's units, fine-tune;
+2. l1: fine-tune with an L1 penalty, so the prune steps find many weights already near 0;
+3. prune: magnitude-prune to `sparsity` of the remaining Linear weights in `steps` rising
+   steps, fine-tuning with the masks fixed after each (Han et al. 2015);
+4. fold BatchNorm, then the preprocessing, into the Linears; each fold is checked on dev.
+Fine-tuning is `pipeline.train.fit` with the `train:` params, less `epochs`, `lr` and `l1`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from pipeline import metrics
+from pipeline.atomic import write_json
+from pipeline.compression import (
+    Scope,
+    count_below,
+    fold_batchnorm,
+    fold_preprocess,
+    has_batchnorm,
+    max_logit_diff,
+    model_summary,
+    plain_copy,
+    prune_magnitude,
+    shrink_hidden,
+    sparsity_schedule,
+)
+from pipeline.config import BaseParams, load_group, require, seed_everything
+from pipeline.network import MLP, load_checkpoint, predict_logits, save_checkpoint
+from pipeline.train import Data, TrainParams, fit, load_data
+
+
+@dataclass(frozen=True)
+class CompressParams:
+    """params.yaml `compress:` group."""
+
+    structured_fraction: float = 0.5  # share of each hidden layer's units removed
+    structured_epochs: int = 2
+    l1: float = 1e-5  # L1 coefficient of the L1 fine-tune
+    l1_epochs: int = 2
+    l1_threshold: float = 1e-3  # |w| below this counts as driven to zero by the penalty
+    sparsity: float = 0.9  # target zero share of the Linear weights left after step 1
+    scope: Scope = "global"
+    steps: int = 3
+    step_epochs: int = 2
+    lr: float = 1e-3  # peak lr of each fine-tune
+    sweep: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+    def __post_init__(self) -> None:
+        require(0 <= self.structured_fraction < 1, "compress.structured_fraction", "not in [0, 1)")
+        for key in ("structured_epochs", "l1_epochs", "step_epochs"):
+            require(getattr(self, key) >= 0, f"compress.{key}", "must be >= 0")
+        require(self.l1 >= 0, "compress.l1", "must be >= 0")
+        require(self.l1_threshold > 0, "compress.l1_threshold", "must be > 0")
+        require(0 <= self.sparsity < 1, "compress.sparsity", "must be in [0, 1)")
+        require(self.steps >= 1, "compress.steps", "must be >= 1")
+        require(self.lr > 0, "compress.lr", "must be > 0")
+        require(all(0 <= s < 1 for s in self.sweep), "compress.sweep", "levels must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What every fine-tune shares: the data, the train params, the seed."""
+
+    train: Data
+    dev: Data
+    params: TrainParams
+    seed: int
+
+
+def fine_tune(model: MLP, tuning: Tuning, epochs: int, lr: float, l1: float = 0.0) -> None:
+    """Train in place for `epochs` (masks stay fixed); no early stopping."""
+    if epochs:
+        params = dataclasses.replace(
+            tuning.params, epochs=epochs, lr=lr, l1=l1, early_stopping="none"
+        )
+        fit(model, tuning.train, tuning.dev, params, seed=tuning.seed)
+
+
+def dev_accuracy(model: MLP, dev: Data) -> float:
+    """Accuracy on the dev split."""
+    return metrics.accuracy(predict_logits(model, dev[0]), dev[1])
+
+
+def step_row(name: str, model: MLP, dev: Data, before: float, cut: float | None) -> dict:
+    """One step's figures: dev accuracy before it, right after the cut, after fine-tuning."""
+    summary = model_summary(model)
+    del summary["layers"]
+    row = {"step": name, "dev_accuracy_before": before}
+    if cut is not None:
+        row["dev_accuracy_pruned"] = cut
+    return {**row, "dev_accuracy_after": dev_accuracy(model, dev), **summary}
+
+
+def structured_step(model: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, dict]:
+    """Remove the weakest hidden units and fine-tune; return the narrower model and its row."""
+    before = dev_accuracy(model, tuning.dev)
+    shrunk = shrink_hidden(model, params.structured_fraction)
+    cut = dev_accuracy(shrunk, tuning.dev)
+    fine_tune(shrunk, tuning, params.structured_epochs, params.lr)
+    row = step_row("structured", shrunk, tuning.dev, before, cut)
+    units = sum(model.spec.hidden)
+    row["units_removed_fraction"] = (units - sum(shrunk.spec.hidden)) / units if units else 0.0
+    return shrunk, row
+
+
+def l1_step(model: MLP, tuning: Tuning, params: CompressParams) -> dict:
+    """Fine-tune with the L1 penalty; count the weights it pushed under the threshold."""
+    before = dev_accuracy(model, tuning.dev)
+    below = count_below(model, params.l1_threshold)
+    fine_tune(model, tuning, params.l1_epochs, params.lr, params.l1)
+    row = step_row("l1", model, tuning.dev, before, None)
+    after = count_below(model, params.l1_threshold)
+    row.update(l1_below_threshold_before=below, l1_below_threshold_after=after)
+    row["l1_pushed_below_threshold"] = after - below
+    return row
+
+
+def prune_steps(model: MLP, tuning: Tuning, params: CompressParams) -> list[dict]:
+    """Iterative magnitude pruning to the target sparsity, fine-tuning after each step."""
+    rows = []
+    for k, target in enumerate(sparsity_schedule(params.sparsity, params.steps), 1):
+        before = dev_accuracy(model, tuning.dev)
+        prune_magnitude(model, target, params.scope)
+        cut = dev_accuracy(model, tuning.dev)
+        fine_tune(model, tuning, params.step_epochs, params.lr)
+        rows.append(step_row(f"prune_{k}", model, tuning.dev, before, cut))
+    return rows
+
+
+def fold(model: MLP, dev: Data) -> tuple[MLP, dict]:
+    """Fold BatchNorm then preprocessing; max |Δlogit| of each fold on dev."""
+    unfolded = plain_copy(model).eval()
+    no_bn = fold_batchnorm(unfolded)
+    folded = fold_preprocess(no_bn)
+    return folded, {
+        "batchnorm_max_abs_logit_diff": max_logit_diff(unfolded, no_bn, dev[0]),
+        "preprocess_max_abs_logit_diff": max_logit_diff(no_bn, folded, dev[0]),
+        "total_max_abs_logit_diff": max_logit_diff(unfolded, folded, dev[0]),
+        "batchnorm_left": has_batchnorm(folded),
+        "preprocess_left": folded.spec.preprocess,
+    }
+
+
+def sweep(dense: MLP, dev: Data, levels: tuple[float, ...], scope: Scope) -> list[dict]:
+    """Dev accuracy of the dense model one-shot magnitude-pruned to each level (no tuning)."""
+    rows = []
+    for level in levels:
+        pruned = plain_copy(dense).eval()
+        prune_magnitude(pruned, level, scope)
+        rows.append({"sparsity": level, "dev_accuracy": dev_accuracy(pruned, dev)})
+    return rows
+
+
+def compress(dense: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, dict]:
+    """Run the recipe on a copy of the dense model; return the folded model and the report."""
+    model, steps = plain_copy(dense), []
+    if params.structured_fraction and dense.spec.hidden:
+        model, row = structured_step(model, tuning, params)
+        steps.append(row)
+    if params.l1 and params.l1_epochs:
+        steps.append(l1_step(model, tuning, params))
+    if params.sparsity:
+        steps.extend(prune_steps(model, tuning, params))
+    folded, folding = fold(model, tuning.dev)
+    before, after = dev_accuracy(dense, tuning.dev), dev_accuracy(folded, tuning.dev)
+    summary = model_summary(folded)
+    dense_summary = model_summary(dense)
+    del dense_summary["layers"]
+    report = {
+        "sparsity": summary.pop("sparsity"),
+        "dev_accuracy_before": before,
+        "dev_accuracy_after": after,
+        "dev_accuracy_drop_pp": 100 * (before - after),
+        **summary,
+        "compression_ratio": dense_summary["params_total"] / summary["params_nonzero"],
+        "dense": dense_summary,
+        "steps": steps,
+        "folding": folding,
+    }
+    return folded, report
+
+
+def run_stage(params_file: Path, prepared: Path, model_path: Path) -> tuple[MLP, dict, list]:
+    """Load everything, compress, sweep; return the model, the report and the sweep rows."""
+    base = load_group(BaseParams, "base", params_file)
+    train_params = load_group(TrainParams, "train", params_file)
+    params = load_group(CompressParams, "compress", params_file)
+    seed_everything(base.seed)
+    train, dev, _ = load_data(prepared)
+    dense, _ = load_checkpoint(model_path)
+    started = time.perf_counter()
+    folded, report = compress(dense, Tuning(train, dev, train_params, base.seed), params)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return folded, report, sweep(dense, dev, params.sweep, params.scope)
+
+
+def path_option(*decls: str, default: str, help: str, **kwargs) -> click.Option:
+    """A path option with its default shown in --help."""
+    kind = click.Path(path_type=Path, **kwargs)
+    return click.option(*decls, type=kind, default=Path(default), show_default=True, help=help)
+
+
+@click.command("compress")
+@path_option("--params", "params_file", default="params.yaml", help="Parameters file.")
+@path_option(
+    "--data", default="data/prepared", help="Prepared splits.", exists=True, file_okay=False
+)
+@path_option(
+    "--model", default="models/mlp.pt", help="Dense checkpoint.", exists=True, dir_okay=False
+)
+@path_option("--out", default="models/mlp-compressed.pt", help="Checkpoint to write.")
+@path_option("--metrics", "metrics_file", default="reports/compress.json", help="Report JSON.")
+@path_option("--sweep", "sweep_file", default="reports/compress-sweep.json", help="Sweep data.")
+def compress_command(
+    params_file: Path, data: Path, model: Path, out: Path, metrics_file: Path, sweep_file: Path
+) -> None:
+    """Shrink, prune, fine-tune and fold the dense MLP; write the compressed checkpoint."""
+    folded, report, rows = run_stage(params_file, data, model)
+    save_checkpoint(out, folded, sparsity=report["sparsity"])
+    write_json(metrics_file, report)
+    write_json(sweep_file, rows)
+    click.echo(
+        f"compressed in {report['seconds']} s: sparsity {report['sparsity']:.3f}, "
+        f"hidden {report['hidden']}, dev accuracy {report['dev_accuracy_before']:.4f} -> "
+        f"{report['dev_accuracy_after']:.4f} -> {out}"
+    )

@@ -17,6 +17,7 @@ COMMANDS = {
     "compress": "pipeline.compress:compress_command",
     "export": "pipeline.export:export_command",
     "score": "serving.score:score",
+    "serve": "serving.serve:serve",
 }
 
 

@@ -1,0 +1,45 @@
+"""`digits serve`: start the BentoML service (serving/service.py) on a model file.
+
+Reads the ONNX model (default models/digits.onnx); writes nothing. Runs
+`bentoml serve serving.service:Digits` with the DIGITS_* settings taken from the options.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from serving.session import PROVIDERS, cuda_problem
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve_command(port: int, host: str) -> list[str]:
+    """The `bentoml serve` command line for the digits service."""
+    target = "serving.service:Digits"
+    return [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port), "--host", host]
+
+
+@click.command()
+@click.option("--model", default="models/digits.onnx", show_default=True, help="ONNX model file.")
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
+@click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
+              help="ONNX Runtime provider: CUDA when usable (auto), CUDA or fail, or CPU.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Server worker processes, each with its own model session.")
+def serve(model: str, port: int, host: str, provider: str, workers: int) -> None:  # fmt: skip
+    """Serve the model over HTTP: /predict, /predict_image, /info, a drawing page at /."""
+    path = Path(model).resolve()
+    if not path.is_file():
+        raise click.BadParameter(f"no such file: {model}", param_hint="--model")
+    if provider == "cuda" and (problem := cuda_problem()):
+        raise click.ClickException(f"--provider cuda: CUDA is unusable here: {problem}")
+    env = {**os.environ, "DIGITS_MODEL": str(path), "DIGITS_PROVIDER": provider}
+    env["DIGITS_WORKERS"] = str(workers)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = serve_command(port, host)
+    os.execve(command[0], command, env)  # the server replaces this process: signals reach it

@@ -25,13 +25,25 @@ def serve_command(port: int, host: str) -> list[str]:
 
 @click.command()
 @click.option("--model", default="models/digits.onnx", show_default=True, help="ONNX model file.")
-@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port", default=3000, show_default=True, type=click.IntRange(1, 65535), help="TCP port."
+)
 @click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
-@click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
-              help="ONNX Runtime provider: CUDA when usable (auto), CUDA or fail, or CPU.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Server worker processes, each with its own model session.")
-def serve(model: str, port: int, host: str, provider: str, workers: int) -> None:  # fmt: skip
+@click.option(
+    "--provider",
+    type=click.Choice(PROVIDERS),
+    default="auto",
+    show_default=True,
+    help="ONNX Runtime provider: CUDA when usable (auto), CUDA or fail, or CPU.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Server worker processes, each with its own model session.",
+)
+def serve(model: str, port: int, host: str, provider: str, workers: int) -> None:
     """Serve the model over HTTP: /predict, /predict_image, /info, a drawing page at /."""
     path = Path(model).resolve()
     if not path.is_file():

@@ -1,0 +1,246 @@
+"""Stage `evaluate`: both models on train, dev and test; bias/variance diagnosis.
+
+The only stage that reads the test split.
+Reads: models/mlp.pt, models/mlp-compressed.pt, data/prepared/{train,dev,test}.npz,
+params.yaml `base`, `evaluate`.
+Writes: reports/evaluate.json (DVC metrics: accuracy, error, loss per split and model; the
+diagnosis), reports/evaluate/ (detail.json with per-class scores, confusion matrices and
+reliability data; confusion_<model>.json and calibration_<model>.json for `dvc plots`;
+errors.json, the most confidently wrong test images).
+Run: `digits evaluate`
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from pipeline import metrics
+from pipeline.atomic import atomic_dir, write_json
+from pipeline.config import BaseParams, load_group, require, seed_everything
+from pipeline.network import load_checkpoint, predict_logits
+
+SPLITS = ("train", "dev", "test")
+# Errors are ratios of counts: a gap equal to its threshold must not tip over on float noise.
+TOLERANCE = 1e-9
+NEXT_STEPS = {
+    "bias": [
+        "bigger network: more or wider hidden layers (model.hidden)",
+        "train longer (train.epochs)",
+        "better optimizer or schedule (train.optimizer, train.lr, train.schedule)",
+        "less regularization (train.weight_decay, model.dropout)",
+    ],
+    "variance": [
+        "more data, or augmentation (train.augment)",
+        "more regularization (train.weight_decay, model.dropout, train.l1)",
+        "early stopping on dev (train.early_stopping)",
+        "a smaller network, or prune harder (compress)",
+    ],
+    "mismatch": ["dev and test disagree: enlarge dev, or draw it from the test distribution"],
+    "neither": ["near the Bayes proxy: keep this model; watch calibration and the worst errors"],
+}
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """params.yaml `evaluate:` group."""
+
+    bayes_error: float = 0.002  # human-level / Bayes error proxy
+    bias_threshold: float = 0.01  # avoidable bias above this is high bias
+    variance_threshold: float = 0.01  # dev - train error above this is high variance
+    mismatch_threshold: float = 0.01  # |test - dev error| above this flags a mismatch
+    calibration_bins: int = 15
+    worst_errors: int = 25
+
+    def __post_init__(self) -> None:
+        require(0 <= self.bayes_error < 1, "evaluate.bayes_error", "must be in [0, 1)")
+        require(self.bias_threshold >= 0, "evaluate.bias_threshold", "must be >= 0")
+        require(self.variance_threshold >= 0, "evaluate.variance_threshold", "must be >= 0")
+        require(self.mismatch_threshold >= 0, "evaluate.mismatch_threshold", "must be >= 0")
+        require(self.calibration_bins >= 1, "evaluate.calibration_bins", "must be >= 1")
+        require(self.worst_errors >= 0, "evaluate.worst_errors", "must be >= 0")
+
+
+def diagnose(
+    train_error: float, dev_error: float, test_error: float, params: EvaluateParams
+) -> dict[str, Any]:
+    """Avoidable bias, variance and dev→test gap, a verdict and the recipe's next steps."""
+    avoidable_bias = train_error - params.bayes_error
+    variance = dev_error - train_error
+    gap = test_error - dev_error
+    high_bias = avoidable_bias > params.bias_threshold + TOLERANCE
+    high_variance = variance > params.variance_threshold + TOLERANCE
+    mismatch = abs(gap) > params.mismatch_threshold + TOLERANCE
+    verdict = {
+        (True, True): "high bias and high variance",
+        (True, False): "high bias",
+        (False, True): "high variance",
+        (False, False): "neither",
+    }[high_bias, high_variance]
+    steps = (NEXT_STEPS["bias"] if high_bias else []) + (
+        NEXT_STEPS["variance"] if high_variance else []
+    )
+    steps = (steps or NEXT_STEPS["neither"]) + (NEXT_STEPS["mismatch"] if mismatch else [])
+    return {
+        "bayes_error": params.bayes_error,
+        "avoidable_bias": avoidable_bias,
+        "variance": variance,
+        "dev_test_gap": gap,
+        "high_bias": high_bias,
+        "high_variance": high_variance,
+        "mismatch": mismatch,
+        "verdict": verdict,
+        "next_steps": steps,
+    }
+
+
+def evaluate_model(
+    model: Any, splits: dict[str, tuple[np.ndarray, np.ndarray]], params: EvaluateParams
+) -> dict[str, Any]:
+    """metrics.summarize of the model on each split, plus the most confidently wrong test images."""
+    bins = params.calibration_bins
+    logits = {name: predict_logits(model, x) for name, (x, _) in splits.items()}
+    detail = {name: metrics.summarize(logits[name], y, bins) for name, (_, y) in splits.items()}
+    detail["worst_errors"] = worst_errors(logits["test"], splits["test"][1], params.worst_errors)
+    return detail
+
+
+def worst_errors(logits: np.ndarray, y: np.ndarray, k: int) -> list[dict[str, Any]]:
+    """The k most confidently wrong rows: index, label, predicted digit, confidence."""
+    probs = metrics.softmax(logits.astype(np.float64))
+    return [
+        {
+            "index": int(i),
+            "label": int(y[i]),
+            "predicted": int(probs[i].argmax()),
+            "confidence": float(probs[i].max()),
+        }
+        for i in metrics.confident_errors(probs, y, k)
+    ]
+
+
+def headline(detail: dict[str, Any]) -> dict[str, float]:
+    """The scalar figures of one model for evaluate.json: per split accuracy, error, loss."""
+    figures = {}
+    for split in SPLITS:
+        for key in ("accuracy", "error", "loss"):
+            figures[f"{split}_{key}"] = detail[split][key]
+    figures["test_macro_f1"] = detail["test"]["macro_f1"]
+    figures["test_ece"] = detail["test"]["ece"]
+    return figures
+
+
+def plot_rows(detail: dict[str, Any]) -> dict[str, list[dict]]:
+    """DVC plot data of one model on test: (actual, predicted) rows and reliability points."""
+    confusion = np.asarray(detail["test"]["confusion"])
+    pairs = [(a, p) for a in range(len(confusion)) for p in range(len(confusion))]
+    rows = [{"actual": a, "predicted": p} for a, p in pairs for _ in range(confusion[a, p])]
+    curve = detail["test"]["reliability"]
+    points = [
+        {"confidence": conf, "accuracy": acc, "count": n}
+        for n, conf, acc in zip(curve["count"], curve["confidence"], curve["accuracy"], strict=True)
+        if n
+    ]
+    return {"confusion": rows, "calibration": points}
+
+
+def load_splits(prepared: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The train, dev and test splits as (x, y)."""
+    splits = {}
+    for name in SPLITS:
+        with np.load(prepared / f"{name}.npz") as f:
+            splits[name] = (f["x"], f["y"])
+    return splits
+
+
+def run_stage(
+    params_file: Path, prepared: Path, models: dict[str, Path], out_dir: Path
+) -> dict[str, Any]:
+    """Evaluate each model, write the detail and plot files; return evaluate.json's content."""
+    seed_everything(load_group(BaseParams, "base", params_file).seed)
+    params = load_group(EvaluateParams, "evaluate", params_file)
+    splits = load_splits(prepared)
+    summary: dict[str, Any] = {"diagnosis": {}}
+    details = {}
+    for name, path in models.items():
+        details[name] = evaluate_model(load_checkpoint(path)[0], splits, params)
+        summary[name] = headline(details[name])
+        errors = [summary[name][f"{split}_error"] for split in SPLITS]
+        summary["diagnosis"][name] = diagnose(*errors, params)
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / "detail.json", {"params": asdict(params), **details})
+        for name, detail in details.items():
+            for kind, rows in plot_rows(detail).items():
+                write_json(tmp / f"{kind}_{name}.json", rows)
+    return summary
+
+
+@click.command("evaluate")
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("params.yaml"),
+    show_default=True,
+    help="Parameters file.",
+)
+@click.option(
+    "--data",
+    "prepared",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("data/prepared"),
+    show_default=True,
+    help="Prepared splits.",
+)
+@click.option(
+    "--dense",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=Path("models/mlp.pt"),
+    show_default=True,
+    help="Dense checkpoint.",
+)
+@click.option(
+    "--compressed",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=Path("models/mlp-compressed.pt"),
+    show_default=True,
+    help="Compressed checkpoint.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("reports/evaluate"),
+    show_default=True,
+    help="Directory for the detail and plot files.",
+)
+@click.option(
+    "--metrics",
+    "metrics_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("reports/evaluate.json"),
+    show_default=True,
+    help="Metrics JSON to write.",
+)
+def evaluate_command(
+    params_file: Path,
+    prepared: Path,
+    dense: Path,
+    compressed: Path,
+    out_dir: Path,
+    metrics_file: Path,
+) -> None:
+    """Evaluate the dense and compressed models on train, dev and test; diagnose bias/variance."""
+    models = {"dense": dense, "compressed": compressed}
+    summary = run_stage(params_file, prepared, models, out_dir)
+    write_json(metrics_file, summary)
+    for name in models:
+        figures, verdict = summary[name], summary["diagnosis"][name]["verdict"]
+        click.echo(
+            f"{name}: error train {figures['train_error']:.4f} dev {figures['dev_error']:.4f} "
+            f"test {figures['test_error']:.4f} -> {verdict}"
+        )

@@ -1,0 +1,92 @@
+"""pipeline.metrics against scikit-learn (the oracle) and hand-checked cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import confusion_matrix as sk_confusion
+from sklearn.metrics import log_loss, precision_recall_fscore_support
+
+from pipeline import metrics
+
+
+@pytest.fixture
+def predictions() -> tuple[np.ndarray, np.ndarray]:
+    """Logits of a noisy classifier (about 70% right) on 500 rows, and their labels."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 500)
+    logits = rng.normal(0, 1.5, size=(500, 10))
+    logits[np.arange(500), y] += 2.0
+    return logits, y
+
+
+def test_accuracy_error_and_loss_match_sklearn(predictions):
+    logits, y = predictions
+    assert 0.4 < metrics.accuracy(logits, y) < 0.9
+    assert metrics.error(logits, y) == pytest.approx(1 - np.mean(logits.argmax(1) == y))
+    probs = metrics.softmax(logits)
+    assert metrics.cross_entropy(logits, y) == pytest.approx(log_loss(y, probs, labels=range(10)))
+
+
+def test_confusion_matrix_matches_sklearn_rows_actual_columns_predicted(predictions):
+    logits, y = predictions
+    predicted = logits.argmax(1)
+    ours = metrics.confusion_matrix(y, predicted)
+    np.testing.assert_array_equal(ours, sk_confusion(y, predicted, labels=range(10)))
+    assert metrics.confusion_matrix(np.array([3]), np.array([5]))[3, 5] == 1
+
+
+def test_per_class_scores_match_sklearn_including_a_never_predicted_class(predictions):
+    logits, y = predictions
+    predicted = np.where(logits.argmax(1) == 7, 1, logits.argmax(1))  # class 7 never predicted
+    scores = metrics.per_class_scores(metrics.confusion_matrix(y, predicted))
+    oracle = precision_recall_fscore_support(y, predicted, labels=range(10), zero_division=0)
+    for key, expected in zip(("precision", "recall", "f1", "support"), oracle, strict=True):
+        np.testing.assert_allclose(scores[key], expected)
+    assert scores["precision"][7] == 0.0
+
+
+def test_reliability_matches_sklearn_calibration_curve_on_top_class_confidence(predictions):
+    logits, y = predictions
+    probs = metrics.softmax(logits)
+    curve = metrics.reliability(probs, y, bins=10)
+    correct = probs.argmax(1) == y
+    accuracy, confidence = calibration_curve(correct, probs.max(1), n_bins=10)
+    seen = np.asarray(curve["count"]) > 0
+    ours_accuracy = np.array(curve["accuracy"], dtype=object)
+    np.testing.assert_allclose(ours_accuracy[seen].astype(float), accuracy)
+    np.testing.assert_allclose(
+        np.array(curve["confidence"], object)[seen].astype(float), confidence
+    )
+    assert sum(curve["count"]) == len(y)
+    assert seen.sum() < len(seen) and all(a is None for a in ours_accuracy[~seen])
+
+
+def test_ece_is_zero_when_calibrated_and_the_gap_when_overconfident():
+    # 4 rows at confidence 0.75, 3 right: perfectly calibrated.
+    probs = np.array([[0.75, 0.25]] * 4)
+    curve = metrics.reliability(probs, np.array([0, 0, 0, 1]), bins=4)
+    assert metrics.expected_calibration_error(curve) == pytest.approx(0.0)
+    # Same confidence, half right: ECE = |0.5 - 0.75|.
+    curve = metrics.reliability(probs, np.array([0, 0, 1, 1]), bins=4)
+    assert metrics.expected_calibration_error(curve) == pytest.approx(0.25)
+
+
+def test_confident_errors_lists_only_wrong_rows_most_confident_first():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.99, 0.01], [0.3, 0.7]])
+    y = np.array([1, 1, 1, 0, 0])
+    assert metrics.confident_errors(probs, y, k=5).tolist() == [0, 4, 2]
+    assert metrics.confident_errors(probs, y, k=1).tolist() == [0]
+
+
+def test_summarize_reuses_the_single_accuracy_and_is_json_ready(predictions):
+    import json
+
+    logits, y = predictions
+    summary = metrics.summarize(logits, y, bins=15)
+    assert summary["accuracy"] == metrics.accuracy(logits, y)
+    assert summary["accuracy"] + summary["error"] == pytest.approx(1.0)
+    assert np.sum(summary["confusion"]) == len(y)
+    assert summary["macro_f1"] == pytest.approx(np.mean(summary["per_class"]["f1"]))
+    json.loads(json.dumps(summary, allow_nan=False))  # valid JSON: no NaN anywhere

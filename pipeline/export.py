@@ -8,22 +8,64 @@ Run: `digits export`
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import json
+import subprocess
+import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
+import click
+import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
+from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 from torch import nn
 
-from pipeline.atomic import atomic_path
-from pipeline.network import MLP, PIXELS, Preprocess
+from pipeline import __version__
+from pipeline.atomic import atomic_path, write_json
+from pipeline.compression import fold_batchnorm, fold_preprocess, has_batchnorm, plain_copy
+from pipeline.config import BaseParams, load_group, read_params, require, seed_everything
+from pipeline.metrics import accuracy
+from pipeline.model_card import render_card
+from pipeline.network import CLASSES, MLP, PIXELS, load_checkpoint, predict_logits
 
 INPUT = "pixels"
 OUTPUTS = ("logits", "probabilities")
+INPUT_SPEC = {"name": INPUT, "dtype": "float32", "shape": ["N", PIXELS], "range": [0, 255]}
+CHECKPOINTS = {"compressed": "mlp-compressed.pt", "dense": "mlp.pt"}
+# The groups whose values shape the exported network; their digest goes into the metadata.
+PARAM_GROUPS = ("base", "data", "model", "train", "compress", "export")
 # Ops that only make sense while training; an inference graph must not carry them.
 TRAINING_OPS = {"BatchNormalization", "Dropout"}
 TRAINING_DOMAIN = "ai.onnx.preview.training"
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """params.yaml `export:` group."""
+
+    model: Literal["compressed", "dense"] = "compressed"
+    opset: int = 18  # the dynamo exporter's native opset: no version conversion step
+    per_channel: bool = False  # int8: one scale per output channel instead of per tensor
+
+    def __post_init__(self) -> None:
+        newest = onnx.defs.onnx_opset_version()
+        require(17 <= self.opset <= newest, "export.opset", f"must be in 17..{newest}")
+
+
+@dataclass(frozen=True)
+class ExportPaths:
+    """Where the stage reads the checkpoint and test split and writes its artifacts."""
+
+    checkpoint: Path
+    test: Path
+    onnx: Path
+    int8: Path
+    card: Path
 
 
 class Classifier(nn.Module):
@@ -39,17 +81,12 @@ class Classifier(nn.Module):
 
 
 def inference_ready(model: MLP) -> MLP:
-    """An eval-mode copy with batchnorm and preprocessing folded into the Linear layers."""
-    model = copy.deepcopy(model).eval()
-    has_bn = any(isinstance(block.norm, nn.BatchNorm1d) for block in model.blocks)
-    if has_bn or isinstance(model.preprocess, Preprocess):
-        # Imported here so an already folded model exports without the compression code.
-        from pipeline.compression import fold_batchnorm, fold_preprocess
-
-        if has_bn:
-            model = fold_batchnorm(model)
-        if isinstance(model.preprocess, Preprocess):
-            model = fold_preprocess(model)
+    """An eval-mode copy with pruning masks, batchnorm and preprocessing folded into the Linears."""
+    model = plain_copy(model)
+    if has_batchnorm(model):
+        model = fold_batchnorm(model)
+    if model.spec.preprocess:
+        model = fold_preprocess(model)
     return model.eval()
 
 
@@ -88,12 +125,198 @@ def build_onnx(model: MLP, opset: int = 17) -> onnx.ModelProto:
 
 
 def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
-    """Run the full ONNX checker, then write the file atomically."""
+    """Run the full ONNX checker on `proto`, then write it to `path`."""
     onnx.checker.check_model(proto, full_check=True)
-    with atomic_path(path, suffix=".onnx") as tmp:
-        onnx.save(proto, tmp)
+    onnx.save(proto, path)
 
 
 def to_onnx(model: MLP, path: Path, opset: int = 17) -> None:
     """Write `model` as a checked ONNX file: pixels (N, 784) 0–255 -> logits, probabilities."""
-    save_onnx(build_onnx(model, opset), Path(path))
+    with atomic_path(path, suffix=".onnx") as tmp:
+        save_onnx(build_onnx(model, opset), tmp)
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, or "none" when it does not exist (e.g. before the first dvc repro)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "none"
+
+
+def params_digest(params_file: Path) -> str:
+    """SHA-256 of the params groups the model depends on, in canonical JSON."""
+    groups = read_params(params_file)
+    relevant = {name: groups[name] for name in PARAM_GROUPS if name in groups}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def git_commit() -> str:
+    """The HEAD commit the artifact came from, or "unknown" outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def read_recorded(evaluate_file: Path, compress_file: Path, choice: str) -> dict[str, float]:
+    """Dev/test accuracy (evaluate.json) and sparsity (compress.json) recorded for the model."""
+    evaluated = json.loads(evaluate_file.read_text()).get(choice, {})
+    recorded = {key: evaluated.get(key) for key in ("dev_accuracy", "test_accuracy")}
+    if choice == "compressed":
+        recorded["sparsity"] = json.loads(compress_file.read_text()).get("sparsity")
+    else:
+        recorded["sparsity"] = 0.0  # the dense model is not pruned
+    missing = [key for key, value in recorded.items() if not isinstance(value, int | float)]
+    if missing:
+        raise click.ClickException(f"no {choice} {missing[0]} recorded in {evaluate_file}")
+    return recorded
+
+
+def model_metadata(proto: onnx.ModelProto, provenance: dict[str, Any]) -> dict[str, str]:
+    """The metadata_props serving and people read: name, version, classes, input, provenance."""
+    digest = hashlib.sha256(proto.SerializeToString()).hexdigest()  # the graph and its weights
+    return {
+        "model_name": "digits",
+        "model_version": f"{__version__}+{digest[:12]}",
+        "classes": json.dumps(list(range(CLASSES))),
+        "input_spec": json.dumps(INPUT_SPEC),
+        **{key: str(value) for key, value in provenance.items()},
+    }
+
+
+def cpu_session(path: Path) -> ort.InferenceSession:
+    """A plain ONNX Runtime CPU session, as any user without our code would open it."""
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(session: ort.InferenceSession, x: np.ndarray, batch: int = 4096):
+    """Probabilities (N, 10) of raw pixels x (N, 784) from an ONNX session, in batches."""
+    chunks = [
+        session.run(["probabilities"], {INPUT: x[i : i + batch].astype(np.float32)})[0]
+        for i in range(0, len(x), batch)
+    ]
+    return np.concatenate(chunks)
+
+
+def compare(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """Max |Δprobability| and argmax agreement between two (N, 10) probability arrays."""
+    return {
+        "max_abs_prob_diff": float(np.abs(reference - other).max()),
+        "argmax_agreement": float((reference.argmax(1) == other.argmax(1)).mean()),
+    }
+
+
+def median_seconds(session: ort.InferenceSession, x: np.ndarray, repeats: int) -> float:
+    """Median wall time of one run on batch x."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(["probabilities"], {INPUT: x})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def compare_speed(fp32: ort.InferenceSession, int8: ort.InferenceSession, x: np.ndarray) -> dict:
+    """int8 vs fp32 median latency at batch 1 and 1024, measured side by side."""
+    speed = {}
+    for batch, repeats in ((1, 200), (1024, 10)):
+        xb = np.ascontiguousarray(x[:batch], dtype=np.float32)
+        median_seconds(fp32, xb, 3), median_seconds(int8, xb, 3)  # warm up both
+        t32, t8 = median_seconds(fp32, xb, repeats), median_seconds(int8, xb, repeats)
+        speed[f"batch{batch}"] = {
+            "fp32_ms": round(t32 * 1e3, 4),
+            "int8_ms": round(t8 * 1e3, 4),
+            "int8_speedup": round(t32 / t8, 3),
+        }
+    return speed
+
+
+def quantize_int8(proto: onnx.ModelProto, path: Path, per_channel: bool) -> None:
+    """Dynamic int8 weight quantization (onnxruntime.quantization), keeping the metadata."""
+    # The recommended pre-pass (shape inference, graph optimization) keeps the int8 graph's
+    # shapes consistent, so the full checker accepts it.
+    quant_pre_process(proto, path)
+    quantize_dynamic(onnx.load(path), path, per_channel=per_channel, weight_type=QuantType.QInt8)
+    quantized = onnx.load(path)
+    props = {p.key: p.value for p in proto.metadata_props}
+    onnx.helper.set_model_props(quantized, {**props, "quantization": "dynamic int8"})
+    save_onnx(quantized, path)
+
+
+def verify(model: MLP, fp32: Path, int8: Path, x: np.ndarray, y: np.ndarray) -> dict:
+    """Parity of the ONNX file with torch, and accuracy, agreement and speed of the int8 file."""
+    logits = torch.from_numpy(predict_logits(model, x))
+    reference = torch.softmax(logits, dim=1).numpy()  # (N, 10), the torch oracle
+    fp32_session, int8_session = cpu_session(fp32), cpu_session(int8)
+    probs, probs8 = onnx_probabilities(fp32_session, x), onnx_probabilities(int8_session, x)
+    return {
+        **compare(reference, probs),
+        "test_accuracy": accuracy(probs, y),
+        "file_bytes": fp32.stat().st_size,
+        "int8": {
+            "test_accuracy": accuracy(probs8, y),
+            "file_bytes": int8.stat().st_size,
+            "vs_fp32": compare(probs, probs8),
+            "speed": compare_speed(fp32_session, int8_session, x),
+        },
+    }
+
+
+def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any]) -> dict:
+    """Export, quantize and verify the checkpoint; write both ONNX files and the card together."""
+    model, _ = load_checkpoint(paths.checkpoint)
+    with np.load(paths.test) as data:
+        x, y = data["x"], data["y"]
+    proto = build_onnx(model, params.opset)
+    props = model_metadata(proto, {**provenance, "opset": params.opset})
+    onnx.helper.set_model_props(proto, props)
+    with (
+        atomic_path(paths.onnx, suffix=".onnx") as fp32,
+        atomic_path(paths.int8, suffix=".onnx") as int8,
+        atomic_path(paths.card) as card,
+    ):
+        save_onnx(proto, fp32)
+        quantize_int8(proto, int8, params.per_channel)
+        report = {"model": params.model, "opset": params.opset, **verify(model, fp32, int8, x, y)}
+        report["metadata"] = props
+        card.write_text(render_card(report, paths.onnx, paths.int8))
+    return report
+
+
+def path_option(flag: str, default: str, help: str, **kwargs: Any):
+    """A --flag PATH option with a shown default."""
+    kind = click.Path(path_type=Path, **kwargs)
+    return click.option(flag, type=kind, default=Path(default), show_default=True, help=help)
+
+
+@click.command("export")
+@path_option("--params", "params.yaml", "Parameters file.", dir_okay=False)
+@path_option("--models", "models", "Directory of checkpoints; the ONNX files and card go here.")
+@path_option("--test", "data/prepared/test.npz", "Test split for parity and accuracy.")
+@path_option("--evaluate", "reports/evaluate.json", "Recorded accuracies (evaluate stage).")
+@path_option("--compress", "reports/compress.json", "Recorded sparsity (compress stage).")
+@path_option("--report", "reports/export.json", "Metrics JSON to write.", dir_okay=False)
+def export_command(
+    params: Path, models: Path, test: Path, evaluate: Path, compress: Path, report: Path
+) -> None:
+    """Export the chosen model to a verified ONNX file (+ int8 variant and model card)."""
+    seed_everything(load_group(BaseParams, "base", params).seed)
+    config = load_group(ExportParams, "export", params)
+    paths = ExportPaths(
+        checkpoint=models / CHECKPOINTS[config.model],
+        test=test,
+        onnx=models / "digits.onnx",
+        int8=models / "digits-int8.onnx",
+        card=models / "MODEL_CARD.md",
+    )
+    provenance = {
+        **read_recorded(evaluate, compress, config.model),
+        "params_digest": params_digest(params),
+        "git_commit": git_commit(),
+        "dvc_lock_digest": sha256_file(Path("dvc.lock")),
+    }
+    result = export(paths, config, provenance)
+    write_json(report, result)
+    click.echo(
+        f"exported {config.model} -> {paths.onnx}: max |Δp| {result['max_abs_prob_diff']:.2e}, "
+        f"agreement {result['argmax_agreement']:.4f}, test accuracy {result['test_accuracy']:.4f}"
+    )

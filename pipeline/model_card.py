@@ -1,0 +1,96 @@
+"""The model card (models/MODEL_CARD.md): what the model is for, how good it is, how to call it.
+
+Rendered by the `export` stage (`digits export`) from its report; nothing here reads files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CARD = """\
+# digits — model card
+
+| | |
+|---|---|
+| model | `{name}` version `{version}` ({model} network) |
+| file | `{onnx}` ({size_kb:.1f} kB, opset {opset}); int8 variant `{int8}` ({int8_kb:.1f} kB) |
+| input | `pixels` float32 N×784, raw grey levels 0–255 (white ink on black), dynamic N |
+| outputs | `logits` and `probabilities` (softmax), float32 N×10, classes 0–9 |
+| built from | git commit `{commit}`, params digest `{params_digest:.12}`, dvc.lock `{lock:.12}` |
+
+## Intended use
+Recognising one handwritten digit per image, centred in a 28×28 grey image the way MNIST
+images are, e.g. a digit drawn on the demo page or a scanned form field cropped to one digit.
+It is a teaching and demonstration model for a reproducible train-to-serve pipeline.
+
+## Data
+MNIST: 60,000 training images (split into train and dev, stratified, seeded) and the official
+10,000 test images, touched only by the evaluate and export stages. Preprocessing (scaling and
+any whitening, fit on the training split only) is folded into the first layer, so the file
+takes raw pixels.
+
+## Metrics
+| metric | value |
+|---|---|
+| dev accuracy (torch) | {dev_accuracy:.4f} |
+| test accuracy (torch, recorded by evaluate) | {test_accuracy:.4f} |
+| test accuracy (this ONNX file, ONNX Runtime CPU) | {onnx_accuracy:.4f} |
+| max \\|Δprobability\\| ONNX vs torch, whole test set | {max_diff:.2e} |
+| argmax agreement ONNX vs torch | {agreement:.4%} |
+| weight sparsity | {sparsity:.2%} |
+| int8 test accuracy | {int8_accuracy:.4f} |
+| int8 speed-up vs fp32, batch 1 / batch 1024 (CPU, at export) | {speed1:.2f}× / {speed1024:.2f}× |
+
+## Limitations
+- Trained on MNIST only: digits written by US Census staff and students, size-normalised and
+  centred. Off-centre, rotated, thick or photographed digits, or dark ink on a light
+  background, are out of distribution and score worse; invert and centre them first.
+- Always answers one of 0–9: letters, blank images or noise still get a (confident) digit.
+  There is no reject option, and the probabilities are not calibrated.
+- The int8 variant trades a little accuracy for size; check its figures above before use.
+
+## How to call it
+HTTP (`digits serve --model {onnx}`):
+```
+curl -s localhost:3000/predict -H 'content-type: application/json' \\
+     -d '{{"pixels": [[0, 0, ..., 0]]}}'   # 784 numbers 0-255 per image, or 28x28
+```
+Batch CLI: `digits score {onnx} images/*.png -o predictions.csv --probabilities`
+
+Plain ONNX Runtime, no project code:
+```python
+import numpy as np, onnxruntime as ort
+session = ort.InferenceSession("{onnx}", providers=["CPUExecutionProvider"])
+pixels = images.reshape(-1, 784).astype(np.float32)  # raw 0-255
+logits, probabilities = session.run(["logits", "probabilities"], {{"pixels": pixels}})
+digits = probabilities.argmax(axis=1)
+```
+"""
+
+
+def render_card(report: dict[str, Any], onnx_path: Path, int8_path: Path) -> str:
+    """The model card's Markdown, from the export report and its metadata."""
+    meta, int8 = report["metadata"], report["int8"]
+    return CARD.format(
+        name=meta["model_name"],
+        version=meta["model_version"],
+        model=report["model"],
+        onnx=onnx_path,
+        int8=int8_path,
+        size_kb=report["file_bytes"] / 1024,
+        int8_kb=int8["file_bytes"] / 1024,
+        opset=report["opset"],
+        commit=meta["git_commit"],
+        params_digest=meta["params_digest"],
+        lock=meta["dvc_lock_digest"],
+        dev_accuracy=float(meta["dev_accuracy"]),
+        test_accuracy=float(meta["test_accuracy"]),
+        onnx_accuracy=report["test_accuracy"],
+        max_diff=report["max_abs_prob_diff"],
+        agreement=report["argmax_agreement"],
+        sparsity=float(meta["sparsity"]),
+        int8_accuracy=int8["test_accuracy"],
+        speed1=int8["speed"]["batch1"]["int8_speedup"],
+        speed1024=int8["speed"]["batch1024"]["int8_speedup"],
+    )

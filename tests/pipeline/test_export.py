@@ -1,0 +1,187 @@
+"""Export: ONNX Runtime against the torch oracle, graph hygiene, metadata, the stage end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.compression import plain_copy, prune_magnitude
+from pipeline.export import TRAINING_OPS, to_onnx
+from pipeline.metrics import accuracy
+from pipeline.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
+from pipeline.prepare import load_split
+from pipeline.transform import fit_transform
+from tests.conftest import make_digits, write_mnist_idx
+
+
+def train_tiny(seed: int = 0) -> MLP:
+    """A BN + dropout MLP with a fitted transform, briefly trained, half its weights pruned."""
+    x, y = make_digits(500, seed=1)
+    x = x.reshape(len(x), -1)
+    transform, _ = fit_transform(x, scaling="standardize")
+    torch.manual_seed(seed)
+    model = build_mlp(ModelParams(hidden=(24, 12), dropout=0.1), transform)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    X, Y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+    for _ in range(40):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(X), Y).backward()
+        optimizer.step()
+    prune_magnitude(model, 0.5)
+    return model.eval()
+
+
+def plain_probabilities(onnx_file: Path, pixels: np.ndarray) -> np.ndarray:
+    """What any user does: a bare ONNX Runtime session fed float32 0–255 pixels."""
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    return session.run(["probabilities"], {"pixels": pixels.astype(np.float32)})[0]
+
+
+def torch_probabilities(model: MLP, pixels: np.ndarray) -> np.ndarray:
+    """The oracle: the unfolded torch model's softmax."""
+    return torch.softmax(torch.from_numpy(predict_logits(model, pixels)), dim=1).numpy()
+
+
+def read_idx_numpy(path: Path) -> np.ndarray:
+    """Raw IDX with numpy only (no project code): big-endian dims after a 4-byte magic."""
+    data = path.read_bytes()
+    ndim = data[3]
+    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> MLP:
+    return train_tiny()
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model: MLP, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run `digits export` once on a workspace of fixture files; return paths and result."""
+    root = tmp_path_factory.mktemp("export")
+    write_mnist_idx(root / "raw", n_train=10, n_test=300)
+    x, y = load_split(root / "raw", "t10k")
+    np.savez(root / "test.npz", x=x, y=y)
+    save_checkpoint(root / "models" / "mlp-compressed.pt", plain_copy(tiny_model))
+    recorded = accuracy(predict_logits(tiny_model, x), y)
+    (root / "evaluate.json").write_text(
+        json.dumps({"compressed": {"dev_accuracy": 0.9, "test_accuracy": recorded}})
+    )
+    (root / "compress.json").write_text(json.dumps({"sparsity": 0.5}))
+    params = {"base": {"seed": 1}, "export": {"model": "compressed", "opset": 18}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_export(root)
+    return {"root": root, "result": result, "recorded": recorded, "x": x}
+
+
+def run_export(root: Path, *extra: str):
+    """`digits export` with every path pointed into `root`."""
+    args = ["export", "--params", root / "params.yaml", "--models", root / "models"]
+    args += ["--test", root / "test.npz", "--evaluate", root / "evaluate.json"]
+    args += ["--compress", root / "compress.json", "--report", root / "export.json", *extra]
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_to_onnx_matches_torch_at_any_batch_size(tiny_model: MLP, tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    to_onnx(tiny_model, path)
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["pixels"]
+    assert [o.name for o in proto.graph.output] == ["logits", "probabilities"]
+    x, _ = make_digits(37, seed=5)
+    x = x.reshape(37, -1)
+    for batch in (x[:1], x):  # the batch axis is dynamic
+        got = plain_probabilities(path, batch)
+        assert np.abs(got - torch_probabilities(tiny_model, batch)).max() <= 1e-5
+
+
+def test_to_onnx_graph_has_no_training_only_nodes(tiny_model: MLP, tmp_path: Path) -> None:
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in tiny_model.modules())
+    assert any(isinstance(m, torch.nn.Dropout) for m in tiny_model.modules())
+    to_onnx(tiny_model, tmp_path / "model.onnx")
+    ops = {node.op_type for node in onnx.load(tmp_path / "model.onnx").graph.node}
+    assert not ops & (TRAINING_OPS | {"Sub"}), ops  # Sub would mean preprocessing was not folded
+    assert "Softmax" in ops
+
+
+def test_to_onnx_leaves_the_model_untouched(tiny_model: MLP, tmp_path: Path) -> None:
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    tiny_model.train()
+    to_onnx(tiny_model, tmp_path / "model.onnx")
+    assert tiny_model.training
+    tiny_model.eval()
+    after = tiny_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_export_stage_parity_and_report(exported: dict) -> None:
+    assert exported["result"].exit_code == 0, exported["result"].output
+    report = json.loads((exported["root"] / "export.json").read_text())
+    assert report["max_abs_prob_diff"] <= 1e-5
+    assert report["argmax_agreement"] == 1.0
+    assert report["opset"] == 18
+    assert report["file_bytes"] == (exported["root"] / "models" / "digits.onnx").stat().st_size
+    assert report["test_accuracy"] == pytest.approx(exported["recorded"])
+    assert 0 <= report["int8"]["test_accuracy"] <= 1
+    assert report["int8"]["vs_fp32"]["argmax_agreement"] > 0.9
+    assert report["int8"]["speed"]["batch1"]["int8_speedup"] > 0
+
+
+def test_export_stage_metadata(exported: dict) -> None:
+    models = exported["root"] / "models"
+    proto = onnx.load(models / "digits.onnx")
+    onnx.checker.check_model(proto, full_check=True)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["model_name"] == "digits"
+    assert json.loads(meta["classes"]) == list(range(10))
+    assert json.loads(meta["input_spec"])["shape"] == ["N", 784]
+    assert float(meta["test_accuracy"]) == pytest.approx(exported["recorded"])
+    assert float(meta["sparsity"]) == 0.5
+    assert len(meta["params_digest"]) == 64 and meta["git_commit"]
+    assert meta["opset"] == "18" and "dvc_lock_digest" in meta
+    int8 = {p.key: p.value for p in onnx.load(models / "digits-int8.onnx").metadata_props}
+    assert int8["quantization"] == "dynamic int8"
+    assert int8["model_version"] == meta["model_version"]
+
+
+def test_export_stage_writes_the_model_card(exported: dict) -> None:
+    card = (exported["root"] / "models" / "MODEL_CARD.md").read_text()
+    for heading in ("## Intended use", "## Data", "## Metrics", "## Limitations", "## How to call"):
+        assert heading in card
+    assert f"{exported['recorded']:.4f}" in card
+    assert "onnxruntime" in card and "digits score" in card and "/predict" in card
+
+
+def test_plain_onnxruntime_reproduces_recorded_accuracy(exported: dict) -> None:
+    raw = exported["root"] / "raw"
+    images = read_idx_numpy(raw / "t10k-images-idx3-ubyte").reshape(-1, 784)
+    labels = read_idx_numpy(raw / "t10k-labels-idx1-ubyte")
+    probs = plain_probabilities(exported["root"] / "models" / "digits.onnx", images)
+    assert float((probs.argmax(1) == labels).mean()) == pytest.approx(exported["recorded"])
+
+
+def test_export_rejects_bad_opset(exported: dict, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"export": {"opset": 9}}))
+    result = run_export(exported["root"], "--params", str(params))
+    assert result.exit_code != 0
+    assert "export.opset" in result.output and "Traceback" not in result.output
+
+
+def test_export_missing_checkpoint_is_one_line_and_writes_nothing(
+    exported: dict, tmp_path: Path
+) -> None:
+    result = run_export(exported["root"], "--models", str(tmp_path / "empty"))
+    assert result.exit_code == 1
+    assert "mlp-compressed.pt" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "empty" / "digits.onnx").exists()

@@ -1,0 +1,215 @@
+"""Compression functions: pruning against a numpy oracle, folds against the unfolded network."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.compression import (
+    count_below,
+    effective_weight,
+    fold_batchnorm,
+    fold_preprocess,
+    has_batchnorm,
+    max_logit_diff,
+    model_summary,
+    plain_copy,
+    prune_magnitude,
+    shrink_hidden,
+    sparsity_schedule,
+)
+from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
+from pipeline.train import TrainParams, fit
+from pipeline.transform import fit_transform
+from tests.conftest import make_digits
+
+
+def digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat uint8 pixels (n, 784) and int64 labels."""
+    x, y = make_digits(n, seed)
+    return x.reshape(n, -1), y.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Tiny train and dev splits."""
+    return {"train": digits(400, 1), "dev": digits(200, 2)}
+
+
+def make_model(data: dict, whitening: str = "none", activation: str = "relu", seed: int = 0) -> MLP:
+    """A small BN MLP with non-trivial BN statistics and affine parameters (not fresh init)."""
+    transform, _ = fit_transform(data["train"][0], "standardize", whitening=whitening)
+    torch.manual_seed(seed)
+    model = build_mlp(ModelParams(hidden=(32, 16), activation=activation), transform)
+    for block in model.blocks:
+        nn.init.normal_(block.linear.bias, 0.0, 0.5)  # shifts the running means off 0
+        nn.init.normal_(block.norm.weight, 1.0, 0.5)
+        nn.init.normal_(block.norm.bias, 0.0, 0.5)
+        block.norm.momentum = None  # cumulative average: running stats of the whole data
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(data["train"][0].astype(np.float32)))
+    return model.eval()
+
+
+def zero_positions(model: MLP) -> list[torch.Tensor]:
+    """Where each Linear's effective weight is exactly zero."""
+    return [effective_weight(linear) == 0 for linear in model.linears()]
+
+
+def test_bn_statistics_of_the_fixture_are_not_the_identity(data):
+    norm = make_model(data).blocks[0].norm
+    assert norm.running_var.sub(1).abs().max() > 0.1
+    assert norm.running_mean.abs().max() > 0.1
+    assert norm.weight.sub(1).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("activation", ["relu", "prelu", "maxout"])
+def test_fold_batchnorm_matches_the_unfolded_model_and_leaves_no_batchnorm(data, activation):
+    model = make_model(data, activation=activation)
+    folded = fold_batchnorm(model)
+    assert not has_batchnorm(folded)
+    assert folded.spec.batchnorm is False
+    assert max_logit_diff(model, folded, data["dev"][0]) <= 1e-4
+
+
+def test_fold_preprocess_matches_with_a_dense_whitening_matrix(data):
+    model = make_model(data, whitening="zca")
+    folded = fold_preprocess(model)
+    assert folded.spec.preprocess is False
+    assert not any("preprocess" in key for key in folded.state_dict())
+    assert folded.blocks[0].linear.in_features == 784
+    assert max_logit_diff(model, folded, data["dev"][0]) <= 1e-4
+
+
+def test_pruned_weights_stay_zero_through_fine_tuning_and_both_folds(data):
+    model = make_model(data)
+    prune_magnitude(model, 0.8)
+    zeros = zero_positions(model)
+    start = [effective_weight(linear) for linear in model.linears()]
+    params = TrainParams(epochs=2, batch_size=64, lr=1e-2, l1=1e-4)
+    fit(model, data["train"], data["dev"], params)
+    for before, after in zip(zeros, zero_positions(model), strict=True):
+        assert torch.equal(before, after)  # masked entries stayed 0, no others became 0
+    moved = [effective_weight(lin) - w for lin, w in zip(model.linears(), start, strict=True)]
+    assert all(delta.abs().max() > 1e-3 for delta in moved)  # the weights really trained
+    folded = fold_preprocess(fold_batchnorm(model))
+    for before, linear in zip(zeros, folded.linears(), strict=True):
+        assert (linear.weight[before] == 0).all()
+    assert model_summary(folded)["sparsity"] == pytest.approx(0.8, abs=1e-3)
+
+
+def test_global_magnitude_pruning_removes_the_smallest_weights_as_numpy_ranks_them(data):
+    model = make_model(data)
+    weights = np.concatenate([lin.weight.detach().numpy().ravel() for lin in model.linears()])
+    prune_magnitude(model, 0.7)
+    kept = np.concatenate([effective_weight(lin).numpy().ravel() for lin in model.linears()])
+    n_pruned = round(0.7 * weights.size)
+    order = np.argsort(np.abs(weights), kind="stable")
+    assert (kept[order[:n_pruned]] == 0).all()
+    assert (kept[order[n_pruned:]] == weights[order[n_pruned:]]).all()
+
+
+def test_iterative_pruning_keeps_earlier_masks_and_hits_each_target(data):
+    model = make_model(data)
+    masks = None
+    for target in sparsity_schedule(0.9, 3):
+        prune_magnitude(model, target)
+        assert model_summary(model)["sparsity"] == pytest.approx(target, abs=1e-4)
+        new = zero_positions(model)
+        if masks is not None:
+            assert all((new_z | ~old_z).all() for old_z, new_z in zip(masks, new, strict=True))
+        masks = new
+
+
+def test_layer_scope_prunes_every_layer_to_the_target(data):
+    model = make_model(data)
+    prune_magnitude(model, 0.6, scope="layer")
+    layers = model_summary(model)["layers"]
+    assert [row["sparsity"] for row in layers] == pytest.approx([0.6] * 3, abs=0.01)
+
+
+def test_sparsity_schedule_removes_an_equal_share_of_survivors_each_step():
+    schedule = sparsity_schedule(0.9, 3)
+    assert schedule[-1] == pytest.approx(0.9)
+    survivors = [1.0] + [1 - s for s in schedule]
+    ratios = [b / a for a, b in zip(survivors, survivors[1:], strict=False)]
+    assert ratios == pytest.approx([0.1 ** (1 / 3)] * 3)
+
+
+@pytest.mark.parametrize("activation", ["relu", "prelu", "maxout"])
+def test_shrink_hidden_equals_the_model_with_the_removed_units_silenced(data, activation):
+    model = make_model(data, activation=activation)
+    shrunk = shrink_hidden(model, 0.5)
+    assert shrunk.spec.hidden == (16, 8)
+    # Oracle: zero the outgoing weights of every unit that is gone; outputs must not change.
+    silenced = plain_copy(model).eval()
+    nxt = [silenced.blocks[1].linear, silenced.head]
+    kept_ids = [kept_units(model, shrunk, i) for i in range(2)]
+    with torch.no_grad():
+        for linear, kept, width in zip(nxt, kept_ids, model.spec.hidden, strict=True):
+            gone = sorted(set(range(width)) - set(kept))
+            linear.weight[:, gone] = 0
+    assert max_logit_diff(silenced, shrunk, data["dev"][0]) <= 1e-4
+
+
+def kept_units(model: MLP, shrunk: MLP, index: int) -> list[int]:
+    """Which of the model's units in hidden layer `index` survive, matched by their BN mean."""
+    old = model.blocks[index].norm.running_mean.tolist()
+    new = shrunk.blocks[index].norm.running_mean.tolist()
+    pieces = len(old) // model.spec.hidden[index]
+    return [old.index(v) // pieces for v in new[::pieces]]
+
+
+def test_shrink_hidden_removes_the_units_nothing_downstream_uses(data):
+    model = make_model(data)
+    with torch.no_grad():
+        model.head.weight[:, :8] = 0  # units 0–7 of the last hidden layer feed nothing
+    shrunk = shrink_hidden(model, 0.5)
+    assert kept_units(model, shrunk, 1) == list(range(8, 16))
+
+
+def test_shrink_hidden_refuses_a_masked_model(data):
+    model = make_model(data)
+    prune_magnitude(model, 0.5)
+    with pytest.raises(ValueError, match="before magnitude pruning"):
+        shrink_hidden(model, 0.5)
+
+
+def test_model_summary_counts_parameters_and_flops_by_hand(data):
+    model = fold_preprocess(fold_batchnorm(make_model(data)))
+    with torch.no_grad():
+        model.head.weight[:4] = 0  # 4 rows of 16 weights
+    summary = model_summary(model)
+    weights = 784 * 32 + 32 * 16 + 16 * 10
+    assert summary["params_total"] == weights + 32 + 16 + 10
+    assert summary["flops_per_sample"] == 2 * weights
+    assert summary["flops_per_sample_nonzero"] == 2 * (weights - 64)
+    assert summary["layers"][2]["nonzero"] == 160 - 64
+    assert summary["sparsity"] == pytest.approx(64 / weights)
+
+
+def test_count_below_sees_masked_weights_as_zero(data):
+    model = make_model(data)
+    assert count_below(model, 1e-6) == 0
+    prune_magnitude(model, 0.5)
+    total = sum(linear.weight.numel() for linear in model.linears())
+    assert count_below(model, 1e-6) == round(0.5 * total)
+
+
+def test_plain_copy_is_independent_and_has_no_masks(data):
+    model = make_model(data)
+    prune_magnitude(model, 0.5)
+    copy = plain_copy(model)
+    assert not any(key.endswith("_mask") for key in copy.state_dict())
+    np.testing.assert_array_equal(
+        predict_logits(copy, data["dev"][0]), predict_logits(model, data["dev"][0])
+    )
+    with torch.no_grad():
+        copy.head.bias.add_(1.0)
+    assert not torch.equal(copy.head.bias, model.head.bias)
+    assert dataclasses.asdict(copy.spec) == dataclasses.asdict(model.spec)

@@ -229,7 +229,7 @@ def read_csv(path: Path, batch: int) -> Iterator[Chunk]:
 
 def read_images(paths: list[Path], batch: int, skipped: list[str] | None) -> Iterator[Chunk]:
     """Decode image files into MNIST pixels, `batch` at a time; bad ones go to `skipped`."""
-    for group in itertools.batched(paths, batch):
+    for group in (paths[i : i + batch] for i in range(0, len(paths), batch)):
         ids, pixels = [], []
         for path in group:
             try:

@@ -83,12 +83,9 @@ def row_ids(path: Path, start: int, n: int) -> np.ndarray:
 
 def open_maybe_gzip(path: Path) -> IO[bytes]:
     """Open a file for reading, transparently gunzipping when it starts with the gzip magic."""
-    f = path.open("rb")
-    if f.read(2) == b"\x1f\x8b":
-        f.seek(0)
-        return gzip.GzipFile(fileobj=f, mode="rb")
-    f.seek(0)
-    return f
+    with path.open("rb") as f:
+        magic = f.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else path.open("rb")
 
 
 def read_exact(stream: IO[bytes], size: int, path: Path) -> bytes:

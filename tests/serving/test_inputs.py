@@ -1,0 +1,196 @@
+"""serving.inputs: each reader streams the same pixels, ids and labels; bad files: InputError."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.idx import encode_idx
+from serving.images import to_mnist
+from serving.inputs import (
+    InputError,
+    expand_inputs,
+    load_labels,
+    read_file,
+    read_images,
+    row_count,
+)
+from tests.conftest import make_digits
+
+N = 37  # not a multiple of the batch, so the last chunk is short
+
+
+@pytest.fixture
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """N fixture images (N, 28, 28) uint8 and their labels."""
+    return make_digits(N, seed=5)
+
+
+def collect(path: Path, batch: int = 8) -> tuple[list[bytes], np.ndarray, np.ndarray | None]:
+    """All ids, pixels and labels a reader streams, checking the chunk size on the way."""
+    chunks = list(read_file(path, batch))
+    assert all(len(c.ids) <= batch for c in chunks) and len(chunks) == -(-N // batch)
+    labels = [c.labels for c in chunks]
+    return (
+        [i for c in chunks for i in c.ids],
+        np.concatenate([c.pixels for c in chunks]),
+        None if labels[0] is None else np.concatenate(labels),
+    )
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_streams_images_and_the_labels_beside_them(digits, tmp_path: Path, compress) -> None:
+    x, y = digits
+    suffix = ".gz" if compress else ""
+    write = gzip.compress if compress else bytes
+    images = tmp_path / f"t10k-images-idx3-ubyte{suffix}"
+    images.write_bytes(write(encode_idx(x)))
+    (tmp_path / f"t10k-labels-idx1-ubyte{suffix}").write_bytes(write(encode_idx(y)))
+    ids, pixels, labels = collect(images)
+    np.testing.assert_array_equal(pixels, x.reshape(N, 784))
+    np.testing.assert_array_equal(labels, y)
+    assert ids[0] == f"{images}:0".encode() and ids[-1] == f"{images}:{N - 1}".encode()
+    assert row_count([images]) == N
+
+
+def test_idx_without_labels_beside_it(digits, tmp_path: Path) -> None:
+    path = tmp_path / "some-images-idx3-ubyte"
+    path.write_bytes(encode_idx(digits[0].reshape(N, 784)))  # N×784 is accepted too
+    _, pixels, labels = collect(path)
+    assert labels is None and pixels.shape == (N, 784)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_npy_streams_any_numeric_pixels(digits, tmp_path: Path, dtype) -> None:
+    path = tmp_path / "x.npy"
+    np.save(path, digits[0].astype(dtype))
+    ids, pixels, labels = collect(path)
+    np.testing.assert_array_equal(pixels, digits[0].reshape(N, 784))
+    assert labels is None and ids[3] == f"{path}:3".encode()
+    assert row_count([path]) == N
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_streams_x_with_labels_y(digits, tmp_path: Path, save) -> None:
+    path = tmp_path / "test.npz"
+    save(path, x=digits[0].reshape(N, 784), y=digits[1].astype(np.int64))
+    _, pixels, labels = collect(path)
+    np.testing.assert_array_equal(pixels, digits[0].reshape(N, 784))
+    np.testing.assert_array_equal(labels, digits[1])
+
+
+def test_npz_with_one_array_of_any_name(digits, tmp_path: Path) -> None:
+    path = tmp_path / "one.npz"
+    np.savez(path, images=digits[0])
+    assert collect(path)[2] is None
+
+
+@pytest.mark.parametrize(("header", "label"), [(False, False), (True, True), (False, True)])
+def test_csv_detects_header_and_label_column(digits, tmp_path: Path, header, label) -> None:
+    x, y = digits[0].reshape(N, 784), digits[1]
+    table = np.column_stack([y, x]) if label else x
+    path = tmp_path / "pixels.csv"
+    names = (["label"] if label else []) + [f"pixel{i}" for i in range(784)]
+    np.savetxt(
+        path, table, fmt="%d", delimiter=",", header=",".join(names) if header else "", comments=""
+    )
+    ids, pixels, labels = collect(path)
+    np.testing.assert_array_equal(pixels, x)
+    if label:
+        np.testing.assert_array_equal(labels, y)
+    else:
+        assert labels is None
+    assert ids[0] == f"{path}:0".encode()
+
+
+def test_images_are_decoded_batched_and_bad_ones_skipped(digits, tmp_path: Path) -> None:
+    paths = []
+    for i, image in enumerate(digits[0][:5]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    skipped: list[str] = []
+    chunks = list(read_images([*paths[:2], bad, *paths[2:]], 2, skipped))
+    assert [len(c.ids) for c in chunks] == [2, 1, 2]
+    assert [i for c in chunks for i in c.ids] == [str(p).encode() for p in paths]
+    expected = to_mnist(Image.open(paths[0])).reshape(784)
+    np.testing.assert_array_equal(chunks[0].pixels[0], expected)
+    assert len(skipped) == 1 and "bad.png" in skipped[0]
+    with pytest.raises(InputError, match="bad.png"):
+        list(read_images([bad], 2, None))
+
+
+def test_expand_inputs_walks_directories_and_globs(tmp_path: Path) -> None:
+    for name in ("b.png", "a.npy", "t10k-images-idx3-ubyte", "notes.txt", "c.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    found = list(expand_inputs([str(tmp_path)]))
+    assert [p.name for p in found] == ["a.npy", "b.png", "c.jpg", "t10k-images-idx3-ubyte"]
+    assert [p.name for p in expand_inputs([str(tmp_path / "*.png")])] == ["b.png"]
+    problems = list(expand_inputs([str(tmp_path / "*.gif"), str(tmp_path / "missing.npy")]))
+    assert [type(p) for p in problems] == [InputError, InputError]
+    assert "no files match" in str(problems[0]) and "no such file" in str(problems[1])
+
+
+def write_truncated_gzip(path: Path, x: np.ndarray) -> Path:
+    """A gzip IDX file cut short: the error shows only when the stream reaches the end."""
+    path.write_bytes(gzip.compress(encode_idx(x))[:-200])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("cut-images-idx3-ubyte", lambda x: encode_idx(x)[:-5], "header says"),
+        ("long-images-idx3-ubyte", lambda x: encode_idx(x) + b"\0", "header says"),
+        ("labels-idx1-ubyte", lambda x: encode_idx(x[:, 0, 0]), "not N×28×28"),
+        ("float-idx3-ubyte", lambda x: encode_idx(x.astype(np.float32)), "unsigned bytes"),
+        ("text.idx", lambda x: b"hello world", "not an IDX"),
+        ("gz-images-idx3-ubyte.gz", lambda x: b"\x1f\x8b" + b"x" * 50, "cannot read"),
+        ("empty.npy", lambda x: b"", "cannot read as npy"),
+        ("bad.npz", lambda x: b"PK not a zip", "cannot read as npz"),
+        ("narrow.csv", lambda x: b"1,2,3\n", "3 columns"),
+        (
+            "text.csv",
+            lambda x: ",".join(["7"] * 784).encode() + b"\n" + b"a," * 783 + b"b\n",
+            "bad CSV row",
+        ),
+    ],
+)
+def test_corrupt_inputs_raise_one_line(digits, tmp_path: Path, name, make, message) -> None:
+    path = tmp_path / name
+    path.write_bytes(make(digits[0]))
+    with pytest.raises(InputError, match=message) as err:
+        list(read_file(path, 8))
+    assert "\n" not in str(err.value) and name in str(err.value)
+
+
+def test_truncated_gzip_fails_after_streaming_some_chunks(digits, tmp_path: Path) -> None:
+    path = write_truncated_gzip(tmp_path / "x-images-idx3-ubyte.gz", digits[0])
+    reader = read_file(path, 8)
+    assert len(next(reader).ids) == 8
+    with pytest.raises(InputError, match="truncated|cannot read"):
+        list(reader)
+
+
+def test_npy_of_wrong_shape_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "wide.npy"
+    np.save(path, np.zeros((3, 785), np.uint8))
+    with pytest.raises(InputError, match="N×784"):
+        list(read_file(path, 8))
+
+
+def test_load_labels_from_idx_npy_and_text(digits, tmp_path: Path) -> None:
+    y = digits[1]
+    (tmp_path / "y-idx1-ubyte").write_bytes(encode_idx(y))
+    np.save(tmp_path / "y.npy", y)
+    np.savetxt(tmp_path / "y.txt", y, fmt="%d")
+    for name in ("y-idx1-ubyte", "y.npy", "y.txt"):
+        np.testing.assert_array_equal(load_labels(tmp_path / name), y)
+    np.save(tmp_path / "bad.npy", np.array([1, 10]))
+    with pytest.raises(InputError, match="0–9"):
+        load_labels(tmp_path / "bad.npy")

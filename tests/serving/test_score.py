@@ -1,0 +1,245 @@
+"""digits score: output rows against a numpy oracle, every input kind, bad inputs, interruption."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+from PIL import Image
+
+from pipeline.cli import cli
+from pipeline.idx import encode_idx
+from serving.images import to_mnist
+from serving.score import format_rows
+from tests.conftest import make_digits
+
+DIGITS = Path(sys.executable).parent / "digits"
+
+
+def oracle(model: Path, pixels: np.ndarray) -> np.ndarray:
+    """Softmax probabilities of the fixture's linear model, in float64 numpy."""
+    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(model).graph.initializer}
+    logits = pixels.reshape(len(pixels), 784).astype(np.float64) @ init["W"] + init["b"]
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def run(*args: object) -> object:
+    """Invoke `digits score ... --provider cpu` in-process."""
+    return CliRunner().invoke(cli, ["score", *map(str, args), "--provider", "cpu"])
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The output CSV as dicts."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def idx_pair(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """50 test images as raw IDX, with the labels file beside them."""
+    x, y = make_digits(50, seed=3)
+    images = tmp_path / "t10k-images-idx3-ubyte"
+    images.write_bytes(encode_idx(x))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(encode_idx(y))
+    return images, x, y
+
+
+def test_format_rows_csv_matches_probabilities_and_quotes_ids() -> None:
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), size=5).astype(np.float32)
+    ids = np.array([b"a.idx:0", b"a.idx:1", b'odd,"name".png', b"b:3", b"c.png"], dtype="S")
+    text = format_rows(ids, probs, "csv", True).decode()
+    rows = list(csv.reader(io.StringIO(text)))
+    assert [r[0] for r in rows] == [i.decode() for i in ids]
+    assert [int(r[1]) for r in rows] == probs.argmax(axis=1).tolist()
+    np.testing.assert_allclose([float(r[2]) for r in rows], probs.max(axis=1), atol=5e-7)
+    np.testing.assert_allclose(np.array([r[3:] for r in rows], float), probs, atol=5e-7)
+    assert rows[0][2] == f"{probs[0].max():.6f}"
+
+
+def test_format_rows_jsonl_is_valid_json_even_for_odd_names() -> None:
+    probs = np.eye(10, dtype=np.float32)[[3, 7]]
+    ids = np.array([b'q"uote\\back', b"new\nline"], dtype="S")
+    lines = format_rows(ids, probs, "jsonl", True).decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["source"] for r in records] == ['q"uote\\back', "new\nline"]
+    assert [r["digit"] for r in records] == [3, 7] and records[0]["confidence"] == 1.0
+    assert records[1]["probabilities"] == probs[1].tolist()
+    plain = format_rows(ids[:1].astype("S3"), probs[:1], "jsonl", False).decode()
+    assert json.loads(plain) == {"source": 'q"u', "digit": 3, "confidence": 1.0}
+
+
+def test_idx_with_labels_beside_matches_oracle_and_prints_accuracy(
+    idx_pair, linear_onnx: Path, tmp_path: Path
+) -> None:
+    images, x, y = idx_pair
+    out = tmp_path / "out" / "scores.csv"
+    result = run(linear_onnx, images, "-o", out, "--batch-size", "16")
+    assert result.exit_code == 0, result.output
+    rows = read_csv_rows(out)
+    expected = oracle(linear_onnx, x)
+    assert [r["source"] for r in rows] == [f"{images}:{i}" for i in range(50)]
+    assert [int(r["digit"]) for r in rows] == expected.argmax(axis=1).tolist()
+    np.testing.assert_allclose([float(r["confidence"]) for r in rows], expected.max(1), atol=1e-5)
+    right = int((expected.argmax(axis=1) == y).sum())
+    assert f"accuracy {right / 50:.4f} ({right}/50 labelled images)" in result.stdout
+    assert "most confused" in result.stdout and "confusion" in result.stdout
+
+
+def test_mixed_inputs_in_one_call(linear_onnx: Path, tmp_path: Path) -> None:
+    x, y = make_digits(12, seed=4)
+    flat = x.reshape(12, 784)
+    (tmp_path / "a-images-idx3-ubyte.gz").write_bytes(gzip.compress(encode_idx(x[:3])))
+    np.save(tmp_path / "b.npy", flat[3:5].astype(np.float32))
+    np.savez(tmp_path / "c.npz", x=flat[5:7], y=y[5:7].astype(np.int64))
+    np.savetxt(tmp_path / "d.csv", np.column_stack([y[7:9], flat[7:9]]), fmt="%d", delimiter=",")
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i in range(9, 12):
+        Image.fromarray(x[i]).save(pngs / f"{i}.png")
+    inputs = ["a-images-idx3-ubyte.gz", "b.npy", "c.npz", "d.csv", "pngs"]
+    out = tmp_path / "mixed.jsonl"
+    result = run(linear_onnx, *(tmp_path / i for i in inputs), "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 12 and result.stdout == ""
+    assert records[3]["source"] == f"{tmp_path / 'b.npy'}:0"
+    assert records[9]["source"] == str(pngs / "10.png")  # sorted by name: 10, 11, 9
+    pixels = np.concatenate(
+        [flat[:9], [to_mnist(Image.open(pngs / f"{i}.png")).reshape(784) for i in (10, 11, 9)]]
+    )
+    assert [r["digit"] for r in records] == oracle(linear_onnx, pixels).argmax(axis=1).tolist()
+
+
+def test_probabilities_and_labels_option(idx_pair, linear_onnx: Path, tmp_path: Path) -> None:
+    images, x, y = idx_pair
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    np.savetxt(tmp_path / "truth.txt", y, fmt="%d")
+    out = tmp_path / "p.csv"
+    result = run(
+        linear_onnx, images, "-o", out, "--probabilities", "--labels", tmp_path / "truth.txt"
+    )
+    assert result.exit_code == 0, result.output
+    rows = read_csv_rows(out)
+    assert list(rows[0]) == ["source", "digit", "confidence", *(f"p{i}" for i in range(10))]
+    probs = np.array([[float(r[f"p{i}"]) for i in range(10)] for r in rows])
+    np.testing.assert_allclose(probs, oracle(linear_onnx, x), atol=1e-5)
+    assert "accuracy" in result.stdout
+    np.savetxt(tmp_path / "short.txt", y[:10], fmt="%d")
+    short = run(linear_onnx, images, "-o", tmp_path / "s.csv", "--labels", tmp_path / "short.txt")
+    assert short.exit_code == 1 and "--labels has 10 labels" in short.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
+def write_bad_inputs(directory: Path, x: np.ndarray) -> list[Path]:
+    """A truncated gzip IDX (fails after some rows), a bad PNG, a missing file."""
+    cut = directory / "cut-images-idx3-ubyte.gz"
+    cut.write_bytes(gzip.compress(encode_idx(x))[:-100])
+    bad = directory / "bad.png"
+    bad.write_bytes(b"\x89PNG but not really")
+    return [cut, bad, directory / "missing.npy"]
+
+
+def test_bad_input_stops_with_one_line_and_no_output(
+    idx_pair, linear_onnx: Path, tmp_path: Path
+) -> None:
+    images, x, _ = idx_pair
+    for bad in write_bad_inputs(tmp_path, x):
+        out = tmp_path / "never.csv"
+        result = run(linear_onnx, images, bad, "-o", out, "--batch-size", "8")
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+        assert bad.name in result.stderr and "Traceback" not in result.output
+        assert not out.exists() and not list(tmp_path.glob(".never.csv*"))
+
+
+def test_skip_bad_lists_skipped_inputs_and_keeps_only_good_rows(
+    idx_pair, linear_onnx: Path, tmp_path: Path
+) -> None:
+    images, x, _ = idx_pair
+    bad = write_bad_inputs(tmp_path, x)
+    good_png = tmp_path / "good.png"
+    Image.fromarray(x[0]).save(good_png)
+    out = tmp_path / "kept.csv"
+    result = run(linear_onnx, bad[0], images, bad[1], good_png, bad[2], "-o", out, "--skip-bad",
+                 "--batch-size", "8")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "skipped 3 bad input(s)" in result.stderr
+    assert all(p.name in result.stderr for p in bad)
+    sources = [r["source"] for r in read_csv_rows(out)]
+    assert sources == [f"{images}:{i}" for i in range(50)] + [str(good_png)]  # cut file undone
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["in", "-o", "out.parquet"], 2, "use a .csv or .jsonl file"),
+        (["in", "-o", "out.csv", "--batch-size", "0"], 2, "batch-size"),
+    ],
+)
+def test_bad_options_exit_2(linear_onnx: Path, args, code, message) -> None:
+    result = run(linear_onnx, *args)
+    assert result.exit_code == code and message in result.stderr
+
+
+def test_bad_model_is_one_line(idx_pair, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not onnx")
+    for model, message in ((tmp_path / "none.onnx", "model not found"), (junk, "not a loadable")):
+        result = run(model, idx_pair[0], "-o", tmp_path / "o.csv")
+        assert result.exit_code == 1 and message in result.stderr
+        assert result.stderr.count("\n") == 1
+
+
+def sparse_idx(path: Path, n: int) -> Path:
+    """An IDX file of n blank images, written sparse so it costs no disk or time."""
+    with path.open("wb") as f:
+        f.write(struct.pack(">HBB3I", 0, 0x08, 3, n, 28, 28))
+        f.truncate(16 + n * 784)
+    return path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_interrupted_run_leaves_no_partial_output(linear_onnx: Path, tmp_path: Path, sig) -> None:
+    images = sparse_idx(tmp_path / "big-images-idx3-ubyte", 2_000_000)
+    out = tmp_path / "out.csv"
+    cmd = [
+        DIGITS,
+        "score",
+        linear_onnx,
+        images,
+        "-o",
+        out,
+        "--batch-size",
+        "64",
+        "--provider",
+        "cpu",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(p.stat().st_size for p in tmp_path.glob(".out.csv.*.tmp")):  # rows written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) != 0
+    proc.stderr.close()
+    assert not out.exists()
+    leftovers = list(tmp_path.glob(".out.csv.*"))
+    if sig == signal.SIGKILL:  # nothing can clean up after SIGKILL: only the hidden temp remains
+        assert len(leftovers) == 1 and re.fullmatch(r"\.out\.csv\..+\.tmp", leftovers[0].name)
+    else:
+        assert leftovers == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -90,36 +91,49 @@ class Batcher:
 
     def __init__(self, model: OnnxModel, max_batch: int) -> None:
         self.model, self.max_batch = model, max_batch
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] | None = None
+        self.pending: deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = deque()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, X: np.ndarray) -> np.ndarray:
         """Float32 (N, 784) -> probabilities (N, 10), computed in a shared batch."""
-        if self.queue is None:  # created on first use, inside the server's event loop
-            self.queue = asyncio.Queue()
-            asyncio.get_running_loop().create_task(self.run())
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((X, future))
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # the event and its consumer task belong to one event loop
+            self.loop, self.ready = loop, asyncio.Event()
+            self.task = loop.create_task(self.run(self.ready))
+        future = loop.create_future()
+        self.pending.append((X, future))
+        self.ready.set()
         return await future
 
-    async def run(self) -> None:
-        """Take everything queued (up to max_batch rows), run it once, hand out the slices."""
-        assert self.queue is not None
+    def take(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
+        """The oldest pending requests, at least one, at most max_batch rows in all."""
+        jobs = [self.pending.popleft()]
+        rows = len(jobs[0][0])
+        while self.pending and rows + len(self.pending[0][0]) <= self.max_batch:
+            jobs.append(self.pending.popleft())
+            rows += len(jobs[-1][0])
+        return jobs
+
+    async def run(self, ready: asyncio.Event) -> None:
+        """Run the model on each batch of pending requests and hand out the slices."""
         while True:
-            jobs = [await self.queue.get()]
-            rows = len(jobs[0][0])
-            while not self.queue.empty() and rows + len(self.queue._queue[0][0]) <= self.max_batch:
-                jobs.append(self.queue.get_nowait())
-                rows += len(jobs[-1][0])
+            await ready.wait()
+            jobs = self.take()
+            if not self.pending:
+                ready.clear()
             X = np.concatenate([x for x, _ in jobs])  # (sum N, 784)
             try:
                 _, P = await asyncio.to_thread(self.model.predict, X)
-            except Exception as err:  # hand the failure to every waiting request
-                for _, future in jobs:
-                    future.set_exception(err)
-                continue
-            slices = np.split(P, np.cumsum([len(x) for x, _ in jobs])[:-1])
-            for (_, future), p in zip(jobs, slices, strict=True):
-                future.set_result(p)
+                results = np.split(P, np.cumsum([len(x) for x, _ in jobs])[:-1])
+            except Exception as err:  # every waiting request gets the failure
+                results = [err] * len(jobs)
+            for (_, future), result in zip(jobs, results, strict=True):
+                if future.done():  # the client went away
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
 
 class BodyLimit:

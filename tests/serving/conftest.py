@@ -1,0 +1,53 @@
+"""Serving fixtures: a really started `digits serve` on a free port, waited for via /readyz."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(model: Path, log: Path, **settings: int) -> Iterator[str]:
+    """`digits serve` on `model` (DIGITS_<KEY> env for each setting); yields its base URL."""
+    port = free_port()
+    env = {**os.environ, **{f"DIGITS_{k.upper()}": str(v) for k, v in settings.items()}}
+    command = ["digits", "serve", "--model", str(model), "--port", str(port), "--host", "127.0.0.1"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*command, "--provider", "cpu"], env=env, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while not ready(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def ready(url: str) -> bool:
+    """Whether BentoML's readiness probe answers 200."""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -1,0 +1,198 @@
+"""The running server over HTTP: answers match ONNX Runtime, every bad request gets a JSON 4xx."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import bentoml
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from tests.conftest import write_linear_onnx
+from tests.serving.conftest import running_server
+
+pytestmark = pytest.mark.e2e
+
+MAX_IMAGES, MAX_BODY = 64, 1 << 20  # small limits, so over-limit requests stay cheap
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_linear_onnx(tmp_path_factory.mktemp("model") / "digits.onnx", seed=3, version="v7")
+
+
+@pytest.fixture(scope="module")
+def url(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(model, log, max_images=MAX_IMAGES, max_body_bytes=MAX_BODY) as base:
+        yield base
+
+
+def oracle(model: Path, pixels: np.ndarray) -> np.ndarray:
+    """Probabilities from a separate ONNX Runtime session on the same file."""
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(["probabilities"], {"pixels": pixels.reshape(len(pixels), 784)})[0]
+
+
+def png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 grayscale image."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bomb_png(side: int = 30000) -> bytes:
+    """A tiny PNG whose header claims side×side pixels (a decompression bomb)."""
+    data = png(np.zeros((8, 8), np.uint8))
+    ihdr = struct.pack(">II", side, side) + data[24:29]
+    return data[:16] + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + data[33:]
+
+
+def digits_images(n: int, seed: int) -> np.ndarray:
+    """n random uint8 (28, 28) images."""
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+
+
+def test_predict_matches_onnxruntime(url: str, model: Path) -> None:
+    pixels = digits_images(5, seed=1)
+    response = httpx.post(f"{url}/predict", json={"pixels": pixels.reshape(5, 784).tolist()})
+    assert response.status_code == 200
+    answer = response.json()
+    expected = oracle(model, pixels.astype(np.float32))
+    np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
+    assert answer["digits"] == expected.argmax(axis=1).tolist()
+    assert answer["model_version"] == "v7"
+
+
+def test_predict_accepts_28x28(url: str, model: Path) -> None:
+    pixels = digits_images(2, seed=2)
+    answer = httpx.post(f"{url}/predict", json={"pixels": pixels.tolist()}).json()
+    expected = oracle(model, pixels.astype(np.float32))
+    assert answer["digits"] == expected.argmax(axis=1).tolist()
+
+
+def test_predict_image_matches_the_json_route(url: str) -> None:
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:16] = 255  # a centred "1": to_mnist leaves it nearly as it is
+    files = [("images", ("a.png", png(digit), "image/png"))] * 2
+    answer = httpx.post(f"{url}/predict_image", files=files).json()
+    assert len(answer["digits"]) == 2
+    assert np.isclose(np.sum(answer["probabilities"][0]), 1, atol=1e-5)
+
+
+def test_info_reports_provider_and_metadata(url: str) -> None:
+    info = httpx.get(f"{url}/info").json()
+    assert info["provider"] == "CPUExecutionProvider"
+    assert info["model_version"] == "v7"
+    assert info["model_name"] == "digits"
+
+
+@pytest.mark.parametrize("path", ["/readyz", "/livez", "/metrics", "/schema.json", "/"])
+def test_service_routes(url: str, path: str) -> None:
+    assert httpx.get(f"{url}{path}").status_code == 200
+
+
+def test_bentoml_client(url: str, model: Path) -> None:
+    pixels = digits_images(3, seed=4)
+    with bentoml.SyncHTTPClient(url) as client:
+        answer = client.predict(pixels=pixels.reshape(3, 784).tolist())
+        client._temp_dir.cleanup()  # BentoML 1.4's close() leaves it to GC: a ResourceWarning
+    expected = oracle(model, pixels.astype(np.float32))
+    assert answer["digits"] == expected.argmax(axis=1).tolist()
+
+
+ROW = [0] * 784
+BAD_JSON = {
+    "wrong shape": ({"pixels": [[0] * 783]}, 400, "shape"),
+    "wrong 2-d shape": ({"pixels": [[[0] * 27] * 28]}, 400, "shape"),
+    "ragged rows": ({"pixels": [ROW, [0] * 10]}, 400, "rectangular"),
+    "strings": ({"pixels": [["a"] * 784]}, 400, "numbers"),
+    "nulls": ({"pixels": [[None] * 784]}, 400, "numbers"),
+    "booleans": ({"pixels": [[True] * 784]}, 400, "numbers"),
+    "not a list": ({"pixels": "zeros"}, 400, "numbers"),
+    "missing field": ({"image": [ROW]}, 400, "pixels"),
+    "above 255": ({"pixels": [[256] + ROW[1:]]}, 400, "0–255"),
+    "negative": ({"pixels": [[-1] + ROW[1:]]}, 400, "0–255"),
+    "empty batch": ({"pixels": []}, 400, "empty batch"),
+    "over the limit": ({"pixels": [ROW] * (MAX_IMAGES + 1)}, 413, "too many images"),
+}
+BAD_BODIES = {
+    "malformed JSON": (b'{"pixels": [[1, 2]', 400, "JSON"),
+    "NaN": (b'{"pixels": [[NaN' + b", 0" * 783 + b"]]}", 400, "finite"),
+    "infinity": (b'{"pixels": [[1e999' + b", 0" * 783 + b"]]}", 400, "finite"),
+    "oversized body": (b" " * (MAX_BODY + 1), 413, "too large"),
+}
+
+
+def assert_refused(response: httpx.Response, status: int, words: str, url: str) -> None:
+    """A JSON error with the status and words expected, and the server still answers."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert words.lower() in str(response.json()).lower()
+    assert httpx.post(f"{url}/predict", json={"pixels": [ROW]}).status_code == 200
+
+
+@pytest.mark.parametrize("case", BAD_JSON)
+def test_bad_json_values(url: str, case: str) -> None:
+    body, status, words = BAD_JSON[case]
+    assert_refused(httpx.post(f"{url}/predict", json=body), status, words, url)
+
+
+@pytest.mark.parametrize("case", BAD_BODIES)
+def test_bad_bodies(url: str, case: str) -> None:
+    body, status, words = BAD_BODIES[case]
+    headers = {"content-type": "application/json"}
+    assert_refused(httpx.post(f"{url}/predict", content=body, headers=headers), status, words, url)
+
+
+def test_oversized_chunked_body(url: str) -> None:
+    chunks = (b" " * (1 << 16) for _ in range(MAX_BODY // (1 << 16) + 2))  # no content-length
+    headers = {"content-type": "application/json"}
+    response = httpx.post(f"{url}/predict", content=chunks, headers=headers)
+    assert_refused(response, 413, "too large", url)
+
+
+BAD_IMAGES = {
+    "non-image bytes": b"this is not an image",
+    "truncated image": png(digits_images(1, seed=5)[0])[:60],
+    "decompression bomb": bomb_png(),
+}
+
+
+@pytest.mark.parametrize("case", BAD_IMAGES)
+def test_bad_images(url: str, case: str) -> None:
+    files = [("images", ("x.png", BAD_IMAGES[case], "image/png"))]
+    response = httpx.post(f"{url}/predict_image", files=files)
+    words = {"non-image bytes": "not an image", "truncated image": "truncated"}
+    assert_refused(response, 400, words.get(case, "too large"), url)
+
+
+def test_too_many_images(url: str) -> None:
+    files = [("images", ("x.png", png(digits_images(1, seed=6)[0]), "image/png"))]
+    response = httpx.post(f"{url}/predict_image", files=files * (MAX_IMAGES + 1))
+    assert_refused(response, 413, "too many images", url)
+
+
+def test_200_concurrent_requests(url: str, model: Path) -> None:
+    pixels = digits_images(200, seed=7)
+    expected = oracle(model, pixels.astype(np.float32)).argmax(axis=1)
+
+    async def send_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            requests = [
+                client.post(f"{url}/predict", json={"pixels": [p.ravel().tolist()]}) for p in pixels
+            ]
+            return await asyncio.gather(*requests)
+
+    responses = asyncio.run(send_all())
+    assert [r.status_code for r in responses] == [200] * 200
+    assert [r.json()["digits"][0] for r in responses] == expected.tolist()

@@ -1,0 +1,130 @@
+"""serving.service as plain Python: settings, input checks, the batcher, the service class."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.requests import Request
+
+from serving.images import load_image, to_mnist
+from serving.service import Batcher, Digits, InputError, Settings, to_pixels
+from serving.session import OnnxModel, load_model
+
+
+def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIGITS_MAX_IMAGES", "8")
+    monkeypatch.setenv("DIGITS_PROVIDER", "cpu")
+    monkeypatch.delenv("DIGITS_MAX_BODY_BYTES", raising=False)
+    settings = Settings.from_env()
+    assert (settings.max_images, settings.provider) == (8, "cpu")
+    assert settings.max_body_bytes == 16 * 1024 * 1024
+
+
+def test_to_pixels_flattens_28x28() -> None:
+    images = np.arange(2 * 28 * 28).reshape(2, 28, 28) % 256
+    X = to_pixels(images.tolist(), max_images=2)
+    assert X.dtype == np.float32
+    np.testing.assert_array_equal(X, images.reshape(2, 784))
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "words"),
+    [
+        ([[0] * 784] * 3, 413, "too many images"),
+        ([], 400, "empty batch"),
+        ([[0] * 784, [0]], 400, "rectangular"),
+        ([[float("nan")] * 784], 400, "finite"),
+        ([[300] * 784], 400, "0–255"),
+        (7, 400, "shape"),
+    ],
+)
+def test_to_pixels_refuses(value: Any, status: int, words: str) -> None:
+    with pytest.raises(InputError, match=words) as caught:
+        to_pixels(value, max_images=2)
+    assert caught.value.status == status
+
+
+class CountingModel(OnnxModel):
+    """The real model, recording how many rows each call got."""
+
+    calls: list[int]
+
+    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls.append(len(pixels))
+        return super().predict(pixels)
+
+
+def test_batcher_merges_concurrent_requests(linear_onnx: Path) -> None:
+    model = CountingModel(**vars(load_model(linear_onnx, provider="cpu")))
+    model.calls = []
+    batcher = Batcher(model, max_batch=16)
+    sizes = [1, 3, 1, 5, 2, 1, 7, 4] * 4
+    rng = np.random.default_rng(0)
+    inputs = [rng.uniform(0, 255, size=(n, 784)).astype(np.float32) for n in sizes]
+
+    async def run_all() -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher(X) for X in inputs))
+
+    outputs = asyncio.run(run_all())
+    for X, P in zip(inputs, outputs, strict=True):
+        np.testing.assert_allclose(P, model.predict(X)[1], atol=1e-6)
+    batched = model.calls[: -len(inputs)]  # the direct predict calls above came last
+    assert sum(batched) == sum(sizes)
+    assert len(batched) < len(inputs) and max(batched) <= 16
+
+
+@pytest.fixture
+def service(linear_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> Digits:
+    monkeypatch.setenv("DIGITS_MODEL", str(linear_onnx))
+    monkeypatch.setenv("DIGITS_PROVIDER", "cpu")
+    return Digits()
+
+
+@pytest.fixture
+def ctx() -> Iterator[bentoml.Context]:
+    """A service context inside a request, as the server gives each API call."""
+    context = bentoml.Context()
+    with context.in_request(Request({"type": "http", "method": "POST", "headers": []})):
+        yield context
+
+
+def test_service_class_predict(service: Any, ctx: bentoml.Context) -> None:
+    pixels = np.full((2, 784), 128.0, np.float32)
+    answer = asyncio.run(service.predict(pixels.tolist(), ctx))
+    expected = service.model.predict(pixels)[1]
+    np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
+    assert answer["digits"] == expected.argmax(axis=1).tolist()
+    assert answer["model_version"] == "test"
+
+
+def test_service_class_refusal_sets_status(service: Any, ctx: bentoml.Context) -> None:
+    answer = asyncio.run(service.predict([[1, 2, 3]], ctx))
+    assert ctx.response.status_code == 400
+    assert "shape" in answer["error"]
+
+
+def test_service_class_predict_image(service: Any, ctx: bentoml.Context, tmp_path: Path) -> None:
+    path = tmp_path / "digit.png"
+    image = np.zeros((40, 40), np.uint8)
+    image[5:35, 18:22] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    path.write_bytes(buffer.getvalue())
+    answer = asyncio.run(service.predict_image([path, path], ctx))
+    X = to_mnist(load_image(path.read_bytes())).reshape(1, 784).astype(np.float32)
+    expected = service.model.predict(X)[1]
+    np.testing.assert_allclose(answer["probabilities"], np.repeat(expected, 2, axis=0), atol=1e-6)
+
+
+def test_service_class_info(service: Any) -> None:
+    info = service.info()
+    assert info["provider"] == "CPUExecutionProvider"
+    assert info["model_name"] == "digits"

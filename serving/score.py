@@ -216,7 +216,12 @@ def record(item: Path | InputError, skipped: list[str] | None) -> bool:
 
 def progress(paths: list[Path], quiet: bool) -> tqdm:
     """A progress bar on a terminal (stderr), silent otherwise or with -q."""
-    return tqdm(total=row_count(paths), unit="img", disable=quiet or not sys.stderr.isatty())
+    return tqdm(
+        total=row_count(paths),
+        unit="img",
+        unit_scale=True,
+        disable=quiet or not sys.stderr.isatty(),
+    )
 
 
 def report(scorer: Scorer, output: Path, seconds: float, skipped: list[str] | None, quiet: bool):

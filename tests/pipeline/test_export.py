@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.compression import plain_copy, prune_magnitude
-from pipeline.export import TRAINING_OPS, to_onnx
+from pipeline.export import TRAINING_OPS, to_onnx, training_nodes
 from pipeline.metrics import accuracy
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
 from pipeline.prepare import load_split
@@ -24,7 +24,7 @@ from tests.conftest import make_digits, write_mnist_idx
 
 
 def train_tiny(seed: int = 0) -> MLP:
-    """A BN + dropout MLP with a fitted transform, briefly trained, half its weights pruned."""
+    """A BN + dropout MLP with a fitted transform, barely trained, half its weights pruned."""
     x, y = make_digits(500, seed=1)
     x = x.reshape(len(x), -1)
     transform, _ = fit_transform(x, scaling="standardize")
@@ -32,7 +32,7 @@ def train_tiny(seed: int = 0) -> MLP:
     model = build_mlp(ModelParams(hidden=(24, 12), dropout=0.1), transform)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     X, Y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
-    for _ in range(40):
+    for _ in range(5):  # few steps: test accuracy well below 1, so matching it means something
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(X), Y).backward()
         optimizer.step()
@@ -185,3 +185,24 @@ def test_export_missing_checkpoint_is_one_line_and_writes_nothing(
     assert result.exit_code == 1
     assert "mlp-compressed.pt" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "empty" / "digits.onnx").exists()
+
+
+def test_training_nodes_are_detected() -> None:
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"]),
+        helper.make_node("Dropout", ["y"], ["z"]),
+        helper.make_node("Relu", ["z"], ["out"]),
+    ]
+    x, out = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3]) for n in ("x", "out"))
+    proto = helper.make_model(helper.make_graph(nodes, "g", [x], [out]))
+    assert training_nodes(proto) == ["BatchNormalization", "Dropout"]
+
+
+def test_export_without_recorded_accuracy_is_one_line(exported: dict, tmp_path: Path) -> None:
+    evaluate = tmp_path / "evaluate.json"
+    evaluate.write_text(json.dumps({"dense": {"dev_accuracy": 0.9, "test_accuracy": 0.9}}))
+    result = run_export(exported["root"], "--evaluate", str(evaluate))
+    assert result.exit_code == 1
+    assert "no compressed dev_accuracy" in result.output and "Traceback" not in result.output

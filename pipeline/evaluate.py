@@ -12,6 +12,7 @@ Run: `digits evaluate`
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,15 @@ def plot_rows(detail: dict[str, Any]) -> dict[str, list[dict]]:
     return {"confusion": rows, "calibration": points}
 
 
+def load_model(path: Path) -> Any:
+    """The network of a checkpoint, or a one-line error when the file is not one."""
+    try:
+        return load_checkpoint(path)[0]
+    except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise click.ClickException(f"{path} is not a digits checkpoint: {reason}") from None
+
+
 def load_splits(prepared: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The train, dev and test splits as (x, y)."""
     splits = {}
@@ -167,7 +177,7 @@ def run_stage(
     summary: dict[str, Any] = {"diagnosis": {}}
     details = {}
     for name, path in models.items():
-        details[name] = evaluate_model(load_checkpoint(path)[0], splits, params)
+        details[name] = evaluate_model(load_model(path), splits, params)
         summary[name] = headline(details[name])
         errors = [summary[name][f"{split}_error"] for split in SPLITS]
         summary["diagnosis"][name] = diagnose(*errors, params)

@@ -1,0 +1,159 @@
+"""The evaluate stage on tiny checkpoints: the evaluate.json contract, DVC plot files, errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from sklearn.metrics import confusion_matrix
+
+from pipeline.cli import cli
+from pipeline.evaluate import SPLITS, EvaluateParams, diagnose
+from pipeline.network import MLP, ModelParams, NetSpec, build_mlp, save_checkpoint
+from pipeline.train import TrainParams, fit
+from pipeline.transform import AffineTransform
+from tests.conftest import make_digits
+
+
+def write_prepared(directory: Path) -> Path:
+    """Tiny train/dev/test splits (different seeds) and a /255 transform, as prepare writes."""
+    directory.mkdir(parents=True)
+    for name, n, seed in (("train", 300, 1), ("dev", 100, 2), ("test", 120, 3)):
+        x, y = make_digits(n, seed)
+        np.savez(directory / f"{name}.npz", x=x.reshape(n, -1), y=y.astype(np.int64))
+    AffineTransform(np.zeros(784, np.float32), np.eye(784, dtype=np.float32) / 255).save(
+        directory / "transform.npz"
+    )
+    return directory
+
+
+def write_models(directory: Path, prepared: Path) -> dict[str, Path]:
+    """A briefly trained dense MLP and an untrained folded-style one (no BN, no preprocess)."""
+    torch.manual_seed(0)
+    transform = AffineTransform.load(prepared / "transform.npz")
+    dense = build_mlp(ModelParams(hidden=(32,), dropout=0.0), transform)
+    with np.load(prepared / "train.npz") as f:
+        train = (f["x"], f["y"])
+    fit(dense, train, train, TrainParams(epochs=2, batch_size=32, schedule="constant"))
+    spec = NetSpec(784, (16,), "relu", 0.01, 2, False, (0.0,), preprocess=False)
+    paths = {"dense": directory / "mlp.pt", "compressed": directory / "mlp-compressed.pt"}
+    save_checkpoint(paths["dense"], dense)
+    save_checkpoint(paths["compressed"], MLP(spec))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Prepared splits, two checkpoints and a params file with a small evaluate group."""
+    root = tmp_path_factory.mktemp("evaluate")
+    prepared = write_prepared(root / "prepared")
+    paths = write_models(root / "models", prepared)
+    params = {"base": {"seed": 0}, "evaluate": {"worst_errors": 6, "calibration_bins": 10}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return {"root": root, "prepared": prepared, "params": root / "params.yaml", **paths}
+
+
+def evaluate(ws: dict[str, Path], out: Path, **override: Path):
+    """Run `digits evaluate` into `out`; return the CliRunner result."""
+    paths = {"dense": ws["dense"], "compressed": ws["compressed"], **override}
+    args = ["evaluate", "--params", ws["params"], "--data", ws["prepared"]]
+    args += ["--dense", paths["dense"], "--compressed", paths["compressed"]]
+    args += ["--out", out / "evaluate", "--metrics", out / "evaluate.json"]
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def evaluated(workspace: dict[str, Path]) -> Path:
+    """The output directory of one successful `digits evaluate`."""
+    out = workspace["root"] / "reports"
+    result = evaluate(workspace, out)
+    assert result.exit_code == 0, result.output
+    assert "dense: error train" in result.output
+    return out
+
+
+def torch_predictions(path: Path, x: np.ndarray) -> np.ndarray:
+    """The oracle: argmax of the checkpoint's forward pass, straight from torch."""
+    payload = torch.load(path, weights_only=True)
+    spec = payload["spec"]
+    model = MLP(NetSpec(**{**spec, "hidden": tuple(spec["hidden"]), "dropout": (0.0,)}))
+    model.load_state_dict(payload["state_dict"])
+    with torch.no_grad():
+        return model.eval()(torch.from_numpy(x).float()).argmax(1).numpy()
+
+
+def test_evaluate_json_holds_the_contract_and_agrees_with_torch(workspace, evaluated):
+    summary = json.loads((evaluated / "evaluate.json").read_text(), parse_constant=float.__call__)
+    for name in ("dense", "compressed"):
+        for split in SPLITS:
+            with np.load(workspace["prepared"] / f"{split}.npz") as f:
+                x, y = f["x"], f["y"]
+            expected = float(np.mean(torch_predictions(workspace[name], x) == y))
+            assert summary[name][f"{split}_accuracy"] == pytest.approx(expected)
+            assert summary[name][f"{split}_error"] == pytest.approx(1 - expected)
+        errors = [summary[name][f"{split}_error"] for split in SPLITS]
+        assert summary["diagnosis"][name] == diagnose(*errors, EvaluateParams())
+    assert summary["dense"]["train_accuracy"] > 0.9  # the trained one learned the fixture
+    assert summary["compressed"]["test_accuracy"] < 0.5  # the untrained one did not
+
+
+def test_confusion_plot_rows_are_the_test_predictions(workspace, evaluated):
+    with np.load(workspace["prepared"] / "test.npz") as f:
+        x, y = f["x"], f["y"]
+    for name in ("dense", "compressed"):
+        rows = json.loads((evaluated / "evaluate" / f"confusion_{name}.json").read_text())
+        predicted = torch_predictions(workspace[name], x)
+        assert Counter((r["actual"], r["predicted"]) for r in rows) == Counter(
+            zip(y.tolist(), predicted.tolist(), strict=True)
+        )
+        detail = json.loads((evaluated / "evaluate" / "detail.json").read_text())[name]
+        np.testing.assert_array_equal(
+            detail["test"]["confusion"], confusion_matrix(y, predicted, labels=range(10))
+        )
+
+
+def test_calibration_points_cover_the_test_set_and_worst_errors_are_wrong(workspace, evaluated):
+    with np.load(workspace["prepared"] / "test.npz") as f:
+        x, y = f["x"], f["y"]
+    detail = json.loads((evaluated / "evaluate" / "detail.json").read_text())
+    for name in ("dense", "compressed"):
+        points = json.loads((evaluated / "evaluate" / f"calibration_{name}.json").read_text())
+        assert sum(p["count"] for p in points) == len(y)
+        assert all(0 <= p["accuracy"] <= 1 and 0.1 <= p["confidence"] <= 1 for p in points)
+        worst = detail[name]["worst_errors"]
+        assert len(worst) == min(6, np.sum(torch_predictions(workspace[name], x) != y))
+        assert all(w["label"] == y[w["index"]] != w["predicted"] for w in worst)
+        confidences = [w["confidence"] for w in worst]
+        assert confidences == sorted(confidences, reverse=True)
+
+
+def test_missing_checkpoint_fails_in_one_line_and_writes_nothing(workspace, tmp_path):
+    result = evaluate(workspace, tmp_path, compressed=tmp_path / "absent.pt")
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_checkpoint_fails_in_one_line_and_writes_nothing(workspace, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    result = evaluate(workspace, tmp_path / "out", compressed=broken)
+    assert result.exit_code == 1
+    assert "is not a digits checkpoint" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_evaluate_param_names_the_key(workspace, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"evaluate": {"worst_errors": -1}}))
+    result = evaluate({**workspace, "params": params}, tmp_path / "out")
+    assert result.exit_code == 1
+    assert "evaluate.worst_errors" in result.output
+    assert not (tmp_path / "out").exists()

@@ -51,10 +51,12 @@ class ExportParams:
     model: Literal["compressed", "dense"] = "compressed"
     opset: int = 18  # the dynamo exporter's native opset: no version conversion step
     per_channel: bool = False  # int8: one scale per output channel instead of per tensor
+    max_prob_diff: float = 1e-5  # parity with torch the fp32 file must meet, or nothing is written
 
     def __post_init__(self) -> None:
         newest = onnx.defs.onnx_opset_version()
         require(17 <= self.opset <= newest, "export.opset", f"must be in 17..{newest}")
+        require(self.max_prob_diff > 0, "export.max_prob_diff", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,9 @@ def cpu_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def onnx_probabilities(session: ort.InferenceSession, x: np.ndarray, batch: int = 4096):
+def onnx_probabilities(
+    session: ort.InferenceSession, x: np.ndarray, batch: int = 4096
+) -> np.ndarray:
     """Probabilities (N, 10) of raw pixels x (N, 784) from an ONNX session, in batches."""
     chunks = [
         session.run(["probabilities"], {INPUT: x[i : i + batch].astype(np.float32)})[0]
@@ -261,6 +265,16 @@ def verify(model: MLP, fp32: Path, int8: Path, x: np.ndarray, y: np.ndarray) -> 
     }
 
 
+def check_parity(report: dict, tolerance: float) -> None:
+    """Refuse a file that disagrees with torch (the atomic writes then leave nothing behind)."""
+    diff, agreement = report["max_abs_prob_diff"], report["argmax_agreement"]
+    if diff > tolerance or agreement < 1:
+        raise click.ClickException(
+            f"ONNX disagrees with torch: max |Δp| {diff:.2e} (limit {tolerance:.0e}), "
+            f"argmax agreement {agreement:.4%}"
+        )
+
+
 def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any]) -> dict:
     """Export, quantize and verify the checkpoint; write both ONNX files and the card together."""
     model, _ = load_checkpoint(paths.checkpoint)
@@ -278,6 +292,7 @@ def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any])
         quantize_int8(proto, int8, params.per_channel)
         report = {"model": params.model, "opset": params.opset, **verify(model, fp32, int8, x, y)}
         report["metadata"] = props
+        check_parity(report, params.max_prob_diff)
         card.write_text(render_card(report, paths.onnx, paths.int8))
     return report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,17 @@ def test_export_without_recorded_accuracy_is_one_line(exported: dict, tmp_path: 
     result = run_export(exported["root"], "--evaluate", str(evaluate))
     assert result.exit_code == 1
     assert "no compressed dev_accuracy" in result.output and "Traceback" not in result.output
+
+
+def test_export_refuses_a_file_outside_tolerance_and_writes_nothing(
+    exported: dict, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(exported["root"] / "models" / "mlp-compressed.pt", models)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"export": {"max_prob_diff": 1e-30}}))
+    result = run_export(exported["root"], "--params", str(params), "--models", str(models))
+    assert result.exit_code == 1
+    assert "ONNX disagrees with torch" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in models.iterdir()) == ["mlp-compressed.pt"]

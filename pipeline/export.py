@@ -242,6 +242,7 @@ def quantize_int8(proto: onnx.ModelProto, path: Path, per_channel: bool) -> None
     quantize_dynamic(onnx.load(path), path, per_channel=per_channel, weight_type=QuantType.QInt8)
     quantized = onnx.load(path)
     props = {p.key: p.value for p in proto.metadata_props}
+    props["model_version"] = props.get("model_version", "unknown") + "-int8"  # other weights
     onnx.helper.set_model_props(quantized, {**props, "quantization": "dynamic int8"})
     save_onnx(quantized, path)
 

@@ -152,7 +152,7 @@ def test_export_stage_metadata(exported: dict) -> None:
     assert meta["opset"] == "18" and "dvc_lock_digest" in meta
     int8 = {p.key: p.value for p in onnx.load(models / "digits-int8.onnx").metadata_props}
     assert int8["quantization"] == "dynamic int8"
-    assert int8["model_version"] == meta["model_version"]
+    assert int8["model_version"] == meta["model_version"] + "-int8"
 
 
 def test_export_stage_writes_the_model_card(exported: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -243,3 +244,27 @@ def test_interrupted_run_leaves_no_partial_output(linear_onnx: Path, tmp_path: P
         assert len(leftovers) == 1 and re.fullmatch(r"\.out\.csv\..+\.tmp", leftovers[0].name)
     else:
         assert leftovers == []
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM of a running process: the peak RSS of its address space since exec."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+@pytest.mark.slow
+def test_million_image_idx_streams_in_bounded_memory(linear_onnx: Path, tmp_path: Path) -> None:
+    n = 1_000_000
+    images = sparse_idx(tmp_path / "million-images-idx3-ubyte", n)  # 784 MB of pixels
+    out = tmp_path / "million.csv"
+    proc = subprocess.Popen(
+        [DIGITS, "score", linear_onnx, images, "-o", out, "-q", "--provider", "cpu"]
+    )
+    peak = 0
+    while proc.poll() is None:
+        with contextlib.suppress(OSError, StopIteration):
+            peak = max(peak, peak_rss_bytes(proc.pid))
+        time.sleep(0.02)
+    assert proc.returncode == 0
+    assert out.stat().st_size > n * len(f"{images}:0,0,0.000000\n")
+    assert 0 < peak < min(1 << 30, images.stat().st_size // 2)  # never holds the file

@@ -111,10 +111,9 @@ def summarize(matrix: np.ndarray) -> str:
         recall = row[d] / row.sum() if row.sum() else float("nan")
         lines.append(f"{d:>5}" + "".join(f"{c:>6}" for c in row) + f"  {recall:.3f}")
     errors = matrix - np.diag(np.diag(matrix))
-    worst = [divmod(int(i), 10) for i in np.argsort(errors, axis=None)[::-1][:5]]
-    lines.append(
-        "most confused: " + ", ".join(f"{t}→{p} ({errors[t, p]})" for t, p in worst if errors[t, p])
-    )
+    worst = [divmod(int(i), 10) for i in np.argsort(-errors, axis=None, kind="stable")[:5]]
+    mistakes = [f"{t}→{p} ({errors[t, p]})" for t, p in worst if errors[t, p]]
+    lines.append("most confused: " + (", ".join(mistakes) or "none"))
     return "\n".join(lines)
 
 

@@ -19,6 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS: dict[str, dict] = {
     "model": {"hidden": [32, 16]},
     "train": {"epochs": 2, "batch_size": 64},
+    "compress": {
+        "structured_epochs": 1,
+        "l1_epochs": 1,
+        "steps": 2,
+        "step_epochs": 1,
+        "sweep": [0.5, 0.9],
+    },
+    "learning_curve": {"fractions": [0.5, 1.0], "epochs": 1.0, "max_epochs": 2},
 }
 
 

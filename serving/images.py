@@ -51,6 +51,8 @@ def load_image(data: bytes) -> Image.Image:
 
 def to_gray(image: Image.Image) -> np.ndarray:
     """Float (H, W) luminance 0–255; transparent pixels take the colour opposite the strokes."""
+    if image.mode == "L":  # the common case (MNIST-like PNGs): no conversion needed
+        return np.asarray(image, dtype=np.float32)
     rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)  # (H, W, 4)
     gray = rgba[..., :3] @ np.float32([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's "L"
     alpha = rgba[..., 3] / 255

@@ -1,0 +1,260 @@
+import json
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from torch.nn.utils import prune
+
+from pipeline.cli import cli
+from pipeline.config import ParamError, parse_group
+from pipeline.network import Activation, ModelParams, build_mlp, load_checkpoint
+from pipeline.optim import OPTIMIZERS, SCHEDULES
+from pipeline.train import TrainParams, data_loss, evaluate, fit
+from pipeline.transform import AffineTransform
+from tests.conftest import make_digits
+
+ACTIVATIONS = typing.get_args(Activation)
+FAST = {"epochs": 4, "batch_size": 32, "lr": 0.01, "schedule": "constant"}
+
+
+def split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_digits(n, seed)
+    return x.reshape(n, 784), y.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def data():
+    train, dev = split(300, 1), split(100, 2)
+    # A random projection to 32 features keeps the tiny nets fast and the classes apart.
+    matrix = np.random.default_rng(0).normal(0, 1 / 2800, size=(784, 32)).astype(np.float32)
+    transform = AffineTransform(mean=train[0].mean(axis=0).astype(np.float32), matrix=matrix)
+    return train, dev, transform
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny nets run fastest on one thread, and the shared test machine has few cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(transform, seed: int = 0, **model):
+    torch.manual_seed(seed)
+    return build_mlp(ModelParams(**{"hidden": (16,), "dropout": 0.1, **model}), transform)
+
+
+def train_loss(net, train, params: TrainParams) -> float:
+    """The training loss (as configured) over the whole split, in eval mode."""
+    net.eval()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(train[0]).float())
+        return data_loss(logits, torch.from_numpy(train[1]), params).item()
+
+
+def trains(data, params: TrainParams, **model) -> None:
+    train, dev, transform = data
+    net = tiny_model(transform, **model)
+    before = train_loss(net, train, params)
+    history = fit(net, train, dev, params)
+    after = train_loss(net, train, params)
+    assert len(history) == params.epochs
+    assert after < 0.7 * before, (before, after)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_activation_trains(data, activation):
+    trains(data, TrainParams(**FAST, optimizer="adam"), activation=activation)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_optimizer_trains(data, optimizer):
+    lr = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05}.get(optimizer, 0.01)
+    trains(data, TrainParams(**{**FAST, "lr": lr}, optimizer=optimizer, momentum=0.5))
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_every_schedule_trains(data, schedule):
+    trains(data, TrainParams(**{**FAST, "schedule": schedule}, optimizer="adam", warmup=1.0))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"loss": "mse", "epochs": 8},
+        {"label_smoothing": 0.1},
+        {"clip_norm": 0.5},
+        {"l1": 1e-4},
+        # The fixture digits are random dot patterns: only a gentle affine keeps them readable.
+        {"augment": True, "augment_shift": 0.3, "augment_degrees": 2.0, "augment_scale": 0.02},
+    ],
+)
+def test_loss_variants_clipping_l1_and_augmentation_train(data, options):
+    trains(data, TrainParams(**{**FAST, "optimizer": "adam", **options}))
+
+
+def test_history_rows_carry_the_contracted_keys_and_dev_figures_match_evaluate(data):
+    train, dev, transform = data
+    net = tiny_model(transform)
+    history = fit(net, train, dev, TrainParams(**{**FAST, "epochs": 1}))
+    row = history[0]
+    assert set(row) == {"epoch", "train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "lr"}
+    assert row["dev_loss"] == evaluate(net, dev)["loss"]
+    assert row["dev_accuracy"] == evaluate(net, dev)["accuracy"]
+
+
+def test_l1_penalty_drives_weights_towards_zero(data):
+    train, dev, transform = data
+    norms = []
+    for l1 in (0.0, 1e-2):
+        net = tiny_model(transform)
+        fit(net, train, dev, TrainParams(**FAST, l1=l1, weight_decay=0.0))
+        norms.append(sum(lin.weight.abs().sum().item() for lin in net.linears()))
+    assert norms[1] < 0.7 * norms[0]
+
+
+def test_same_seed_gives_the_same_history_and_weights(data):
+    train, dev, transform = data
+    params = TrainParams(**FAST, augment=True)
+    runs = []
+    for _ in range(2):
+        net = tiny_model(transform, seed=3)
+        runs.append((fit(net, train, dev, params, seed=5), net.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    for key, value in runs[0][1].items():
+        assert torch.equal(value, runs[1][1][key]), key
+    other = fit(tiny_model(transform, seed=3), train, dev, params, seed=6)
+    assert other != runs[0][0]
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_after(epoch: int):
+    def log(row: dict) -> None:
+        if row["epoch"] == epoch:
+            raise Killed
+
+    return log
+
+
+@pytest.mark.parametrize("early_stopping", ["none", "dev_accuracy"])
+def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(data, tmp_path, early_stopping):
+    train, dev, transform = data
+    params = TrainParams(
+        epochs=5, batch_size=32, lr=0.02, schedule="one_cycle", augment=True,
+        early_stopping=early_stopping, patience=10,
+    )  # fmt: skip
+    whole = tiny_model(transform, batchnorm=True)
+    expected = fit(whole, train, dev, params, seed=1)
+    state = tmp_path / "state.pt"
+    with pytest.raises(Killed):
+        fit(tiny_model(transform, batchnorm=True), train, dev, params, seed=1,
+            state_path=state, log=kill_after(2))  # fmt: skip
+    torch.manual_seed(999)  # a fresh process would not share the killed run's RNG position
+    resumed = tiny_model(transform, seed=7, batchnorm=True)
+    history = fit(resumed, train, dev, params, seed=1, state_path=state, resume=True)
+    assert history == expected
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_resume_refuses_a_state_written_with_other_params(data, tmp_path):
+    train, dev, transform = data
+    state = tmp_path / "state.pt"
+    fit(tiny_model(transform), train, dev, TrainParams(**FAST), state_path=state)
+    with pytest.raises(Exception, match="other train params"):
+        fit(tiny_model(transform), train, dev, TrainParams(**{**FAST, "lr": 0.5}),
+            state_path=state, resume=True)  # fmt: skip
+
+
+def test_early_stopping_keeps_the_best_weights(data):
+    train, dev, transform = data
+    net = tiny_model(transform)
+    # A far too high lr makes dev loss worsen after a while, so the run stops early.
+    params = TrainParams(epochs=30, batch_size=32, lr=0.05, optimizer="adam",
+                         schedule="constant", early_stopping="dev_loss", patience=2)  # fmt: skip
+    history = fit(net, train, dev, params)
+    best = min(history, key=lambda row: row["dev_loss"])
+    assert len(history) == best["epoch"] + 2 < 30
+    assert evaluate(net, dev)["loss"] == pytest.approx(best["dev_loss"], rel=1e-6)
+
+
+def test_fit_trains_a_pruned_model_and_keeps_pruned_weights_zero(data):
+    train, dev, transform = data
+    net = tiny_model(transform)
+    for linear in net.linears():
+        prune.l1_unstructured(linear, "weight", amount=0.5)
+    before = evaluate(net, train)["loss"]
+    masks = [linear.weight_mask.clone() for linear in net.linears()]
+    originals = [linear.weight_orig.detach().clone() for linear in net.linears()]
+    fit(net, train, dev, TrainParams(**FAST, l1=1e-4))
+    for linear, mask, original in zip(net.linears(), masks, originals, strict=True):
+        assert torch.equal(linear.weight_mask, mask)
+        assert torch.all(linear.weight[mask == 0] == 0)
+        assert not torch.equal(linear.weight_orig[mask == 1], original[mask == 1])
+    assert evaluate(net, train)["loss"] < 0.5 * before
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("epochs", 0), ("lr", -1.0), ("optimizer", "lbfgs"), ("label_smoothing", 1.0), ("nope", 1)],
+)
+def test_bad_train_params_are_rejected_naming_the_key(key, value):
+    with pytest.raises(ParamError, match=f"train.{key}"):
+        parse_group(TrainParams, "train", {key: value})
+
+
+def write_prepared(directory: Path, data) -> None:
+    train, dev, transform = data
+    directory.mkdir(parents=True)
+    np.savez(directory / "train.npz", x=train[0], y=train[1])
+    np.savez(directory / "dev.npz", x=dev[0], y=dev[1])
+    transform.save(directory / "transform.npz")
+
+
+@pytest.mark.slow
+def test_train_command_writes_checkpoint_metrics_and_dvclive_and_resumes(
+    data, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    write_prepared(tmp_path / "data/prepared", data)
+    params = {
+        "base": {"seed": 1},
+        "model": {"hidden": [16]},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 0.01},
+    }
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(cli, ["train"])
+    assert result.exit_code == 0, result.output
+    assert "epoch 3:" in result.output
+    report = json.loads(Path("reports/train.json").read_text())
+    assert report["epochs"] == 3 and report["dev_accuracy"] > 0.9
+    model, extra = load_checkpoint("models/mlp.pt")
+    assert tuple(extra["model_params"]["hidden"]) == (16,)
+    logits_acc = evaluate(model, data[1])["accuracy"]
+    assert logits_acc == report["dev_accuracy"]
+    lines = Path("dvclive/plots/metrics/dev/accuracy.tsv").read_text().splitlines()
+    assert len(lines) == 4  # header + one row per epoch
+    # --resume on a finished run changes nothing.
+    weights = model.state_dict()
+    result = CliRunner().invoke(cli, ["train", "--resume"])
+    assert result.exit_code == 0, result.output
+    again, _ = load_checkpoint("models/mlp.pt")
+    for key, value in weights.items():
+        assert torch.equal(value, again.state_dict()[key])
+
+
+def test_train_command_reports_missing_data_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text("base: {seed: 1}\n")
+    result = CliRunner().invoke(cli, ["train", "--data", "nowhere"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not Path("models").exists()

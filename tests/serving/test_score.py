@@ -26,6 +26,7 @@ from pipeline.cli import cli
 from pipeline.idx import encode_idx
 from serving.images import to_mnist
 from serving.score import confusion, format_rows, summarize
+from serving.session import cuda_problem
 from tests.conftest import make_digits
 
 DIGITS = Path(sys.executable).parent / "digits"
@@ -281,3 +282,12 @@ def test_million_image_idx_streams_in_bounded_memory(linear_onnx: Path, tmp_path
     assert proc.returncode == 0
     assert out.stat().st_size > n * len(f"{images}:0,0,0.000000\n")
     assert 0 < peak < min(1 << 30, images.stat().st_size // 2)  # never holds the file
+
+
+def test_cuda_request_without_a_usable_gpu_is_one_line(idx_pair, linear_onnx, tmp_path) -> None:
+    if cuda_problem() is None:
+        pytest.skip("CUDA works here")
+    cmd = ["score", str(linear_onnx), str(idx_pair[0]), "-o", str(tmp_path / "o.csv")]
+    result = CliRunner().invoke(cli, [*cmd, "--provider", "cuda"])
+    assert result.exit_code == 1 and "CUDA provider requested" in result.stderr
+    assert not (tmp_path / "o.csv").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -157,3 +158,64 @@ def test_bad_evaluate_param_names_the_key(workspace, tmp_path):
     assert result.exit_code == 1
     assert "evaluate.worst_errors" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def report(reports: Path, prepared: Path):
+    """Run `digits report` on a reports directory; return the CliRunner result."""
+    args = ["report", "--reports", str(reports), "--data", str(prepared)]
+    return CliRunner().invoke(cli, args)
+
+
+@pytest.fixture
+def reports(evaluated: Path, tmp_path: Path) -> Path:
+    """A private copy of the evaluate outputs, so report tests can add and remove files."""
+    import shutil
+
+    copy = tmp_path / "reports"
+    shutil.copytree(evaluated, copy)
+    return copy
+
+
+def test_report_links_figures_that_exist_and_shows_the_figures(workspace, reports):
+    from PIL import Image
+
+    curve = [
+        {"fraction": 0.5, "train_size": 150, "epochs": 2, "train_error": 0.0, "dev_error": 0.2},
+        {"fraction": 1.0, "train_size": 300, "epochs": 1, "train_error": 0.01, "dev_error": 0.1},
+    ]
+    (reports / "learning_curve.json").write_text(json.dumps(curve))
+    result = report(reports, workspace["prepared"])
+    assert result.exit_code == 0, result.output
+    markdown = (reports / "report.md").read_text()
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown)
+    assert sorted(Path(link).name for link in links) == [
+        "confusion.png",
+        "learning_curve.png",
+        "reliability.png",
+        "worst_errors.png",
+    ]
+    for link in links:
+        with Image.open(reports / link) as image:
+            assert image.format == "PNG" and min(image.size) >= 300
+    summary = json.loads((reports / "evaluate.json").read_text())
+    test_accuracy = 100 * summary["compressed"]["test_accuracy"]
+    assert f"{test_accuracy:.2f}%" in markdown
+    assert f"**{summary['diagnosis']['compressed']['verdict']}**" in markdown
+    assert "| 300 | 1 | 1.00% | 10.00% |" in markdown
+
+
+def test_report_without_a_learning_curve_says_how_to_make_one(workspace, reports):
+    result = report(reports, workspace["prepared"])
+    assert result.exit_code == 0, result.output
+    markdown = (reports / "report.md").read_text()
+    assert "digits learning-curve" in markdown and "learning_curve.png" not in markdown
+    assert not (reports / "figures" / "learning_curve.png").exists()
+
+
+def test_report_rejects_foreign_json_in_one_line_and_writes_nothing(workspace, reports):
+    (reports / "evaluate.json").write_text("{}")
+    result = report(reports, workspace["prepared"])
+    assert result.exit_code == 1
+    assert "not what `digits evaluate` writes" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (reports / "report.md").exists() and not (reports / "figures").exists()

@@ -1,0 +1,262 @@
+"""Stage `report`: a Markdown report with PNG figures that explains the models without running them.
+
+Reads: reports/evaluate.json, reports/evaluate/detail.json, reports/learning_curve.json (its
+section is skipped when absent), data/prepared/test.npz (images of the worst errors).
+Writes: reports/figures/ (confusion.png, reliability.png, learning_curve.png,
+worst_errors.png), then reports/report.md.
+Run: `digits report`
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+
+from pipeline.atomic import atomic_dir, write_bytes
+
+MODELS = ("dense", "compressed")
+STYLES = {"dense": "o-", "compressed": "x--"}
+
+
+def percent(value: float) -> str:
+    """A share as a percentage with two decimals."""
+    return f"{100 * value:.2f}%"
+
+
+def plot_confusion(details: dict[str, Any]) -> Figure:
+    """Test confusion matrix of each model, counts on a log colour scale so errors show."""
+    fig = Figure(figsize=(5.5 * len(details), 5), layout="constrained")
+    axes = fig.subplots(1, len(details), squeeze=False)[0]
+    for ax, (name, detail) in zip(axes, details.items(), strict=True):
+        C = np.asarray(detail["test"]["confusion"])  # (10, 10) rows actual
+        ax.imshow(C, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(C.max(), 2)))
+        for actual, predicted in zip(*np.nonzero(C), strict=True):
+            color = "white" if actual == predicted else "black"
+            count = str(C[actual, predicted])
+            ax.text(predicted, actual, count, ha="center", va="center", fontsize=7, color=color)
+        ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="actual")
+        ax.set_title(f"{name}: test confusion matrix")
+    return fig
+
+
+def plot_reliability(details: dict[str, Any]) -> Figure:
+    """Reliability diagram (accuracy vs confidence per bin) over a histogram of confidences."""
+    fig = Figure(figsize=(6.5, 7), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    top.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    for name, detail in details.items():
+        curve, ece = detail["test"]["reliability"], detail["test"]["ece"]
+        seen = [i for i, n in enumerate(curve["count"]) if n]
+        confidence = [curve["confidence"][i] for i in seen]
+        accuracy = [curve["accuracy"][i] for i in seen]
+        style = STYLES[name]  # the two models' lines can coincide: markers tell them apart
+        top.plot(confidence, accuracy, style, label=f"{name}, ECE {ece:.4f}")
+        bottom.plot(confidence, [curve["count"][i] for i in seen], style, label=name)
+    top.set(ylabel="accuracy in bin", title="Calibration on test", xlim=(0, 1.02), ylim=(0, 1.02))
+    top.legend()
+    bottom.set(xlabel="mean confidence in bin", ylabel="test images", yscale="log")
+    return fig
+
+
+def plot_learning_curve(rows: list[dict[str, Any]], bayes_error: float) -> Figure:
+    """Train and dev error against training-set size, with the Bayes-error proxy."""
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    sizes = [row["train_size"] for row in rows]
+    ax.plot(sizes, [row["train_error"] for row in rows], "o-", label="train error")
+    ax.plot(sizes, [row["dev_error"] for row in rows], "o-", label="dev error")
+    ax.axhline(bayes_error, ls=":", color="grey", label="Bayes-error proxy")
+    ax.set(xscale="log", xlabel="training images", ylabel="error", title="Learning curve")
+    ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.1f}%")
+    ax.legend()
+    return fig
+
+
+def plot_worst_errors(errors: list[dict[str, Any]], images: np.ndarray, columns: int = 5) -> Figure:
+    """The most confidently wrong test images, titled `label -> predicted (confidence)`."""
+    rows = max(1, -(-len(errors) // columns))
+    fig = Figure(figsize=(1.8 * columns, 2.0 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, error in zip(axes, errors, strict=False):
+        ax.imshow(images[error["index"]].reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
+        title = f"{error['label']} → {error['predicted']} ({percent(error['confidence'])})"
+        ax.set_title(title, fontsize=9)
+    fig.suptitle("Most confidently wrong test images: true → predicted (confidence)")
+    return fig
+
+
+def metrics_table(summary: dict[str, Any]) -> list[str]:
+    """Markdown rows: accuracy per split, test loss, macro F1 and ECE for each model."""
+    lines = [
+        "| model | train acc | dev acc | test acc | test loss | test macro F1 | test ECE |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in MODELS:
+        m = summary[name]
+        accuracies = " | ".join(percent(m[f"{s}_accuracy"]) for s in ("train", "dev", "test"))
+        lines.append(
+            f"| {name} | {accuracies} | {m['test_loss']:.4f} | {m['test_macro_f1']:.4f} "
+            f"| {m['test_ece']:.4f} |"
+        )
+    return lines
+
+
+def diagnosis_section(summary: dict[str, Any]) -> list[str]:
+    """Markdown: the bias/variance table and each model's next steps."""
+    bayes = summary["diagnosis"][MODELS[0]]["bayes_error"]
+    lines = [
+        f"Bayes-error proxy: {percent(bayes)}. Avoidable bias = train error − proxy; "
+        "variance = dev error − train error; the dev→test gap checks that dev and test "
+        "come from one distribution.",
+        "",
+        "| model | train error | dev error | test error | avoidable bias | variance "
+        "| dev→test gap | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in MODELS:
+        m, d = summary[name], summary["diagnosis"][name]
+        errors = " | ".join(percent(m[f"{s}_error"]) for s in ("train", "dev", "test"))
+        gaps = " | ".join(percent(d[k]) for k in ("avoidable_bias", "variance", "dev_test_gap"))
+        lines.append(f"| {name} | {errors} | {gaps} | **{d['verdict']}** |")
+    for name in MODELS:
+        lines += ["", f"Next steps for the {name} model:", ""]
+        lines += [f"- {step}" for step in summary["diagnosis"][name]["next_steps"]]
+    return lines
+
+
+def per_class_table(details: dict[str, Any]) -> list[str]:
+    """Markdown rows: test precision, recall and F1 per digit for each model."""
+    header = " | ".join(f"{name} {k}" for name in details for k in ("precision", "recall", "F1"))
+    lines = [f"| digit | support | {header} |", "|---" * (2 + 3 * len(details)) + "|"]
+    for digit in range(10):
+        cells = []
+        for detail in details.values():
+            scores = detail["test"]["per_class"]
+            cells += [f"{scores[k][digit]:.4f}" for k in ("precision", "recall", "f1")]
+        support = next(iter(details.values()))["test"]["per_class"]["support"][digit]
+        lines.append(f"| {digit} | {support} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def curve_section(rows: list[dict[str, Any]] | None) -> list[str]:
+    """Markdown: the learning-curve figure and its table, or how to produce it."""
+    if rows is None:
+        return ["Not computed: run `digits learning-curve` (or `dvc repro learning-curve`)."]
+    lines = [
+        "![learning curve](figures/learning_curve.png)",
+        "",
+        "A gap between the curves that shrinks with more data means variance (more data "
+        "helps); both curves flat and high above the proxy means bias (more data will not).",
+        "",
+        "| training images | epochs | train error | dev error |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['train_size']} | {row['epochs']} | {percent(row['train_error'])} "
+            f"| {percent(row['dev_error'])} |"
+        )
+    return lines
+
+
+def render_markdown(
+    summary: dict[str, Any], details: dict[str, Any], curve: list[dict[str, Any]] | None
+) -> str:
+    """The whole report as Markdown, figures linked from figures/."""
+    test = summary["compressed"]["test_accuracy"]
+    lines = [
+        "# digits: evaluation report",
+        "",
+        f"The compressed model (the one exported) classifies {percent(test)} of the 10,000 "
+        f"official MNIST test images correctly; its verdict is "
+        f"**{summary['diagnosis']['compressed']['verdict']}**.",
+        "",
+        "## Metrics",
+        "",
+        *metrics_table(summary),
+        "",
+        "## Bias and variance",
+        "",
+        *diagnosis_section(summary),
+        "",
+        "## Learning curve",
+        "",
+        *curve_section(curve),
+        "",
+        "## Confusion matrices (test)",
+        "",
+        "![confusion matrices](figures/confusion.png)",
+        "",
+        "## Per-class scores (test)",
+        "",
+        *per_class_table(details),
+        "",
+        "## Calibration (test)",
+        "",
+        "Points under the diagonal are overconfident bins.",
+        "",
+        "![reliability diagram](figures/reliability.png)",
+        "",
+        "## Worst errors (compressed model, test)",
+        "",
+        "![worst errors](figures/worst_errors.png)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(reports: Path, test_images: np.ndarray) -> None:
+    """Draw the figures and write report.md from the evaluate (and learning-curve) outputs."""
+    summary = json.loads((reports / "evaluate.json").read_text())
+    detail = json.loads((reports / "evaluate" / "detail.json").read_text())
+    details = {name: detail[name] for name in MODELS}
+    curve_file = reports / "learning_curve.json"
+    curve = json.loads(curve_file.read_text()) if curve_file.exists() else None
+    figures = {
+        "confusion": plot_confusion(details),
+        "reliability": plot_reliability(details),
+        "worst_errors": plot_worst_errors(details["compressed"]["worst_errors"], test_images),
+    }
+    if curve is not None:
+        figures["learning_curve"] = plot_learning_curve(curve, detail["params"]["bayes_error"])
+    markdown = render_markdown(summary, details, curve)  # before any write: bad input writes none
+    with atomic_dir(reports / "figures") as tmp:
+        for name, fig in figures.items():
+            fig.savefig(tmp / f"{name}.png", dpi=100)
+    write_bytes(reports / "report.md", markdown.encode())
+
+
+@click.command("report")
+@click.option(
+    "--reports",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("reports"),
+    show_default=True,
+    help="Directory with evaluate.json; report.md and figures/ are written there.",
+)
+@click.option(
+    "--data",
+    "prepared",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("data/prepared"),
+    show_default=True,
+    help="Prepared splits (test images for the worst-errors grid).",
+)
+def report_command(reports: Path, prepared: Path) -> None:
+    """Write reports/report.md with its figures from the evaluate and learning-curve outputs."""
+    with np.load(prepared / "test.npz") as f:
+        images = f["x"]
+    try:
+        write_report(reports, images)
+    except (KeyError, IndexError, json.JSONDecodeError) as err:
+        raise click.ClickException(
+            f"{reports}: not what `digits evaluate` writes ({err})"
+        ) from None
+    click.echo(f"wrote {reports / 'report.md'} and {reports / 'figures'}/")

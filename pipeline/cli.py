@@ -13,6 +13,7 @@ from pipeline import __version__
 COMMANDS = {
     "fetch": "pipeline.fetch:fetch",
     "prepare": "pipeline.prepare:prepare_command",
+    "gradcheck": "pipeline.gradcheck:gradcheck_command",
     "train": "pipeline.train:train_command",
     "compress": "pipeline.compress:compress_command",
     "evaluate": "pipeline.evaluate:evaluate_command",

@@ -82,10 +82,15 @@ def diagnose(
         (False, True): "high variance",
         (False, False): "neither",
     }[high_bias, high_variance]
-    steps = (NEXT_STEPS["bias"] if high_bias else []) + (
-        NEXT_STEPS["variance"] if high_variance else []
-    )
-    steps = (steps or NEXT_STEPS["neither"]) + (NEXT_STEPS["mismatch"] if mismatch else [])
+    steps: list[str] = []
+    if high_bias:
+        steps += NEXT_STEPS["bias"]
+    if high_variance:
+        steps += NEXT_STEPS["variance"]
+    if not steps:
+        steps += NEXT_STEPS["neither"]
+    if mismatch:
+        steps += NEXT_STEPS["mismatch"]
     return {
         "bayes_error": params.bayes_error,
         "avoidable_bias": avoidable_bias,
@@ -174,13 +179,14 @@ def run_stage(
     seed_everything(load_group(BaseParams, "base", params_file).seed)
     params = load_group(EvaluateParams, "evaluate", params_file)
     splits = load_splits(prepared)
-    summary: dict[str, Any] = {"diagnosis": {}}
-    details = {}
-    for name, path in models.items():
-        details[name] = evaluate_model(load_model(path), splits, params)
-        summary[name] = headline(details[name])
-        errors = [summary[name][f"{split}_error"] for split in SPLITS]
-        summary["diagnosis"][name] = diagnose(*errors, params)
+    details = {
+        name: evaluate_model(load_model(path), splits, params) for name, path in models.items()
+    }
+    summary: dict[str, Any] = {name: headline(detail) for name, detail in details.items()}
+    summary["diagnosis"] = {
+        name: diagnose(*(figures[f"{split}_error"] for split in SPLITS), params)
+        for name, figures in summary.items()
+    }
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "detail.json", {"params": asdict(params), **details})
         for name, detail in details.items():

@@ -14,6 +14,7 @@ COMMANDS = {
     "fetch": "pipeline.fetch:fetch",
     "prepare": "pipeline.prepare:prepare_command",
     "gradcheck": "pipeline.gradcheck:gradcheck_command",
+    "lr-find": "pipeline.lr_find:lr_find_command",
     "train": "pipeline.train:train_command",
     "compress": "pipeline.compress:compress_command",
     "evaluate": "pipeline.evaluate:evaluate_command",

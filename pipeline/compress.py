@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class Tuning:
     dev: Data
     params: TrainParams
     seed: int
+    log: Callable[[dict], None] | None = None  # called with each fine-tune epoch's figures
 
 
 def fine_tune(model: MLP, tuning: Tuning, epochs: int, lr: float, l1: float = 0.0) -> None:
@@ -88,7 +90,7 @@ def fine_tune(model: MLP, tuning: Tuning, epochs: int, lr: float, l1: float = 0.
         params = dataclasses.replace(
             tuning.params, epochs=epochs, lr=lr, l1=l1, early_stopping="none"
         )
-        fit(model, tuning.train, tuning.dev, params, seed=tuning.seed)
+        fit(model, tuning.train, tuning.dev, params, seed=tuning.seed, log=tuning.log)
 
 
 def dev_accuracy(model: MLP, dev: Data) -> float:
@@ -195,6 +197,14 @@ def compress(dense: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, d
     return folded, report
 
 
+def echo_epoch(row: dict) -> None:
+    """Print one fine-tune epoch's figures."""
+    click.echo(
+        f"  fine-tune epoch {row['epoch']}: train loss {row['train_loss']:.4f}"
+        f" | dev acc {row['dev_accuracy']:.4f}"
+    )
+
+
 def run_stage(params_file: Path, prepared: Path, model_path: Path) -> tuple[MLP, dict, list]:
     """Load everything, compress, sweep; return the model, the report and the sweep rows."""
     base = load_group(BaseParams, "base", params_file)
@@ -204,7 +214,8 @@ def run_stage(params_file: Path, prepared: Path, model_path: Path) -> tuple[MLP,
     train, dev, _ = load_data(prepared)
     dense, _ = load_checkpoint(model_path)
     started = time.perf_counter()
-    folded, report = compress(dense, Tuning(train, dev, train_params, base.seed), params)
+    tuning = Tuning(train, dev, train_params, base.seed, log=echo_epoch)
+    folded, report = compress(dense, tuning, params)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return folded, report, sweep(dense, dev, params.sweep, params.scope)
 
@@ -234,6 +245,11 @@ def compress_command(
     save_checkpoint(out, folded, sparsity=report["sparsity"])
     write_json(metrics_file, report)
     write_json(sweep_file, rows)
+    for row in report["steps"]:
+        click.echo(
+            f"{row['step']}: hidden {row['hidden']}, sparsity {row['sparsity']:.3f}, "
+            f"dev accuracy {row['dev_accuracy_before']:.4f} -> {row['dev_accuracy_after']:.4f}"
+        )
     click.echo(
         f"compressed in {report['seconds']} s: sparsity {report['sparsity']:.3f}, "
         f"hidden {report['hidden']}, dev accuracy {report['dev_accuracy_before']:.4f} -> "

@@ -17,6 +17,7 @@ import click
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+from matplotlib.ticker import NullLocator
 
 from pipeline.atomic import atomic_dir, write_bytes
 
@@ -73,6 +74,8 @@ def plot_learning_curve(rows: list[dict[str, Any]], bayes_error: float) -> Figur
     ax.plot(sizes, [row["dev_error"] for row in rows], "o-", label="dev error")
     ax.axhline(bayes_error, ls=":", color="grey", label="Bayes-error proxy")
     ax.set(xscale="log", xlabel="training images", ylabel="error", title="Learning curve")
+    ax.set_xticks(sizes, [f"{size:,}" for size in sizes], minor=False)
+    ax.xaxis.set_minor_locator(NullLocator())  # label the measured sizes only
     ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.1f}%")
     ax.legend()
     return fig

@@ -137,7 +137,7 @@ def main(dense: Path, compressed: Path, test: Path, rounds: int) -> None:
         to_onnx(dense_model, files["dense"], opset=18)
         to_onnx(small_model, files["compressed"], opset=18)
         files["int8"] = tmp / "int8.onnx"
-        quantize_int8(onnx.load(files["compressed"]), files["int8"], per_channel=False)
+        quantize_int8(onnx.load(files["compressed"]), files["int8"], per_channel=True)
         files["optimized"] = tmp / "optimized.onnx"
         session(files["compressed"], optimized_to=files["optimized"])
         sizes = {name: path.stat().st_size for name, path in files.items()}

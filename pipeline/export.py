@@ -50,7 +50,10 @@ class ExportParams:
 
     model: Literal["compressed", "dense"] = "compressed"
     opset: int = 18  # the dynamo exporter's native opset: no version conversion step
-    per_channel: bool = False  # int8: one scale per output channel instead of per tensor
+    # int8 weights: one scale per output channel. Per tensor, the few large first-layer weights
+    # (rare pixels, standardized) set the scale and the rest round to zero: chance accuracy.
+    per_channel: bool = True
+    weight_type: Literal["qint8", "quint8"] = "quint8"  # signed or unsigned int8 weights
     max_prob_diff: float = 1e-5  # parity with torch the fp32 file must meet, or nothing is written
 
     def __post_init__(self) -> None:
@@ -234,16 +237,20 @@ def compare_speed(fp32: ort.InferenceSession, int8: ort.InferenceSession, x: np.
     return speed
 
 
-def quantize_int8(proto: onnx.ModelProto, path: Path, per_channel: bool) -> None:
+def quantize_int8(
+    proto: onnx.ModelProto, path: Path, per_channel: bool, weight_type: str = "quint8"
+) -> None:
     """Dynamic int8 weight quantization (onnxruntime.quantization), keeping the metadata."""
     # The recommended pre-pass (shape inference, graph optimization) keeps the int8 graph's
     # shapes consistent, so the full checker accepts it.
     quant_pre_process(proto, path)
-    quantize_dynamic(onnx.load(path), path, per_channel=per_channel, weight_type=QuantType.QInt8)
+    weights = QuantType.QUInt8 if weight_type == "quint8" else QuantType.QInt8
+    quantize_dynamic(onnx.load(path), path, per_channel=per_channel, weight_type=weights)
     quantized = onnx.load(path)
     props = {p.key: p.value for p in proto.metadata_props}
     props["model_version"] = props.get("model_version", "unknown") + "-int8"  # other weights
-    onnx.helper.set_model_props(quantized, {**props, "quantization": "dynamic int8"})
+    props["quantization"] = f"dynamic {weight_type}" + (" per channel" if per_channel else "")
+    onnx.helper.set_model_props(quantized, props)
     save_onnx(quantized, path)
 
 
@@ -290,7 +297,7 @@ def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any])
         atomic_path(paths.card) as card,
     ):
         save_onnx(proto, fp32)
-        quantize_int8(proto, int8, params.per_channel)
+        quantize_int8(proto, int8, params.per_channel, params.weight_type)
         report = {"model": params.model, "opset": params.opset, **verify(model, fp32, int8, x, y)}
         report["metadata"] = props
         check_parity(report, params.max_prob_diff)

@@ -151,7 +151,7 @@ def test_export_stage_metadata(exported: dict) -> None:
     assert len(meta["params_digest"]) == 64 and meta["git_commit"]
     assert meta["opset"] == "18" and "dvc_lock_digest" in meta
     int8 = {p.key: p.value for p in onnx.load(models / "digits-int8.onnx").metadata_props}
-    assert int8["quantization"] == "dynamic int8"
+    assert int8["quantization"] == "dynamic quint8 per channel"
     assert int8["model_version"] == meta["model_version"] + "-int8"
 
 

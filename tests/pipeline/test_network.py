@@ -1,0 +1,122 @@
+import dataclasses
+import typing
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import ParamError, parse_group
+from pipeline.network import (
+    MLP,
+    Activation,
+    ModelParams,
+    NetSpec,
+    build_mlp,
+    init_weights,
+    load_checkpoint,
+    predict_logits,
+    save_checkpoint,
+)
+from pipeline.transform import AffineTransform
+from tests.conftest import make_digits
+
+
+@pytest.fixture
+def transform():
+    rng = np.random.default_rng(0)
+    return AffineTransform(
+        mean=rng.uniform(0, 50, 784).astype(np.float32),
+        matrix=rng.normal(0, 0.01, (784, 20)).astype(np.float32),
+    )
+
+
+@pytest.fixture
+def pixels():
+    x, _ = make_digits(16, seed=3)
+    return x.reshape(16, 784)
+
+
+@pytest.mark.parametrize("activation", typing.get_args(Activation))
+def test_every_activation_builds_the_right_shapes(activation, transform, pixels):
+    params = ModelParams(hidden=(12, 8), activation=activation, maxout_pieces=3)
+    model = build_mlp(params, transform).eval()
+    logits = model(torch.from_numpy(pixels).float())
+    assert logits.shape == (16, 10) and torch.isfinite(logits).all()
+    pieces = 3 if activation == "maxout" else 1
+    assert [lin.weight.shape for lin in model.linears()] == [
+        (12 * pieces, 20),
+        (8 * pieces, 12),
+        (10, 8),
+    ]
+
+
+def test_the_network_takes_raw_pixels_through_the_fitted_transform(transform, pixels):
+    torch.manual_seed(0)
+    model = build_mlp(ModelParams(hidden=(12,), batchnorm=False, dropout=0.0), transform).eval()
+    features = torch.from_numpy(transform.apply(pixels))  # numpy oracle of the transform
+    expected = model.head(model.blocks[0](features))
+    np.testing.assert_allclose(
+        predict_logits(model, pixels), expected.detach().numpy(), rtol=1e-5, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    ("scheme", "std"),
+    [
+        ("he_normal", lambda fan_in, fan_out: (2 / fan_in) ** 0.5),
+        ("he_uniform", lambda fan_in, fan_out: (2 / fan_in) ** 0.5),
+        ("xavier_normal", lambda fan_in, fan_out: (2 / (fan_in + fan_out)) ** 0.5),
+        ("xavier_uniform", lambda fan_in, fan_out: (2 / (fan_in + fan_out)) ** 0.5),
+        ("lecun_normal", lambda fan_in, fan_out: (1 / fan_in) ** 0.5),
+        ("lecun_uniform", lambda fan_in, fan_out: (1 / fan_in) ** 0.5),
+    ],
+)
+def test_init_schemes_give_their_textbook_weight_spread(scheme, std):
+    torch.manual_seed(0)
+    model = MLP(NetSpec.from_params(ModelParams(hidden=(400, 300), init=scheme), features=500))
+    init_weights(model, scheme, leaky_slope=0.0)
+    for linear in model.linears()[:2]:
+        fan_out, fan_in = linear.weight.shape
+        assert linear.weight.std().item() == pytest.approx(std(fan_in, fan_out), rel=0.03)
+        assert torch.all(linear.bias == 0)
+
+
+def test_checkpoint_round_trip_gives_identical_logits_for_narrow_folded_specs(
+    tmp_path, transform, pixels
+):
+    model = build_mlp(ModelParams(hidden=(12, 8), activation="prelu"), transform)
+    model.train()
+    model(torch.from_numpy(pixels).float())  # move the BN running statistics off their init
+    save_checkpoint(tmp_path / "a.pt", model, note="dense")
+    loaded, extra = load_checkpoint(tmp_path / "a.pt")
+    assert extra == {"note": "dense"} and not loaded.training
+    np.testing.assert_array_equal(predict_logits(loaded, pixels), predict_logits(model, pixels))
+    narrow = MLP(dataclasses.replace(model.spec, hidden=(5, 3), batchnorm=False, preprocess=False))
+    save_checkpoint(tmp_path / "b.pt", narrow)
+    again, _ = load_checkpoint(tmp_path / "b.pt")
+    assert again.spec == narrow.spec and again.linears()[0].weight.shape == (5, 784)
+    np.testing.assert_array_equal(predict_logits(again, pixels), predict_logits(narrow, pixels))
+
+
+def test_predict_logits_is_batch_independent_and_keeps_the_mode(transform, pixels):
+    model = build_mlp(ModelParams(hidden=(12,)), transform).train()
+    whole = predict_logits(model, pixels)
+    pieces = predict_logits(model, pixels, batch_size=5)
+    np.testing.assert_allclose(whole, pieces, rtol=1e-5, atol=1e-4)  # float32 sum order
+    assert model.training
+    assert predict_logits(model, pixels[:0]).shape == (0, 10)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"hidden": [0]}, "model.hidden"),
+        ({"dropout": [0.1, 0.2, 0.3]}, "model.dropout"),
+        ({"dropout": 1.0}, "model.dropout"),
+        ({"activation": "relu6"}, "model.activation"),
+        ({"maxout_pieces": 1}, "model.maxout_pieces"),
+    ],
+)
+def test_bad_model_params_are_rejected_naming_the_key(raw, key):
+    with pytest.raises(ParamError, match=key):
+        parse_group(ModelParams, "model", raw)

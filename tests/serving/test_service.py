@@ -26,6 +26,14 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings.from_env()
     assert (settings.max_images, settings.provider) == (8, "cpu")
     assert settings.max_body_bytes == 16 * 1024 * 1024
+    assert (settings.threads, settings.access_log) == (1, False)
+
+
+@pytest.mark.parametrize(("key", "value"), [("MAX_IMAGES", "many"), ("WORKERS", "0")])
+def test_settings_refuse_bad_values(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
+    monkeypatch.setenv(f"DIGITS_{key}", value)
+    with pytest.raises(ValueError, match=f"DIGITS_{key}"):
+        Settings.from_env()
 
 
 def test_to_pixels_flattens_28x28() -> None:

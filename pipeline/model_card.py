@@ -47,7 +47,7 @@ takes raw pixels.
   centred. Off-centre, rotated, thick or photographed digits, or dark ink on a light
   background, are out of distribution and score worse; invert and centre them first.
 - Always answers one of 0–9: letters, blank images or noise still get a (confident) digit.
-  There is no reject option, and the probabilities are not calibrated.
+  There is no reject option; the probabilities are only as calibrated as they are on MNIST.
 - The int8 variant trades a little accuracy for size; check its figures above before use.
 
 ## How to call it
@@ -56,7 +56,8 @@ HTTP (`digits serve --model {onnx}`):
 curl -s localhost:3000/predict -H 'content-type: application/json' \\
      -d '{{"pixels": [[0, 0, ..., 0]]}}'   # 784 numbers 0-255 per image, or 28x28
 ```
-Batch CLI: `digits score {onnx} images/*.png -o predictions.csv --probabilities`
+Batch CLI (PNG/JPEG, IDX, .npy/.npz or CSV inputs; CSV `source,digit,confidence[,p0…p9]`):
+`digits score {onnx} images/ -o predictions.csv --probabilities`
 
 Plain ONNX Runtime, no project code:
 ```python

@@ -4,7 +4,7 @@ Reads: data/prepared/{train,dev}.npz, transform.npz, params.yaml `base`, `model`
 (optimizer, batch size, loss). Writes: reports/lr_find.json (lr, smoothed loss, suggestion) and
 reports/lr_find.png. The suggestion is the lr of the lowest smoothed loss divided by 10, the usual
 rule: the minimum itself already sits at the edge of divergence.
-Run: `digits lr-find [--min-lr 1e-6] [--max-lr 1] [--steps 200]`
+Run: `digits lr-find [--min-lr 1e-6] [--max-lr 1] [--steps N]` (default: one full pass)
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its minim
 
 
 def lr_sweep(
-    model: MLP, train: Data, params: TrainParams, min_lr: float, max_lr: float, steps: int,
+    model: MLP, train: Data, params: TrainParams, min_lr: float, max_lr: float, steps: int | None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(lrs, smoothed losses) of one pass with the lr growing geometrically; stops on divergence."""
     gen = torch.Generator().manual_seed(seed)
     x, y = torch.from_numpy(train[0]), torch.from_numpy(np.asarray(train[1], dtype=np.int64))
-    steps = min(steps, len(y) // params.batch_size)
+    steps = min(steps or len(y), len(y) // params.batch_size)  # at most one pass
     order = torch.randperm(len(y), generator=gen)[: steps * params.batch_size]
     optimizer = make_optimizer(model.parameters(), params)
     for group in optimizer.param_groups:
@@ -105,15 +105,15 @@ def plot_sweep(path: Path, lrs: np.ndarray, losses: np.ndarray, suggestion: floa
 @click.option("--min-lr", default=1e-6, show_default=True, help="First learning rate.")
 @click.option("--max-lr", default=1.0, show_default=True, help="Last learning rate.")
 @click.option(
-    "--steps", default=200, show_default=True, help="Batches in the sweep (at most one pass)."
+    "--steps", type=int, default=None, help="Batches in the sweep (default and at most: one pass)."
 )
 def lr_find_command(
-    params_file: Path, prepared: Path, out: Path, min_lr: float, max_lr: float, steps: int
+    params_file: Path, prepared: Path, out: Path, min_lr: float, max_lr: float, steps: int | None
 ) -> None:
     """Sweep the learning rate exponentially over one pass; write the curve and suggest a rate."""
     if not 0 < min_lr < max_lr:
         raise click.BadParameter("need 0 < --min-lr < --max-lr", param_hint="--min-lr")
-    if steps < 2:
+    if steps is not None and steps < 2:
         raise click.BadParameter("must be >= 2", param_hint="--steps")
     base = load_group(BaseParams, "base", params_file)
     params = load_group(TrainParams, "train", params_file)

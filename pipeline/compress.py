@@ -145,7 +145,7 @@ def prune_steps(model: MLP, tuning: Tuning, params: CompressParams) -> list[dict
 
 
 def fold(model: MLP, dev: Data) -> tuple[MLP, dict]:
-    """Fold BatchNorm then preprocessing; max |Δlogit| of each fold on dev."""
+    """Fold BatchNorm then preprocessing; max |Δlogit| of each fold and accuracy on dev."""
     unfolded = plain_copy(model).eval()
     no_bn = fold_batchnorm(unfolded)
     folded = fold_preprocess(no_bn)
@@ -153,6 +153,8 @@ def fold(model: MLP, dev: Data) -> tuple[MLP, dict]:
         "batchnorm_max_abs_logit_diff": max_logit_diff(unfolded, no_bn, dev[0]),
         "preprocess_max_abs_logit_diff": max_logit_diff(no_bn, folded, dev[0]),
         "total_max_abs_logit_diff": max_logit_diff(unfolded, folded, dev[0]),
+        "dev_accuracy_before": dev_accuracy(unfolded, dev),
+        "dev_accuracy_after": dev_accuracy(folded, dev),
         "batchnorm_left": has_batchnorm(folded),
         "preprocess_left": folded.spec.preprocess,
     }

@@ -100,6 +100,7 @@ def test_stage_writes_a_sparse_folded_checkpoint_and_a_truthful_report(first_run
     assert report["steps"][0]["units_removed_fraction"] == pytest.approx(0.5)
     assert report["folding"]["batchnorm_max_abs_logit_diff"] <= 1e-4
     assert report["folding"]["preprocess_max_abs_logit_diff"] <= 1e-4
+    assert report["folding"]["dev_accuracy_after"] == report["dev_accuracy_after"]
     assert [layer["shape"] for layer in report["layers"]] == [[16, 784], [8, 16], [10, 8]]
     assert report["params_nonzero"] < report["dense"]["params_nonzero"] / 4
     sweep = json.loads((workdir / "run1-sweep.json").read_text())

@@ -38,6 +38,8 @@ from pipeline.optim import Optimizer, Schedule, make_optimizer, make_scheduler
 from pipeline.transform import AffineTransform
 
 Data = tuple[np.ndarray, np.ndarray]
+TorchOptimizer = torch.optim.Optimizer
+Scheduler = torch.optim.lr_scheduler.LRScheduler
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,10 @@ def is_better(value: float, best: float | None, monitor: str) -> bool:
     return value < best if monitor == "dev_loss" else value > best
 
 
-def save_state(path: Path, model, optimizer, scheduler, gen, run: RunState, params) -> None:
+def save_state(
+    path: Path, model: MLP, optimizer: TorchOptimizer, scheduler: Scheduler, gen: torch.Generator,
+    run: RunState, params: TrainParams,
+) -> None:  # fmt: skip
     """Write the resume file atomically: weights, optimizer, schedule, RNGs, progress."""
     payload = {
         "params": json.dumps(dataclasses.asdict(params)),
@@ -173,7 +178,10 @@ def save_state(path: Path, model, optimizer, scheduler, gen, run: RunState, para
         torch.save(payload, tmp)
 
 
-def load_state(path: Path, model, optimizer, scheduler, gen, params) -> RunState:
+def load_state(
+    path: Path, model: MLP, optimizer: TorchOptimizer, scheduler: Scheduler, gen: torch.Generator,
+    params: TrainParams,
+) -> RunState:  # fmt: skip
     """Restore a resume file written by save_state with the same params; return the progress."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload["params"] != json.dumps(dataclasses.asdict(params)):
@@ -243,7 +251,10 @@ def track_best(model: MLP, run: RunState, row: dict, params: TrainParams) -> boo
     return row["epoch"] - run.best_epoch >= params.patience
 
 
-def train_epoch(model, x, y, optimizer, scheduler, gen, params, progress, epoch) -> dict:
+def train_epoch(
+    model: MLP, x: torch.Tensor, y: torch.Tensor, optimizer: TorchOptimizer, scheduler: Scheduler,
+    gen: torch.Generator, params: TrainParams, progress: bool, epoch: int,
+) -> dict[str, float]:  # fmt: skip
     """One pass over a fresh permutation; mean train loss and accuracy from the same forwards."""
     order = torch.randperm(len(y), generator=gen)
     loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)

@@ -43,7 +43,7 @@ async def reference(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if not message.get("more_body"):
             break
     X = np.asarray(json.loads(body)["pixels"], np.float32).reshape(-1, 784)
-    P = MODEL.run(["probabilities"], {"pixels": X})[0]
+    P = MODEL.predict(X)[1]
     out = {"digits": P.argmax(1).tolist(), "probabilities": P.tolist(), "model_version": "ref"}
     headers = [(b"content-type", b"application/json")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -51,9 +51,10 @@ async def reference(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 if __name__ != "__main__" and os.environ.get("DIGITS_MODEL"):  # imported by uvicorn
-    import onnxruntime as ort
+    from serving.session import load_model
 
-    MODEL = ort.InferenceSession(os.environ["DIGITS_MODEL"], providers=["CPUExecutionProvider"])
+    # The service's own session settings, so the comparison measures the web layers alone.
+    MODEL = load_model(os.environ["DIGITS_MODEL"], "cpu", threads=1)
 
 
 def free_port() -> int:

@@ -197,6 +197,14 @@ def read_npz(path: Path, batch: int) -> Iterator[Chunk]:
             raise InputError(f"{path}: {len(labels)} labels in 'y' for {start} images in 'x'")
 
 
+def is_header(fields: list[str]) -> bool:
+    """A first CSV row of names, or of numbers no pixel can be (column numbers 0…783)."""
+    try:
+        return float(np.asarray(fields, dtype=np.float32).max()) > 255
+    except ValueError:
+        return True
+
+
 def read_csv(path: Path, batch: int) -> Iterator[Chunk]:
     """Stream CSV rows of 784 pixels; a header row and a leading label column are detected."""
     with path.open() as f:
@@ -205,11 +213,7 @@ def read_csv(path: Path, batch: int) -> Iterator[Chunk]:
         if len(fields) not in (PIXELS, PIXELS + 1):
             raise InputError(f"{path}: {len(fields)} columns; expected 784 pixels (+1 label)")
         has_label = len(fields) == PIXELS + 1
-        try:
-            np.asarray(fields, dtype=np.float32)
-            lines = itertools.chain([first], f)
-        except ValueError:  # not numbers: a header
-            lines = f
+        lines = f if is_header(fields) else itertools.chain([first], f)
         start = 0
         while block := list(itertools.islice(lines, batch)):
             try:

@@ -107,6 +107,14 @@ def test_csv_detects_header_and_label_column(digits, tmp_path: Path, header, lab
     assert ids[0] == f"{path}:0".encode()
 
 
+def test_csv_header_of_column_numbers_is_a_header(digits, tmp_path: Path) -> None:
+    path = tmp_path / "numbered.csv"  # as pandas writes a frame without an index
+    np.savetxt(path, digits[0].reshape(N, 784), fmt="%d", delimiter=",",
+               header=",".join(map(str, range(784))), comments="")  # fmt: skip
+    _, pixels, _ = collect(path)
+    np.testing.assert_array_equal(pixels, digits[0].reshape(N, 784))
+
+
 def test_images_are_decoded_batched_and_bad_ones_skipped(digits, tmp_path: Path) -> None:
     paths = []
     for i, image in enumerate(digits[0][:5]):

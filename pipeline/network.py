@@ -235,8 +235,10 @@ def build_mlp(params: ModelParams, transform: AffineTransform) -> MLP:
 def save_checkpoint(path: Path | str, model: MLP, **extra: Any) -> None:
     """Write {spec, state_dict, **extra} atomically."""
     payload = {"spec": dataclasses.asdict(model.spec), "state_dict": model.state_dict(), **extra}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Through a file object: given a path, torch names the zip's inner folder after the (random)
+    # temp file, so identical weights would give different bytes and DVC would see a change.
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(payload, f)
 
 
 def load_checkpoint(path: Path | str) -> tuple[MLP, dict[str, Any]]:

@@ -174,8 +174,8 @@ def save_state(
         "shuffle_rng": gen.get_state(),
         "run": dataclasses.asdict(run),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(payload, f)
 
 
 def load_state(

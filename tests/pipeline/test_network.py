@@ -120,3 +120,10 @@ def test_predict_logits_is_batch_independent_and_keeps_the_mode(transform, pixel
 def test_bad_model_params_are_rejected_naming_the_key(raw, key):
     with pytest.raises(ParamError, match=key):
         parse_group(ModelParams, "model", raw)
+
+
+def test_the_same_weights_give_byte_identical_checkpoints(tmp_path, transform):
+    model = build_mlp(ModelParams(hidden=(12,)), transform)
+    save_checkpoint(tmp_path / "a.pt", model, note=1)
+    save_checkpoint(tmp_path / "b.pt", model, note=1)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

@@ -367,11 +367,11 @@ def log_epoch(live: Any, row: dict) -> None:
     show_default=True,
     help="Final figures JSON.",
 )
-@click.option("--resume", is_flag=True, help="Continue from models/train-state.pt if present.")
+@click.option("--resume", is_flag=True, help="Continue from train-state.pt beside --out.")
 def train_command(
     params_file: Path, prepared: Path, out: Path, metrics_file: Path, resume: bool
 ) -> None:
-    """Train the MLP on the train split (dev picks the epoch); write the checkpoint and metrics."""
+    """Train the MLP on the train split, scoring dev every epoch; write checkpoint and metrics."""
     final = run_stage(params_file, prepared, out, resume)
     write_json(metrics_file, final)
     click.echo(

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import _bentoml_impl.server as bentoml_server
 import bentoml
 import numpy as np
 import orjson
@@ -207,8 +208,13 @@ async def info(_: Request) -> JSONResponse:
     return JSONResponse(bentoml.get_current_service().info())
 
 
+async def docs(_: Request) -> FileResponse:
+    """GET /docs: BentoML's Swagger UI, which the drawing page displaces from /."""
+    return FileResponse(Path(bentoml_server.__file__).parent / "main-openapi.html")
+
+
 # BentoML APIs are POST-only; the GET routes live in a small Starlette app mounted beside them.
-PAGES = Starlette(routes=[Route("/", page), Route("/info", info)])
+PAGES = Starlette(routes=[Route("/", page), Route("/info", info), Route("/docs", docs)])
 
 
 class PixelsJSON(bentoml.IODescriptor):

@@ -95,7 +95,7 @@ def test_info_reports_provider_and_metadata(url: str) -> None:
     assert info["model_name"] == "digits"
 
 
-@pytest.mark.parametrize("path", ["/readyz", "/livez", "/metrics", "/schema.json", "/"])
+@pytest.mark.parametrize("path", ["/readyz", "/livez", "/metrics", "/schema.json", "/docs", "/"])
 def test_service_routes(url: str, path: str) -> None:
     assert httpx.get(f"{url}{path}").status_code == 200
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,12 +13,14 @@ from typing import Any
 import bentoml
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 from starlette.requests import Request
 
 from serving.images import load_image, to_mnist
+from serving.serve import serve
 from serving.service import Batcher, Digits, InputError, Settings, to_pixels
-from serving.session import OnnxModel, load_model
+from serving.session import OnnxModel, cuda_problem, load_model
 
 
 def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,3 +140,28 @@ def test_service_class_info(service: Any) -> None:
     info = service.info()
     assert info["provider"] == "CPUExecutionProvider"
     assert info["model_name"] == "digits"
+
+
+def test_serving_never_imports_torch_or_pipeline() -> None:
+    code = (
+        "import sys, serving.service, serving.serve, serving.session\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pipeline')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_serve_refuses_a_missing_model(tmp_path: Path) -> None:
+    result = CliRunner().invoke(serve, ["--model", str(tmp_path / "absent.onnx")])
+    assert result.exit_code == 2
+    assert "no such file" in result.output
+
+
+def test_serve_refuses_cuda_without_it(linear_onnx: Path) -> None:
+    if cuda_problem() is None:
+        pytest.skip("CUDA is usable on this host")
+    result = CliRunner().invoke(serve, ["--model", str(linear_onnx), "--provider", "cuda"])
+    assert result.exit_code == 1
+    assert "CUDA is unusable here" in result.output
+    assert "Traceback" not in result.output

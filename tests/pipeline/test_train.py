@@ -1,4 +1,8 @@
 import json
+import os
+import signal
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -258,3 +262,29 @@ def test_train_command_reports_missing_data_in_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not Path("models").exists()
+
+
+@pytest.mark.slow
+def test_digits_train_killed_mid_run_resumes_to_the_uninterrupted_checkpoint(data, tmp_path):
+    write_prepared(tmp_path / "data/prepared", data)
+    params = {"base": {"seed": 1}, "model": {"hidden": [16]}, "train": {"epochs": 40}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    train = [sys.executable, "-c", "from pipeline.cli import main; main()", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run([*train, "--out", "whole/mlp.pt"], cwd=tmp_path, env=env, check=True)
+    assert whole.returncode == 0
+    with subprocess.Popen(train, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True) as run:
+        for line in run.stdout:
+            if line.startswith("epoch 3:"):
+                run.send_signal(signal.SIGKILL)
+                break
+    assert run.returncode == -signal.SIGKILL and not (tmp_path / "models/mlp.pt").exists()
+    resume = subprocess.run(
+        [*train, "--resume"], cwd=tmp_path, env=env, check=True, capture_output=True, text=True
+    )
+    first = int(resume.stdout.split("epoch ", 1)[1].split(":")[0])
+    assert first > 3, "the resumed run must continue, not start again"  # a restart matches too
+    expected, _ = load_checkpoint(tmp_path / "whole/mlp.pt")
+    resumed, _ = load_checkpoint(tmp_path / "models/mlp.pt")
+    for key, value in expected.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key

@@ -107,6 +107,12 @@ def to_pixels(value: Any, max_images: int) -> np.ndarray:
     return X.reshape(len(X), 784).astype(np.float32)
 
 
+def images_to_pixels(paths: list[Path]) -> np.ndarray:
+    """Image files -> float32 (N, 784) MNIST-style pixels, or ImageError."""
+    digits = [to_mnist(load_image(path.read_bytes())) for path in paths]  # each (28, 28)
+    return np.stack(digits).reshape(len(paths), 784).astype(np.float32)
+
+
 class Batcher:
     """Adaptive batching: requests that arrive while the model runs go into its next call."""
 
@@ -287,11 +293,11 @@ class Digits:
         """Classify uploaded PNG/JPEG images, each preprocessed the MNIST way."""
         try:
             check_count(len(images), self.settings.max_images)
-            digits = [to_mnist(load_image(path.read_bytes())) for path in images]
+            # Decoding a large image takes a while: keep the event loop serving meanwhile.
+            X = await asyncio.to_thread(images_to_pixels, images)
         except (InputError, ImageError) as err:
             ctx.response.status_code = getattr(err, "status", 400)
             return {"error": str(err)}
-        X = np.stack(digits).reshape(len(digits), 784).astype(np.float32)
         return answer(await self.batch(X), self.model.version)
 
     def info(self) -> dict[str, Any]:

@@ -100,13 +100,18 @@ def test_service_routes(url: str, path: str) -> None:
     assert httpx.get(f"{url}{path}").status_code == 200
 
 
-def test_bentoml_client(url: str, model: Path) -> None:
+def test_bentoml_client(url: str, model: Path, tmp_path: Path) -> None:
     pixels = digits_images(3, seed=4)
+    image = tmp_path / "digit.png"
+    image.write_bytes(png(pixels[0]))
     with bentoml.SyncHTTPClient(url) as client:
         answer = client.predict(pixels=pixels.reshape(3, 784).tolist())
+        from_image = client.predict_image(images=[image])
         client._temp_dir.cleanup()  # BentoML 1.4's close() leaves it to GC: a ResourceWarning
     expected = oracle(model, pixels.astype(np.float32))
     assert answer["digits"] == expected.argmax(axis=1).tolist()
+    assert answer["model_version"] == from_image["model_version"] == "v7"
+    assert len(from_image["probabilities"]) == 1
 
 
 ROW = [0] * 784

@@ -1,7 +1,8 @@
 """`digits serve`: start the BentoML service (serving/service.py) on a model file.
 
 Reads the ONNX model (default models/digits.onnx); writes nothing. Runs
-`bentoml serve serving.service:Digits` with the DIGITS_* settings taken from the options.
+`bentoml serve serving.service:Digits` with the DIGITS_* settings taken from the options (which
+default to those env vars); the other DIGITS_* settings (serving/service.py) pass through.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ def serve_command(port: int, host: str) -> list[str]:
 
 
 @click.command()
-@click.option("--model", default="models/digits.onnx", show_default=True, help="ONNX model file.")
+@click.option(
+    "--model",
+    default="models/digits.onnx",
+    show_default=True,
+    envvar="DIGITS_MODEL",
+    help="ONNX model file.",
+)
 @click.option(
     "--port", default=3000, show_default=True, type=click.IntRange(1, 65535), help="TCP port."
 )
@@ -34,6 +41,7 @@ def serve_command(port: int, host: str) -> list[str]:
     type=click.Choice(PROVIDERS),
     default="auto",
     show_default=True,
+    envvar="DIGITS_PROVIDER",
     help="ONNX Runtime provider: CUDA when usable (auto), CUDA or fail, or CPU.",
 )
 @click.option(
@@ -41,6 +49,7 @@ def serve_command(port: int, host: str) -> list[str]:
     default=1,
     show_default=True,
     type=click.IntRange(1),
+    envvar="DIGITS_WORKERS",
     help="Server worker processes, each with its own model session.",
 )
 def serve(model: str, port: int, host: str, provider: str, workers: int) -> None:

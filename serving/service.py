@@ -94,7 +94,7 @@ def to_pixels(value: Any, max_images: int) -> np.ndarray:
     except ValueError:
         raise InputError("pixels must be a rectangular array (rows of equal length)") from None
     if X.dtype.kind not in "iuf":
-        raise InputError(f"pixels must be numbers, got {X.dtype.kind!r} values (e.g. strings)")
+        raise InputError("pixels must be numbers (not strings, nulls, booleans or objects)")
     if X.ndim and len(X) == 0:
         raise InputError("empty batch: send at least one image")
     if X.shape[1:] not in ((784,), (28, 28)):

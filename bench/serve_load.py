@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -131,6 +132,8 @@ def median_runs(runs: list[dict[str, float]]) -> dict[str, float]:
 @click.option("--workers", default=1, show_default=True, help="BentoML workers (DIGITS_WORKERS).")
 def main(model: str, seconds: int, rounds: int, workers: int) -> None:
     """Measure req/s and p50/p99 of /predict at concurrency 1 and 32 against the reference."""
+    if shutil.which("wrk") is None:
+        raise click.ClickException("needs wrk: apt-get install wrk")
     env = {"DIGITS_MODEL": str(Path(model).resolve()), "DIGITS_WORKERS": str(workers)}
     results: dict[str, Any] = {"model": model, "seconds": seconds, "rounds": rounds}
     results["workers"] = workers

@@ -65,13 +65,19 @@ def plot_reliability(details: dict[str, Any]) -> Figure:
     return fig
 
 
-def plot_learning_curve(rows: list[dict[str, Any]], bayes_error: float) -> Figure:
-    """Train and dev error against training-set size, with the Bayes-error proxy."""
+def plot_learning_curve(
+    rows: list[dict[str, Any]], bayes_error: float, dense: dict[str, float]
+) -> Figure:
+    """Train and dev error against training-set size, the Bayes proxy and the dense model."""
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
     sizes = [row["train_size"] for row in rows]
-    ax.plot(sizes, [row["train_error"] for row in rows], "o-", label="train error")
-    ax.plot(sizes, [row["dev_error"] for row in rows], "o-", label="dev error")
+    ax.plot(sizes, [row["train_error"] for row in rows], "o-", color="C0", label="train error")
+    ax.plot(sizes, [row["dev_error"] for row in rows], "o-", color="C1", label="dev error")
+    # The stage's own model saw the full split for longer: where the curve heads with training.
+    for split, color in (("train", "C0"), ("dev", "C1")):
+        label = f"dense model, {split}"
+        ax.plot(sizes[-1], dense[f"{split}_error"], "*", color=color, markersize=12, label=label)
     ax.axhline(bayes_error, ls=":", color="grey", label="Bayes-error proxy")
     ax.set(xscale="log", xlabel="training images", ylabel="error", title="Learning curve")
     ax.set_xticks(sizes, [f"{size:,}" for size in sizes], minor=False)
@@ -157,7 +163,9 @@ def curve_section(rows: list[dict[str, Any]] | None) -> list[str]:
         "![learning curve](figures/learning_curve.png)",
         "",
         "A gap between the curves that shrinks with more data means variance (more data "
-        "helps); both curves flat and high above the proxy means bias (more data will not).",
+        "helps); both curves flat and high above the proxy means bias (more data will not). "
+        "Every point gets the same number of updates, so the largest subsets are trained "
+        "least; the stars are the dense model, trained on the full split for longer.",
         "",
         "| training images | epochs | train error | dev error |",
         "|---|---|---|---|",
@@ -228,7 +236,8 @@ def write_report(reports: Path, test_images: np.ndarray) -> None:
         "worst_errors": plot_worst_errors(details["compressed"]["worst_errors"], test_images),
     }
     if curve is not None:
-        figures["learning_curve"] = plot_learning_curve(curve, detail["params"]["bayes_error"])
+        bayes = detail["params"]["bayes_error"]
+        figures["learning_curve"] = plot_learning_curve(curve, bayes, summary["dense"])
     markdown = render_markdown(summary, details, curve)  # before any write: bad input writes none
     with atomic_dir(reports / "figures") as tmp:
         for name, fig in figures.items():

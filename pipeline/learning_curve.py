@@ -19,11 +19,11 @@ from typing import Any
 import click
 import numpy as np
 
-from pipeline import metrics
+# `train` before anything that loads torch: it sets OMP_WAIT_POLICY, which torch reads once.
+from pipeline import metrics, train
 from pipeline.atomic import write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import ModelParams, build_mlp, predict_logits
-from pipeline.train import Data, TrainParams, fit, load_data
 from pipeline.transform import AffineTransform
 
 
@@ -56,24 +56,24 @@ def nested_subsets(n: int, fractions: tuple[float, ...], seed: int) -> list[np.n
 
 
 def learning_curve(
-    train: Data,
-    dev: Data,
+    train_split: train.Data,
+    dev: train.Data,
     transform: AffineTransform,
     model_params: ModelParams,
-    train_params: TrainParams,
+    train_params: train.TrainParams,
     params: LearningCurveParams,
     seed: int,
     log: Callable[[dict], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train a fresh network per fraction; its error on its own subset and on dev."""
     rows = []
-    subsets = nested_subsets(len(train[1]), params.fractions, seed)
+    subsets = nested_subsets(len(train_split[1]), params.fractions, seed)
     for fraction, idx in zip(params.fractions, subsets, strict=True):
         seed_everything(seed)  # each point starts alike, whatever other fractions are listed
-        x, y = train[0][idx], train[1][idx]
+        x, y = train_split[0][idx], train_split[1][idx]
         model = build_mlp(model_params, transform)
         epochs = params.epochs_for(fraction)
-        fit(model, (x, y), dev, train_params, epochs=epochs, seed=seed)
+        train.fit(model, (x, y), dev, train_params, epochs=epochs, seed=seed)
         row = {"fraction": fraction, "train_size": len(idx), "epochs": epochs}
         row["train_error"] = metrics.error(predict_logits(model, x), y)
         row["dev_error"] = metrics.error(predict_logits(model, dev[0]), dev[1])
@@ -111,12 +111,12 @@ def learning_curve_command(params_file: Path, prepared: Path, out: Path) -> None
     """Train on growing fractions of train; write train and dev error against set size."""
     base = load_group(BaseParams, "base", params_file)
     model_params = load_group(ModelParams, "model", params_file)
-    train_params = load_group(TrainParams, "train", params_file)
+    train_params = load_group(train.TrainParams, "train", params_file)
     params = load_group(LearningCurveParams, "learning_curve", params_file)
     seed_everything(base.seed)
-    train, dev, transform = load_data(prepared)
+    train_split, dev, transform = train.load_data(prepared)
     rows = learning_curve(
-        train, dev, transform, model_params, train_params, params, base.seed, log=echo_row
+        train_split, dev, transform, model_params, train_params, params, base.seed, log=echo_row
     )
     write_json(out, rows)
 

@@ -135,9 +135,12 @@ def diagnosis_section(summary: dict[str, Any]) -> list[str]:
         errors = " | ".join(percent(m[f"{s}_error"]) for s in ("train", "dev", "test"))
         gaps = " | ".join(percent(d[k]) for k in ("avoidable_bias", "variance", "dev_test_gap"))
         lines.append(f"| {name} | {errors} | {gaps} | **{d['verdict']}** |")
-    for name in MODELS:
-        lines += ["", f"Next steps for the {name} model:", ""]
-        lines += [f"- {step}" for step in summary["diagnosis"][name]["next_steps"]]
+    steps = {name: summary["diagnosis"][name]["next_steps"] for name in MODELS}
+    if steps["dense"] == steps["compressed"]:
+        steps = {"both models": steps["dense"]}
+    for name, items in steps.items():
+        lines += ["", f"Next steps ({name}):", ""]
+        lines += [f"- {step}" for step in items]
     return lines
 
 

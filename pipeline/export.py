@@ -154,12 +154,15 @@ def params_digest(params_file: Path) -> str:
 
 
 def git_commit() -> str:
-    """The HEAD commit the artifact came from, or "unknown" outside a git checkout."""
+    """The HEAD commit the artifact came from (+dirty with uncommitted changes), or "unknown"."""
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True)
     except OSError:
         return "unknown"
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if changed.returncode == 1 else "")
 
 
 def read_recorded(evaluate_file: Path, compress_file: Path, choice: str) -> dict[str, float]:

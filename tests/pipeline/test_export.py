@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.compression import plain_copy, prune_magnitude
-from pipeline.export import TRAINING_OPS, to_onnx, training_nodes
+from pipeline.export import TRAINING_OPS, git_commit, to_onnx, training_nodes
 from pipeline.metrics import accuracy
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
 from pipeline.prepare import load_split
@@ -221,3 +222,18 @@ def test_export_refuses_a_file_outside_tolerance_and_writes_nothing(
     assert result.exit_code == 1
     assert "ONNX disagrees with torch" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in models.iterdir()) == ["mlp-compressed.pt"]
+
+
+def test_git_commit_names_head_and_uncommitted_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert git_commit() == "unknown"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    (tmp_path / "f").write_text("a")
+    for cmd in (["init", "-q"], ["add", "f"], ["commit", "-qm", "c"]):
+        subprocess.run(git + cmd, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert git_commit() == head.stdout.strip()
+    (tmp_path / "f").write_text("b")
+    assert git_commit() == head.stdout.strip() + "+dirty"

@@ -160,13 +160,19 @@ def is_better(value: float, best: float | None, monitor: str) -> bool:
     return value < best if monitor == "dev_loss" else value > best
 
 
+def run_config(model: MLP, params: TrainParams, epochs: int, seed: int) -> str:
+    """What a resume file must have been written with: network spec, train params, seed."""
+    spec, train = dataclasses.asdict(model.spec), dataclasses.asdict(params)
+    return json.dumps({"spec": spec, "train": train, "epochs": epochs, "seed": seed})
+
+
 def save_state(
-    path: Path, model: MLP, optimizer: TorchOptimizer, scheduler: Scheduler, gen: torch.Generator,
-    run: RunState, params: TrainParams,
+    path: Path, config: str, model: MLP, optimizer: TorchOptimizer, scheduler: Scheduler,
+    gen: torch.Generator, run: RunState,
 ) -> None:  # fmt: skip
     """Write the resume file atomically: weights, optimizer, schedule, RNGs, progress."""
     payload = {
-        "params": json.dumps(dataclasses.asdict(params)),
+        "config": config,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -179,13 +185,15 @@ def save_state(
 
 
 def load_state(
-    path: Path, model: MLP, optimizer: TorchOptimizer, scheduler: Scheduler, gen: torch.Generator,
-    params: TrainParams,
+    path: Path, config: str, model: MLP, optimizer: TorchOptimizer, scheduler: Scheduler,
+    gen: torch.Generator,
 ) -> RunState:  # fmt: skip
-    """Restore a resume file written by save_state with the same params; return the progress."""
+    """Restore a resume file written by save_state with the same config; return the progress."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload["params"] != json.dumps(dataclasses.asdict(params)):
-        raise click.ClickException(f"{path} was written with other train params; cannot resume")
+    if payload.get("config") != config:
+        raise click.ClickException(
+            f"{path} was written with another network, other train params or seed; cannot resume"
+        )
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
@@ -215,9 +223,9 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model.parameters(), params)
     scheduler = make_scheduler(optimizer, params, steps, epochs)
-    run = RunState()
+    run, config = RunState(), run_config(model, params, epochs, seed)
     if resume and state_path is not None and state_path.exists():
-        run = load_state(state_path, model, optimizer, scheduler, gen, params)
+        run = load_state(state_path, config, model, optimizer, scheduler, gen)
     for epoch in range(run.epoch + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         model.train()
@@ -229,7 +237,7 @@ def fit(
         run.epoch = epoch
         stop = track_best(model, run, row, params)
         if state_path is not None:
-            save_state(state_path, model, optimizer, scheduler, gen, run, params)
+            save_state(state_path, config, model, optimizer, scheduler, gen, run)
         if log is not None:
             log(row)
         if stop:

@@ -6,6 +6,7 @@ import sys
 import typing
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -169,13 +170,18 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(data, tmp_path,
         assert torch.equal(value, resumed.state_dict()[key]), key
 
 
-def test_resume_refuses_a_state_written_with_other_params(data, tmp_path):
+@pytest.mark.parametrize(
+    "change",
+    [{"params": TrainParams(**{**FAST, "lr": 0.5})}, {"hidden": (8,)}, {"seed": 3}, {"epochs": 9}],
+)
+def test_resume_refuses_a_state_written_with_another_config(data, tmp_path, change):
     train, dev, transform = data
     state = tmp_path / "state.pt"
     fit(tiny_model(transform), train, dev, TrainParams(**FAST), state_path=state)
-    with pytest.raises(Exception, match="other train params"):
-        fit(tiny_model(transform), train, dev, TrainParams(**{**FAST, "lr": 0.5}),
-            state_path=state, resume=True)  # fmt: skip
+    other = tiny_model(transform, hidden=change.get("hidden", (16,)))
+    with pytest.raises(click.ClickException, match="cannot resume"):
+        fit(other, train, dev, change.get("params", TrainParams(**FAST)), state_path=state,
+            resume=True, seed=change.get("seed", 0), epochs=change.get("epochs"))  # fmt: skip
 
 
 def test_early_stopping_keeps_the_best_weights(data):

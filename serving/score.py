@@ -39,6 +39,9 @@ from serving.inputs import (
 from serving.session import PROVIDERS, ModelError, OnnxModel, ProviderError, load_model
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+# Lookup tables of digit text: ',d.dd' for 0…100 and 'dddd' for 0…9999 (two lookups per number).
+HIGH = np.array([list(f",{i // 100}.{i % 100:02d}".encode()) for i in range(101)], np.uint8)
+LOW = np.array([list(f"{i:04d}".encode()) for i in range(10_000)], np.uint8)
 SPECIAL = {"csv": b',"\r\n', "jsonl": b'"\\' + bytes(range(1, 32))}  # bytes ids must escape
 
 
@@ -49,12 +52,8 @@ def constant(text: bytes, n: int) -> np.ndarray:
 
 def decimals(p: np.ndarray) -> np.ndarray:
     """Probabilities (N, k) in [0, 1] -> ASCII (N, k, 9), each ',d.dddddd'."""
-    units = np.rint(np.clip(p.astype(np.float64), 0, 1) * 1e6).astype(np.int64)[..., None]
-    digits = (units // 10 ** np.arange(6, -1, -1) % 10).astype(np.uint8)  # (N, k, 7)
-    text = np.empty(p.shape + (9,), np.uint8)
-    text[..., 0], text[..., 2] = ord(","), ord(".")
-    text[..., 1], text[..., 3:] = 48 + digits[..., 0], 48 + digits[..., 1:]
-    return text
+    units = np.rint(np.clip(p.astype(np.float64), 0, 1) * 1e6).astype(np.int64)  # (N, k)
+    return np.concatenate([HIGH[units // 10_000], LOW[units % 10_000]], axis=-1)
 
 
 def quoted_ids(ids: np.ndarray, fmt: str) -> np.ndarray:

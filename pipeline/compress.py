@@ -10,7 +10,8 @@ The recipe, in order (a step whose param is 0 is skipped):
 1. structured: remove `structured_fraction` of each hidden layer's units, fine-tune;
 2. l1: fine-tune with an L1 penalty, so the prune steps find many weights already near 0;
 3. prune: magnitude-prune to `sparsity` of the remaining Linear weights in `steps` rising
-   steps, fine-tuning with the masks fixed after each (Han et al. 2015);
+   steps, fine-tuning with the masks fixed after each (`step_epochs`, `final_epochs` after the
+   last step: Han et al. 2015);
 4. fold BatchNorm, then the preprocessing, into the Linears; each fold is checked on dev.
 Fine-tuning is `pipeline.train.fit` with the `train:` params, less `epochs`, `lr` and `l1`.
 """
@@ -63,12 +64,13 @@ class CompressParams:
     scope: Scope = "global"
     steps: int = 3
     step_epochs: int = 2
+    final_epochs: int = 6  # fine-tune epochs after the last prune step, where most is lost
     lr: float = 1e-3  # peak lr of each fine-tune
     sweep: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
     def __post_init__(self) -> None:
         require(0 <= self.structured_fraction < 1, "compress.structured_fraction", "not in [0, 1)")
-        for key in ("structured_epochs", "l1_epochs", "step_epochs"):
+        for key in ("structured_epochs", "l1_epochs", "step_epochs", "final_epochs"):
             require(getattr(self, key) >= 0, f"compress.{key}", "must be >= 0")
         require(self.l1 >= 0, "compress.l1", "must be >= 0")
         require(self.l1_threshold > 0, "compress.l1_threshold", "must be > 0")
@@ -144,7 +146,8 @@ def prune_steps(model: MLP, tuning: Tuning, params: CompressParams) -> list[dict
         before = dev_accuracy(model, tuning.dev)
         prune_magnitude(model, target, params.scope)
         cut = dev_accuracy(model, tuning.dev)
-        fine_tune(model, tuning, params.step_epochs, params.lr)
+        epochs = params.final_epochs if k == params.steps else params.step_epochs
+        fine_tune(model, tuning, epochs, params.lr)
         rows.append(step_row(f"prune_{k}", model, tuning.dev, before, cut))
     return rows
 

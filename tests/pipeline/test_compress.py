@@ -35,6 +35,7 @@ TINY_COMPRESS = {
     "sparsity": 0.8,
     "steps": 2,
     "step_epochs": 1,
+    "final_epochs": 1,
     "lr": 0.003,
     "sweep": [0.5, 0.9],
 }

@@ -56,15 +56,15 @@ class CompressParams:
     """params.yaml `compress:` group."""
 
     structured_fraction: float = 0.5  # share of each hidden layer's units removed
-    structured_epochs: int = 2
+    structured_epochs: int = 4
     l1: float = 1e-5  # L1 coefficient of the L1 fine-tune
-    l1_epochs: int = 2
+    l1_epochs: int = 1
     l1_threshold: float = 1e-3  # |w| below this counts as driven to zero by the penalty
     sparsity: float = 0.9  # target zero share of the Linear weights left after step 1
     scope: Scope = "global"
-    steps: int = 3
-    step_epochs: int = 2
-    final_epochs: int = 6  # fine-tune epochs after the last prune step, where most is lost
+    steps: int = 4
+    step_epochs: int = 3
+    final_epochs: int = 8  # fine-tune epochs after the last prune step, where most is lost
     lr: float = 1e-3  # peak lr of each fine-tune
     sweep: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 

@@ -17,7 +17,8 @@ import platform
 import time
 from pathlib import Path
 
-# As in pipeline/train.py: busy-waiting OpenMP threads starve each other on a loaded machine.
+# As in pipeline/__init__.py (torch loads first here): busy-waiting OpenMP threads starve
+# each other on a loaded machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click

@@ -19,15 +19,10 @@ Fine-tuning is `pipeline.train.fit` with the `train:` params, less `epochs`, `lr
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-# As in train: busy-waiting OpenMP threads starve each other on a loaded machine. This module
-# imports torch (via compression) before train does, so it must set this itself.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click
 

@@ -19,7 +19,6 @@ from typing import Any
 import click
 import numpy as np
 
-# `train` before anything that loads torch: it sets OMP_WAIT_POLICY, which torch reads once.
 from pipeline import metrics, train
 from pipeline.atomic import write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything

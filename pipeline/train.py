@@ -12,17 +12,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-
-# OpenMP threads that busy-wait starve each other on a loaded 2-core machine (measured 700 ms
-# vs 20 ms per batch); passive waiting avoids that. Must be set before torch loads OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click
 import numpy as np

@@ -24,6 +24,7 @@ TINY_PARAMS: dict[str, dict] = {
         "l1_epochs": 1,
         "steps": 2,
         "step_epochs": 1,
+        "final_epochs": 1,
         "sweep": [0.5, 0.9],
     },
     "learning_curve": {"fractions": [0.5, 1.0], "epochs": 1.0, "max_epochs": 2},
@@ -80,6 +81,13 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_left_to_do(scratch_repo):
     stats = json.loads((repo / "reports" / "prepare.json").read_text())
     assert stats["sizes"] == {"train": 900, "dev": 100, "test": 300}
     assert (repo / "dvc.lock").is_file()
+    export = json.loads((repo / "reports" / "export.json").read_text())
+    assert export["argmax_agreement"] == 1.0
+    assert export["max_abs_prob_diff"] <= 1e-5
+    metrics = run(["dvc", "metrics", "show", "--json"], repo, env)
+    assert "test_accuracy" in metrics and "sparsity" in metrics
+    run(["dvc", "plots", "show", "-o", str(repo / "plots-html")], repo, env)
+    assert (repo / "plots-html" / "index.html").is_file()
     second = run(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date." in second
     assert "Running stage" not in second
@@ -99,3 +107,14 @@ def test_dvc_reruns_only_the_stages_a_param_change_affects(scratch_repo):
     assert "Running stage 'fetch'" not in output
     stats = json.loads((repo / "reports" / "prepare.json").read_text())
     assert stats["sizes"]["dev"] == 200
+
+
+@pytest.mark.slow
+def test_batch_scoring_the_exported_model_reproduces_the_recorded_test_accuracy(scratch_repo):
+    repo, env = scratch_repo
+    run(["dvc", "repro"], repo, env)
+    raw_test = repo / "data" / "raw" / "t10k-images-idx3-ubyte"
+    out = run(["digits", "score", "models/digits.onnx", str(raw_test), "-o", "s.csv"], repo, env)
+    recorded = json.loads((repo / "reports" / "evaluate.json").read_text())
+    accuracy = recorded["compressed"]["test_accuracy"]
+    assert f"accuracy {accuracy:.4f} (" in out, out

@@ -24,6 +24,7 @@ from pipeline import metrics
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import load_checkpoint, predict_logits
+from pipeline.options import params_option, prepared_option
 
 SPLITS = ("train", "dev", "test")
 # Errors are ratios of counts: a gap equal to its threshold must not tip over on float noise.
@@ -196,22 +197,8 @@ def run_stage(
 
 
 @click.command("evaluate")
-@click.option(
-    "--params",
-    "params_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("params.yaml"),
-    show_default=True,
-    help="Parameters file.",
-)
-@click.option(
-    "--data",
-    "prepared",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=Path("data/prepared"),
-    show_default=True,
-    help="Prepared splits.",
-)
+@params_option
+@prepared_option()
 @click.option(
     "--dense",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),

@@ -23,6 +23,7 @@ from pipeline import metrics, train
 from pipeline.atomic import write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import ModelParams, build_mlp, predict_logits
+from pipeline.options import params_option, prepared_option
 from pipeline.transform import AffineTransform
 
 
@@ -83,22 +84,8 @@ def learning_curve(
 
 
 @click.command("learning-curve")
-@click.option(
-    "--params",
-    "params_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("params.yaml"),
-    show_default=True,
-    help="Parameters file.",
-)
-@click.option(
-    "--data",
-    "prepared",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=Path("data/prepared"),
-    show_default=True,
-    help="Prepared splits.",
-)
+@params_option
+@prepared_option()
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),

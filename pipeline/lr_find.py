@@ -20,6 +20,7 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.config import BaseParams, load_group, seed_everything
 from pipeline.network import MLP, ModelParams, build_mlp
 from pipeline.optim import make_optimizer
+from pipeline.options import params_option, prepared_option
 from pipeline.train import Data, TrainParams, data_loss, load_data
 
 SMOOTHING = 0.98  # EMA factor of the loss curve
@@ -79,22 +80,8 @@ def plot_sweep(path: Path, lrs: np.ndarray, losses: np.ndarray, suggestion: floa
 
 
 @click.command("lr-find")
-@click.option(
-    "--params",
-    "params_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("params.yaml"),
-    show_default=True,
-    help="Parameters file.",
-)
-@click.option(
-    "--data",
-    "prepared",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("data/prepared"),
-    show_default=True,
-    help="Prepared splits.",
-)
+@params_option
+@prepared_option(must_exist=False)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),

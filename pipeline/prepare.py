@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.idx import IdxError, read_idx
+from pipeline.options import params_option
 from pipeline.transform import Scaling, Whitening, fit_transform, spectrum_summary
 
 
@@ -105,14 +106,7 @@ def prepare(raw_dir: Path, out_dir: Path, params: DataParams) -> dict:
 
 
 @click.command("prepare")
-@click.option(
-    "--params",
-    "params_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("params.yaml"),
-    show_default=True,
-    help="Parameters file.",
-)
+@params_option
 @click.option(
     "--raw",
     "raw_dir",

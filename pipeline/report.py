@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global fig
 from matplotlib.ticker import NullLocator
 
 from pipeline.atomic import atomic_dir, write_bytes
+from pipeline.options import prepared_option
 
 MODELS = ("dense", "compressed")
 STYLES = {"dense": "o-", "compressed": "x--"}
@@ -256,14 +257,7 @@ def write_report(reports: Path, test_images: np.ndarray) -> None:
     show_default=True,
     help="Directory with evaluate.json; report.md and figures/ are written there.",
 )
-@click.option(
-    "--data",
-    "prepared",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=Path("data/prepared"),
-    show_default=True,
-    help="Prepared splits (test images for the worst-errors grid).",
-)
+@prepared_option("Prepared splits (test images for the worst-errors grid).")
 def report_command(reports: Path, prepared: Path) -> None:
     """Write reports/report.md with its figures from the evaluate and learning-curve outputs."""
     with np.load(prepared / "test.npz") as f:

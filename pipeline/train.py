@@ -30,6 +30,7 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
 from pipeline.optim import Optimizer, Schedule, make_optimizer, make_scheduler
+from pipeline.options import params_option, prepared_option
 from pipeline.transform import AffineTransform
 
 Data = tuple[np.ndarray, np.ndarray]
@@ -339,22 +340,8 @@ def log_epoch(live: Any, row: dict) -> None:
 
 
 @click.command("train")
-@click.option(
-    "--params",
-    "params_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("params.yaml"),
-    show_default=True,
-    help="Parameters file.",
-)
-@click.option(
-    "--data",
-    "prepared",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("data/prepared"),
-    show_default=True,
-    help="Prepared splits.",
-)
+@params_option
+@prepared_option(must_exist=False)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),

@@ -36,6 +36,7 @@ TINY_COMPRESS = {
     "steps": 2,
     "step_epochs": 1,
     "final_epochs": 1,
+    "polish_epochs": 1,
     "lr": 0.003,
     "sweep": [0.5, 0.9],
 }
@@ -97,7 +98,14 @@ def test_stage_writes_a_sparse_folded_checkpoint_and_a_truthful_report(first_run
     assert report["sparsity"] == pytest.approx(zeros)
     x, y = digits(200, 2)
     assert report["dev_accuracy_after"] == pytest.approx(accuracy(predict_logits(model, x), y))
-    assert [row["step"] for row in report["steps"]] == ["structured", "l1", "prune_1", "prune_2"]
+    assert [row["step"] for row in report["steps"]] == [
+        "structured",
+        "l1",
+        "prune_1",
+        "prune_2",
+        "polish",
+    ]
+    assert report["steps"][-1]["sparsity"] == report["steps"][-2]["sparsity"]  # masks held
     assert report["steps"][0]["units_removed_fraction"] == pytest.approx(0.5)
     assert report["folding"]["batchnorm_max_abs_logit_diff"] <= 1e-4
     assert report["folding"]["preprocess_max_abs_logit_diff"] <= 1e-4
@@ -120,7 +128,7 @@ def test_stage_is_repeatable_with_the_same_seed(first_run):
 
 def test_with_every_step_off_compress_only_folds(workdir):
     dense, _ = load_checkpoint(workdir / "mlp.pt")
-    params = CompressParams(structured_fraction=0, l1=0, sparsity=0, sweep=())
+    params = CompressParams(structured_fraction=0, l1=0, sparsity=0, polish_epochs=0, sweep=())
     dev = digits(200, 2)
     tuning = Tuning(digits(100, 1), dev, TrainParams(**TINY_TRAIN), seed=0)
     folded, report = compress(dense, tuning, params)
@@ -131,7 +139,13 @@ def test_with_every_step_off_compress_only_folds(workdir):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("sparsity", 1.0), ("structured_fraction", -0.1), ("scope", "row"), ("steps", 0)],
+    [
+        ("sparsity", 1.0),
+        ("structured_fraction", -0.1),
+        ("scope", "row"),
+        ("steps", 0),
+        ("polish_lr", 0.0),
+    ],
 )
 def test_bad_params_name_the_key(key, value):
     with pytest.raises(ParamError, match=f"compress.{key}"):

@@ -44,6 +44,7 @@ from pipeline.compression import (
 )
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import MLP, load_checkpoint, predict_logits, save_checkpoint
+from pipeline.options import params_option, path_option, prepared_option
 from pipeline.train import Data, TrainParams, fit, load_data
 
 
@@ -247,17 +248,9 @@ def run_stage(params_file: Path, prepared: Path, model_path: Path) -> tuple[MLP,
     return folded, report, sweep(dense, dev, params.sweep, params.scope)
 
 
-def path_option(*decls: str, default: str, help: str, **kwargs) -> click.Option:
-    """A path option with its default shown in --help."""
-    kind = click.Path(path_type=Path, **kwargs)
-    return click.option(*decls, type=kind, default=Path(default), show_default=True, help=help)
-
-
 @click.command("compress")
-@path_option("--params", "params_file", default="params.yaml", help="Parameters file.")
-@path_option(
-    "--data", default="data/prepared", help="Prepared splits.", exists=True, file_okay=False
-)
+@params_option
+@prepared_option()
 @path_option(
     "--model", default="models/mlp.pt", help="Dense checkpoint.", exists=True, dir_okay=False
 )
@@ -265,10 +258,10 @@ def path_option(*decls: str, default: str, help: str, **kwargs) -> click.Option:
 @path_option("--metrics", "metrics_file", default="reports/compress.json", help="Report JSON.")
 @path_option("--sweep", "sweep_file", default="reports/compress-sweep.json", help="Sweep data.")
 def compress_command(
-    params_file: Path, data: Path, model: Path, out: Path, metrics_file: Path, sweep_file: Path
+    params_file: Path, prepared: Path, model: Path, out: Path, metrics_file: Path, sweep_file: Path
 ) -> None:
     """Shrink, prune, fine-tune and fold the dense MLP; write the compressed checkpoint."""
-    folded, report, rows = run_stage(params_file, data, model)
+    folded, report, rows = run_stage(params_file, prepared, model)
     save_checkpoint(out, folded, sparsity=report["sparsity"])
     write_json(metrics_file, report)
     write_json(sweep_file, rows)

@@ -25,6 +25,7 @@ TINY_PARAMS: dict[str, dict] = {
         "steps": 2,
         "step_epochs": 1,
         "final_epochs": 1,
+        "polish_epochs": 1,
         "sweep": [0.5, 0.9],
     },
     "learning_curve": {"fractions": [0.5, 1.0], "epochs": 1.0, "max_epochs": 2},

@@ -155,9 +155,12 @@ def params_digest(params_file: Path) -> str:
 
 def git_commit() -> str:
     """The HEAD commit the artifact came from (+dirty with uncommitted changes), or "unknown"."""
+    # dvc.lock changes during every `dvc repro`, before this stage runs; its digest is recorded
+    # on its own, so it does not make the code dirty.
+    clean_check = ["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)dvc.lock"]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-        changed = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True)
+        changed = subprocess.run(clean_check, capture_output=True)
     except OSError:
         return "unknown"
     if head.returncode != 0:

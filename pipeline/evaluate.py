@@ -24,7 +24,7 @@ from pipeline import metrics
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import load_checkpoint, predict_logits
-from pipeline.options import params_option, prepared_option
+from pipeline.options import params_option, path_option, prepared_option
 
 SPLITS = ("train", "dev", "test")
 # Errors are ratios of counts: a gap equal to its threshold must not tip over on float noise.
@@ -199,35 +199,29 @@ def run_stage(
 @click.command("evaluate")
 @params_option
 @prepared_option()
-@click.option(
-    "--dense",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=Path("models/mlp.pt"),
-    show_default=True,
-    help="Dense checkpoint.",
+@path_option(
+    "--dense", default="models/mlp.pt", help="Dense checkpoint.", dir_okay=False, exists=True
 )
-@click.option(
+@path_option(
     "--compressed",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=Path("models/mlp-compressed.pt"),
-    show_default=True,
+    default="models/mlp-compressed.pt",
     help="Compressed checkpoint.",
+    dir_okay=False,
+    exists=True,
 )
-@click.option(
+@path_option(
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("reports/evaluate"),
-    show_default=True,
+    default="reports/evaluate",
     help="Directory for the detail and plot files.",
+    file_okay=False,
 )
-@click.option(
+@path_option(
     "--metrics",
     "metrics_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("reports/evaluate.json"),
-    show_default=True,
+    default="reports/evaluate.json",
     help="Metrics JSON to write.",
+    dir_okay=False,
 )
 def evaluate_command(
     params_file: Path,

@@ -27,6 +27,7 @@ import click
 
 from pipeline.atomic import atomic_dir
 from pipeline.idx import IdxError, decode_idx, decompress
+from pipeline.options import path_option
 
 MNIST_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -248,14 +249,7 @@ def read_checksums(path: Path) -> dict[str, str]:
     envvar="DIGITS_MNIST_CHECKSUMS",
     help="JSON {file: sha256} to verify against instead of MNIST's. Env: DIGITS_MNIST_CHECKSUMS.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("data/raw"),
-    show_default=True,
-    help="Where to write the verified IDX files.",
-)
+@path_option("--out", "out_dir", default="data/raw", help="Where to write the verified IDX files.")
 @click.option(
     "--offline",
     is_flag=True,

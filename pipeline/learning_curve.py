@@ -23,7 +23,7 @@ from pipeline import metrics, train
 from pipeline.atomic import write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import ModelParams, build_mlp, predict_logits
-from pipeline.options import params_option, prepared_option
+from pipeline.options import params_option, path_option, prepared_option
 from pipeline.transform import AffineTransform
 
 
@@ -86,12 +86,8 @@ def learning_curve(
 @click.command("learning-curve")
 @params_option
 @prepared_option()
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("reports/learning_curve.json"),
-    show_default=True,
-    help="Curve JSON to write.",
+@path_option(
+    "--out", default="reports/learning_curve.json", help="Curve JSON to write.", dir_okay=False
 )
 def learning_curve_command(params_file: Path, prepared: Path, out: Path) -> None:
     """Train on growing fractions of train; write train and dev error against set size."""

@@ -20,7 +20,7 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.config import BaseParams, load_group, seed_everything
 from pipeline.network import MLP, ModelParams, build_mlp
 from pipeline.optim import make_optimizer
-from pipeline.options import params_option, prepared_option
+from pipeline.options import params_option, path_option, prepared_option
 from pipeline.train import Data, TrainParams, data_loss, load_data
 
 SMOOTHING = 0.98  # EMA factor of the loss curve
@@ -82,12 +82,11 @@ def plot_sweep(path: Path, lrs: np.ndarray, losses: np.ndarray, suggestion: floa
 @click.command("lr-find")
 @params_option
 @prepared_option(must_exist=False)
-@click.option(
+@path_option(
     "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("reports/lr_find.json"),
-    show_default=True,
+    default="reports/lr_find.json",
     help="JSON to write; the PNG goes beside it.",
+    dir_okay=False,
 )
 @click.option("--min-lr", default=1e-6, show_default=True, help="First learning rate.")
 @click.option("--max-lr", default=1.0, show_default=True, help="Last learning rate.")

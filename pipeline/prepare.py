@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.idx import IdxError, read_idx
-from pipeline.options import params_option
+from pipeline.options import params_option, path_option
 from pipeline.transform import Scaling, Whitening, fit_transform, spectrum_summary
 
 
@@ -107,29 +107,16 @@ def prepare(raw_dir: Path, out_dir: Path, params: DataParams) -> dict:
 
 @click.command("prepare")
 @params_option
-@click.option(
-    "--raw",
-    "raw_dir",
-    type=click.Path(path_type=Path),
-    default=Path("data/raw"),
-    show_default=True,
-    help="Directory with the four IDX files.",
+@path_option("--raw", "raw_dir", default="data/raw", help="Directory with the four IDX files.")
+@path_option(
+    "--out", "out_dir", default="data/prepared", help="Where to write the splits and transform."
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("data/prepared"),
-    show_default=True,
-    help="Where to write the splits and transform.",
-)
-@click.option(
+@path_option(
     "--stats",
     "stats_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("reports/prepare.json"),
-    show_default=True,
+    default="reports/prepare.json",
     help="Stats JSON to write.",
+    dir_okay=False,
 )
 def prepare_command(params_file: Path, raw_dir: Path, out_dir: Path, stats_file: Path) -> None:
     """Split train/dev (stratified), fit scaling and whitening on train, save the transform."""

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global fig
 from matplotlib.ticker import NullLocator
 
 from pipeline.atomic import atomic_dir, write_bytes
-from pipeline.options import prepared_option
+from pipeline.options import path_option, prepared_option
 
 MODELS = ("dense", "compressed")
 STYLES = {"dense": "o-", "compressed": "x--"}
@@ -250,12 +250,12 @@ def write_report(reports: Path, test_images: np.ndarray) -> None:
 
 
 @click.command("report")
-@click.option(
+@path_option(
     "--reports",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=Path("reports"),
-    show_default=True,
+    default="reports",
     help="Directory with evaluate.json; report.md and figures/ are written there.",
+    file_okay=False,
+    exists=True,
 )
 @prepared_option("Prepared splits (test images for the worst-errors grid).")
 def report_command(reports: Path, prepared: Path) -> None:

@@ -30,7 +30,7 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
 from pipeline.optim import Optimizer, Schedule, make_optimizer, make_scheduler
-from pipeline.options import params_option, prepared_option
+from pipeline.options import params_option, path_option, prepared_option
 from pipeline.transform import AffineTransform
 
 Data = tuple[np.ndarray, np.ndarray]
@@ -342,20 +342,13 @@ def log_epoch(live: Any, row: dict) -> None:
 @click.command("train")
 @params_option
 @prepared_option(must_exist=False)
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("models/mlp.pt"),
-    show_default=True,
-    help="Checkpoint to write.",
-)
-@click.option(
+@path_option("--out", default="models/mlp.pt", help="Checkpoint to write.", dir_okay=False)
+@path_option(
     "--metrics",
     "metrics_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("reports/train.json"),
-    show_default=True,
+    default="reports/train.json",
     help="Final figures JSON.",
+    dir_okay=False,
 )
 @click.option("--resume", is_flag=True, help="Continue from train-state.pt beside --out.")
 def train_command(

@@ -32,6 +32,7 @@ from pipeline.config import BaseParams, load_group, read_params, require, seed_e
 from pipeline.metrics import accuracy
 from pipeline.model_card import render_card
 from pipeline.network import CLASSES, MLP, PIXELS, load_checkpoint, predict_logits
+from pipeline.options import params_option, path_option
 
 INPUT = "pixels"
 OUTPUTS = ("logits", "probabilities")
@@ -311,25 +312,27 @@ def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any])
     return report
 
 
-def path_option(flag: str, default: str, help: str, **kwargs: Any):
-    """A --flag PATH option with a shown default."""
-    kind = click.Path(path_type=Path, **kwargs)
-    return click.option(flag, type=kind, default=Path(default), show_default=True, help=help)
-
-
 @click.command("export")
-@path_option("--params", "params.yaml", "Parameters file.", dir_okay=False)
-@path_option("--models", "models", "Directory of checkpoints; the ONNX files and card go here.")
-@path_option("--test", "data/prepared/test.npz", "Test split for parity and accuracy.")
-@path_option("--evaluate", "reports/evaluate.json", "Recorded accuracies (evaluate stage).")
-@path_option("--compress", "reports/compress.json", "Recorded sparsity (compress stage).")
-@path_option("--report", "reports/export.json", "Metrics JSON to write.", dir_okay=False)
+@params_option
+@path_option(
+    "--models", default="models", help="Directory of checkpoints; the ONNX files and card go here."
+)
+@path_option("--test", default="data/prepared/test.npz", help="Test split for parity and accuracy.")
+@path_option(
+    "--evaluate", default="reports/evaluate.json", help="Recorded accuracies (evaluate stage)."
+)
+@path_option(
+    "--compress", default="reports/compress.json", help="Recorded sparsity (compress stage)."
+)
+@path_option(
+    "--report", default="reports/export.json", help="Metrics JSON to write.", dir_okay=False
+)
 def export_command(
-    params: Path, models: Path, test: Path, evaluate: Path, compress: Path, report: Path
+    params_file: Path, models: Path, test: Path, evaluate: Path, compress: Path, report: Path
 ) -> None:
     """Export the chosen model to a verified ONNX file (+ int8 variant and model card)."""
-    seed_everything(load_group(BaseParams, "base", params).seed)
-    config = load_group(ExportParams, "export", params)
+    seed_everything(load_group(BaseParams, "base", params_file).seed)
+    config = load_group(ExportParams, "export", params_file)
     paths = ExportPaths(
         checkpoint=models / CHECKPOINTS[config.model],
         test=test,
@@ -339,7 +342,7 @@ def export_command(
     )
     provenance = {
         **read_recorded(evaluate, compress, config.model),
-        "params_digest": params_digest(params),
+        "params_digest": params_digest(params_file),
         "git_commit": git_commit(),
         "dvc_lock_digest": sha256_file(Path("dvc.lock")),
     }

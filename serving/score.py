@@ -172,7 +172,11 @@ class Scorer:
 
 @contextlib.contextmanager
 def atomic_output(target: Path) -> Iterator[IO[bytes]]:
-    """An open temp file beside `target`, renamed onto it only if the block completes."""
+    """An open temp file beside `target`, renamed onto it only if the block completes.
+
+    The same recipe as pipeline.atomic.atomic_path, kept here because serving never imports
+    pipeline; change both together.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -214,11 +218,10 @@ def record(item: Path | InputError, skipped: list[str] | None) -> bool:
 
 def progress(paths: list[Path], quiet: bool) -> tqdm:
     """A progress bar on a terminal (stderr), silent otherwise or with -q."""
+    shown = not quiet and sys.stderr.isatty()
+    # Sizing the bar opens every input once more; only pay that when the bar is drawn.
     return tqdm(
-        total=row_count(paths),
-        unit="img",
-        unit_scale=True,
-        disable=quiet or not sys.stderr.isatty(),
+        total=row_count(paths) if shown else None, unit="img", unit_scale=True, disable=not shown
     )
 
 

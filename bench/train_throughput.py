@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pipeline.atomic import write_json
+from digits.atomic import write_json
 from pipeline.config import BaseParams, load_group, seed_everything
 from pipeline.network import ModelParams, build_mlp
 from pipeline.optim import make_optimizer, make_scheduler
-from pipeline.train import TrainParams, load_data, train_epoch
+from pipeline.training import TrainParams, load_data, train_epoch
 
 
 def bare_epoch(model, x, y, optimizer, batch_size: int) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_path
+from digits.atomic import atomic_path
 from pipeline.config import require
 from pipeline.transform import AffineTransform
 

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules named in params.yaml `train:`.
+"""Optimizers and learning-rate schedules named in params.yaml `train:` (TrainParams).
 
 A schedule is a closed-form factor of the base lr at fractional epoch t (step / steps_per_epoch),
 times an optional linear warmup; torch's LambdaLR applies it every batch and checkpoints its step.
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 import torch
+
+if TYPE_CHECKING:  # training imports this module; the params type is only a hint here
+    from pipeline.training import TrainParams
 
 Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 Schedule = Literal[
@@ -20,27 +23,8 @@ OPTIMIZERS: tuple[str, ...] = Optimizer.__args__  # type: ignore[attr-defined]
 SCHEDULES: tuple[str, ...] = Schedule.__args__  # type: ignore[attr-defined]
 
 
-class OptimParams(Protocol):
-    """The `train:` fields the optimizer and schedule read (TrainParams satisfies it)."""
-
-    optimizer: str
-    lr: float
-    momentum: float
-    betas: tuple[float, float]
-    weight_decay: float
-    schedule: str
-    step_epochs: float
-    gamma: float
-    decay: float
-    power: float
-    pct_start: float
-    div_factor: float
-    final_div_factor: float
-    warmup: float
-
-
 def make_optimizer(
-    parameters: Iterable[torch.nn.Parameter], p: OptimParams
+    parameters: Iterable[torch.nn.Parameter], p: TrainParams
 ) -> torch.optim.Optimizer:
     """The torch optimizer named by p.optimizer; weight_decay is L2 (decoupled for adamw)."""
     params, lr, wd = list(parameters), p.lr, p.weight_decay
@@ -59,7 +43,7 @@ def make_optimizer(
     return adam(params, lr=lr, betas=tuple(p.betas), weight_decay=wd)
 
 
-def schedule_factor(p: OptimParams, t: float, total: float) -> float:
+def schedule_factor(p: TrainParams, t: float, total: float) -> float:
     """Multiplier of the base lr at epoch t (fractional) of a run of `total` epochs."""
     progress = min(t / total, 1.0) if total > 0 else 1.0
     if p.schedule == "step":
@@ -77,7 +61,7 @@ def schedule_factor(p: OptimParams, t: float, total: float) -> float:
     return 1.0
 
 
-def one_cycle_factor(p: OptimParams, progress: float) -> float:
+def one_cycle_factor(p: TrainParams, progress: float) -> float:
     """Cosine up from lr/div_factor to lr over pct_start, then down to lr/div/final_div."""
     low, end = 1.0 / p.div_factor, 1.0 / (p.div_factor * p.final_div_factor)
     if progress < p.pct_start:
@@ -90,7 +74,7 @@ def cosine_between(start: float, stop: float, fraction: float) -> float:
     return stop + (start - stop) * 0.5 * (1.0 + math.cos(math.pi * fraction))
 
 
-def lr_lambda(p: OptimParams, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
+def lr_lambda(p: TrainParams, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
     """The per-step factor LambdaLR needs: schedule at t = step/steps_per_epoch, times warmup."""
 
     def factor(step: int) -> float:
@@ -102,7 +86,7 @@ def lr_lambda(p: OptimParams, steps_per_epoch: int, epochs: int) -> Callable[[in
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, p: OptimParams, steps_per_epoch: int, epochs: int
+    optimizer: torch.optim.Optimizer, p: TrainParams, steps_per_epoch: int, epochs: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-batch LambdaLR following p.schedule over `epochs` epochs."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(p, steps_per_epoch, epochs))

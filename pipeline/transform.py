@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.atomic import write_npz
+from digits.atomic import write_npz
 
 Scaling = Literal["none", "unit", "standardize"]
 Whitening = Literal["none", "pca", "zca"]

@@ -21,7 +21,7 @@ from typing import IO
 
 import numpy as np
 
-from serving.images import ImageError, load_image, to_mnist
+from digits.images import ImageError, load_image, to_mnist
 
 PIXELS = 784
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}

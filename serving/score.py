@@ -174,7 +174,7 @@ class Scorer:
 def atomic_output(target: Path) -> Iterator[IO[bytes]]:
     """An open temp file beside `target`, renamed onto it only if the block completes.
 
-    The same recipe as pipeline.atomic.atomic_path, kept here because serving never imports
+    The same recipe as digits.atomic.atomic_path, kept here because serving never imports
     pipeline; change both together.
     """
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.images import ImageError, load_image, to_mnist
+from digits.images import ImageError, load_image, to_mnist
 from serving.session import OnnxModel, load_model
 
 STATIC = Path(__file__).parent / "static"

@@ -11,8 +11,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from pipeline.cli import cli
-from pipeline.compress import CompressParams, Tuning, compress
+from digits.cli import cli
 from pipeline.compression import has_batchnorm, max_logit_diff
 from pipeline.config import ParamError, parse_group
 from pipeline.metrics import accuracy
@@ -23,7 +22,8 @@ from pipeline.network import (
     predict_logits,
     save_checkpoint,
 )
-from pipeline.train import TrainParams, fit
+from pipeline.stages.compress import CompressParams, Tuning, compress
+from pipeline.training import TrainParams, fit
 from pipeline.transform import fit_transform
 from tests.conftest import make_digits
 

@@ -23,7 +23,7 @@ from pipeline.compression import (
     sparsity_schedule,
 )
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
-from pipeline.train import TrainParams, fit
+from pipeline.training import TrainParams, fit
 from pipeline.transform import fit_transform
 from tests.conftest import make_digits
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ParamError, parse_group
-from pipeline.evaluate import NEXT_STEPS, EvaluateParams, diagnose
+from pipeline.stages.evaluate import NEXT_STEPS, EvaluateParams, diagnose
 
 
 @pytest.mark.parametrize(

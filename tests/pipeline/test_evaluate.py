@@ -14,10 +14,10 @@ import yaml
 from click.testing import CliRunner
 from sklearn.metrics import confusion_matrix
 
-from pipeline.cli import cli
-from pipeline.evaluate import SPLITS, EvaluateParams, diagnose
+from digits.cli import cli
 from pipeline.network import MLP, ModelParams, NetSpec, build_mlp, save_checkpoint
-from pipeline.train import TrainParams, fit
+from pipeline.stages.evaluate import SPLITS, EvaluateParams, diagnose
+from pipeline.training import TrainParams, fit
 from pipeline.transform import AffineTransform
 from tests.conftest import make_digits
 

@@ -15,12 +15,12 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from digits.cli import cli
 from pipeline.compression import plain_copy, prune_magnitude
-from pipeline.export import TRAINING_OPS, git_commit, to_onnx, training_nodes
 from pipeline.metrics import accuracy
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
-from pipeline.prepare import load_split
+from pipeline.stages.export import TRAINING_OPS, git_commit, to_onnx, training_nodes
+from pipeline.stages.prepare import load_split
 from pipeline.transform import fit_transform
 from tests.conftest import make_digits, write_mnist_idx
 

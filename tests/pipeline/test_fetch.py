@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import cli
-from pipeline.fetch import (
+from digits.cli import cli
+from digits.idx import encode_idx
+from pipeline.stages.fetch import (
     MNIST_SHA256,
     FetchError,
     cache_source,
@@ -17,7 +18,6 @@ from pipeline.fetch import (
     save_cache,
     sha256,
 )
-from pipeline.idx import encode_idx
 
 
 def run_fetch(tmp_path, *args, env=None):

@@ -4,9 +4,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline import gradcheck
-from pipeline.cli import cli
+from digits.cli import cli
 from pipeline.network import Activation
+from pipeline.tools import gradcheck
 
 
 @pytest.mark.parametrize("activation", typing.get_args(Activation))

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from digits.cli import cli
 from pipeline.config import ParamError, parse_group
-from pipeline.learning_curve import LearningCurveParams, nested_subsets
+from pipeline.stages.learning_curve import LearningCurveParams, nested_subsets
 from pipeline.transform import AffineTransform
 from tests.conftest import make_digits
 

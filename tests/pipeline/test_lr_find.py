@@ -6,9 +6,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.cli import cli
-from pipeline.lr_find import lr_sweep, suggest_lr
-from pipeline.train import TrainParams
+from digits.cli import cli
+from pipeline.tools.lr_find import lr_sweep, suggest_lr
+from pipeline.training import TrainParams
 from tests.pipeline.test_train import data, one_thread, tiny_model, write_prepared  # noqa: F401
 
 

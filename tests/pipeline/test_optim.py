@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.optim import OPTIMIZERS, make_optimizer, make_scheduler
-from pipeline.train import TrainParams
+from pipeline.training import TrainParams
 
 STEPS, EPOCHS, LR = 4, 6, 0.1  # steps per epoch, epochs, base lr
 

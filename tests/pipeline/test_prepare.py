@@ -3,9 +3,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.cli import cli
-from pipeline.idx import encode_idx, read_idx
-from pipeline.prepare import DataParams, prepare, split_stratified
+from digits.cli import cli
+from digits.idx import encode_idx, read_idx
+from pipeline.stages.prepare import DataParams, prepare, split_stratified
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 

@@ -14,11 +14,11 @@ import yaml
 from click.testing import CliRunner
 from torch.nn.utils import prune
 
-from pipeline.cli import cli
+from digits.cli import cli
 from pipeline.config import ParamError, parse_group
 from pipeline.network import Activation, ModelParams, build_mlp, load_checkpoint
 from pipeline.optim import OPTIMIZERS, SCHEDULES
-from pipeline.train import TrainParams, data_loss, evaluate, fit
+from pipeline.training import TrainParams, data_loss, evaluate, fit
 from pipeline.transform import AffineTransform
 from tests.conftest import make_digits
 
@@ -275,7 +275,7 @@ def test_digits_train_killed_mid_run_resumes_to_the_uninterrupted_checkpoint(dat
     write_prepared(tmp_path / "data/prepared", data)
     params = {"base": {"seed": 1}, "model": {"hidden": [16]}, "train": {"epochs": 40}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    train = [sys.executable, "-c", "from pipeline.cli import main; main()", "train"]
+    train = [sys.executable, "-c", "from digits.cli import main; main()", "train"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = subprocess.run([*train, "--out", "whole/mlp.pt"], cwd=tmp_path, env=env, check=True)
     assert whole.returncode == 0

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.idx import encode_idx
-from serving.images import to_mnist
+from digits.idx import encode_idx
+from digits.images import to_mnist
 from serving.inputs import (
     InputError,
     expand_inputs,

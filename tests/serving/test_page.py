@@ -26,7 +26,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from serving.images import to_mnist
+from digits.images import to_mnist
 from tests.serving.conftest import running_server
 
 pytestmark = pytest.mark.e2e

@@ -22,9 +22,9 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 from PIL import Image
 
-from pipeline.cli import cli
-from pipeline.idx import encode_idx
-from serving.images import to_mnist
+from digits.cli import cli
+from digits.idx import encode_idx
+from digits.images import to_mnist
 from serving.score import confusion, format_rows, summarize
 from serving.session import cuda_problem
 from tests.conftest import make_digits

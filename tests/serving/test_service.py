@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 from starlette.requests import Request
 
-from serving.images import load_image, to_mnist
+from digits.images import load_image, to_mnist
 from serving.serve import serve
 from serving.service import Batcher, Digits, InputError, Settings, to_pixels
 from serving.session import OnnxModel, cuda_problem, load_model

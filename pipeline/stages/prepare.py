@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pipeline.atomic import atomic_dir, write_json
+from digits.atomic import atomic_dir, write_json
+from digits.idx import IdxError, read_idx
 from pipeline.config import BaseParams, load_group, require, seed_everything
-from pipeline.idx import IdxError, read_idx
 from pipeline.options import params_option, path_option
 from pipeline.transform import Scaling, Whitening, fit_transform, spectrum_summary
 

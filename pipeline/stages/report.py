@@ -19,7 +19,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 from matplotlib.ticker import NullLocator
 
-from pipeline.atomic import atomic_dir, write_bytes
+from digits.atomic import atomic_dir, write_bytes
 from pipeline.options import path_option, prepared_option
 
 MODELS = ("dense", "compressed")

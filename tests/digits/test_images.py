@@ -1,4 +1,4 @@
-"""serving.images: safe decoding; to_mnist against the MNIST recipe (box, centroid, inversion)."""
+"""digits.images: safe decoding; to_mnist against the MNIST recipe (box, centroid, inversion)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from serving.images import MAX_PIXELS, ImageError, load_image, to_mnist
+from digits.images import MAX_PIXELS, ImageError, load_image, to_mnist
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -20,8 +20,8 @@ from typing import Any
 import click
 import numpy as np
 
+from digits.atomic import atomic_dir, write_json
 from pipeline import metrics
-from pipeline.atomic import atomic_dir, write_json
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import load_checkpoint, predict_logits
 from pipeline.options import params_option, path_option, prepared_option

@@ -14,7 +14,7 @@ The recipe, in order (a step whose param is 0 is skipped):
    last step: Han et al. 2015);
 4. polish: fine-tune `polish_epochs` at `polish_lr` without augmentation, masks fixed;
 5. fold BatchNorm, then the preprocessing, into the Linears; each fold is checked on dev.
-Fine-tuning is `pipeline.train.fit` with the `train:` params, less `epochs`, `lr` and `l1`.
+Fine-tuning is `pipeline.training.fit` with the `train:` params, less `epochs`, `lr` and `l1`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import click
 
+from digits.atomic import write_json
 from pipeline import metrics
-from pipeline.atomic import write_json
 from pipeline.compression import (
     Scope,
     count_below,
@@ -45,7 +45,7 @@ from pipeline.compression import (
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import MLP, load_checkpoint, predict_logits, save_checkpoint
 from pipeline.options import params_option, path_option, prepared_option
-from pipeline.train import Data, TrainParams, fit, load_data
+from pipeline.training import Data, TrainParams, fit, load_data
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ import torch
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 from torch import nn
 
-from pipeline import __version__
-from pipeline.atomic import atomic_path, write_json
+from digits import __version__
+from digits.atomic import atomic_path, write_json
 from pipeline.compression import fold_batchnorm, fold_preprocess, has_batchnorm, plain_copy
 from pipeline.config import BaseParams, load_group, read_params, require, seed_everything
 from pipeline.metrics import accuracy

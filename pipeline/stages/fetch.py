@@ -25,8 +25,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.atomic import atomic_dir
-from pipeline.idx import IdxError, decode_idx, decompress
+from digits.atomic import atomic_dir
+from digits.idx import IdxError, decode_idx, decompress
 from pipeline.options import path_option
 
 MNIST_SHA256 = {

@@ -15,7 +15,7 @@ import click
 import torch
 
 from pipeline.network import MLP, Activation, Maxout, ModelParams, NetSpec
-from pipeline.train import TrainParams, data_loss, penalty
+from pipeline.training import TrainParams, data_loss, penalty
 
 KINKED = ("relu", "leaky_relu", "prelu", "maxout")
 

@@ -1,0 +1,87 @@
+"""The `digits` command group: one subcommand per pipeline stage, plus serving's commands.
+
+It lives in the torch-free core so a serving-only install (`pip install digits`) has a working
+`digits serve` and `digits score`; a pipeline command there says which extra it needs.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+import click
+
+from digits import __version__
+from digits.idx import IdxError
+
+# name -> "module:attribute"; imported only when used, so `digits score` never loads torch.
+COMMANDS = {
+    "fetch": "pipeline.stages.fetch:fetch",
+    "prepare": "pipeline.stages.prepare:prepare_command",
+    "gradcheck": "pipeline.tools.gradcheck:gradcheck_command",
+    "lr-find": "pipeline.tools.lr_find:lr_find_command",
+    "train": "pipeline.stages.train:train_command",
+    "compress": "pipeline.stages.compress:compress_command",
+    "evaluate": "pipeline.stages.evaluate:evaluate_command",
+    "learning-curve": "pipeline.stages.learning_curve:learning_curve_command",
+    "report": "pipeline.stages.report:report_command",
+    "export": "pipeline.stages.export:export_command",
+    "score": "serving.score:score",
+    "serve": "serving.serve:serve",
+}
+
+# Top-level modules that only the `pipeline` extra installs.
+PIPELINE_EXTRA = {"torch", "onnx", "onnxscript", "dvc", "dvclive", "matplotlib"}
+
+
+def missing_extra(name: str) -> click.Command:
+    """A stand-in for a pipeline command in a serving-only install: listed, and failing clearly."""
+
+    def refuse() -> None:
+        raise click.UsageError(
+            f"`digits {name}` needs the pipeline extra: pip install 'digits[pipeline]'"
+        )
+
+    return click.Command(
+        name,
+        callback=refuse,
+        help="Not installed: needs the pipeline extra.",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+
+class LazyGroup(click.Group):
+    """Imports subcommands on demand and turns data-file errors into one-line messages."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        try:
+            return getattr(import_module(module), attr)
+        except ModuleNotFoundError as err:
+            if not module.startswith("pipeline.") or err.name not in PIPELINE_EXTRA:
+                raise
+            return missing_extra(name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (IdxError, OSError) as err:
+            raise click.ClickException(str(err)) from None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="digits")
+def cli() -> None:
+    """digits: a reproducible MNIST train-to-serve pipeline.
+
+    Stages, in the order `dvc repro` runs them: fetch, prepare, train, compress,
+    evaluate, export. Serving: serve, score.
+    """
+
+
+main = cli

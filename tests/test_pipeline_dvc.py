@@ -45,7 +45,7 @@ def scratch_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     repo = tmp_path_factory.mktemp("repo")
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, repo / name)
-    for package in ("pipeline", "serving"):
+    for package in ("digits", "pipeline", "serving"):
         shutil.copytree(
             ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__")
         )

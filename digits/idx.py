@@ -7,9 +7,11 @@ uint32 per dimension, then the data in row-major order (big-endian for multi-byt
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -28,23 +30,34 @@ class IdxError(ValueError):
     """An IDX file is corrupt, truncated or not IDX at all."""
 
 
-def decode_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Parse IDX bytes into an array, validating the header against the payload."""
-    if len(data) < 4:
-        raise IdxError(f"{name}: too short to be an IDX file ({len(data)} bytes)")
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
+def read_header(stream: IO[bytes], name: str = "<bytes>") -> tuple[np.dtype, tuple[int, ...]]:
+    """Read and check an IDX header from a stream, leaving it at the data: (dtype, shape)."""
+    head = stream.read(4)
+    if len(head) < 4:
+        raise IdxError(f"{name}: too short to be an IDX file ({len(head)} bytes)")
+    zero, code, ndim = struct.unpack(">HBB", head)
     if zero != 0:
-        raise IdxError(f"{name}: bad magic number 0x{data[:4].hex()} (expected 0x0000 then dtype)")
+        raise IdxError(f"{name}: not an IDX file (magic 0x{head.hex()}, expected 0x0000 + dtype)")
     if code not in DTYPES:
         raise IdxError(f"{name}: unknown IDX dtype code 0x{code:02x}")
     if ndim == 0:
         raise IdxError(f"{name}: IDX header declares zero dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise IdxError(f"{name}: truncated header ({len(data)} of {header} bytes)")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = DTYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise IdxError(f"{name}: truncated header ({4 + len(dims)} of {4 + 4 * ndim} bytes)")
+    return DTYPES[code], struct.unpack(f">{ndim}I", dims)
+
+
+def payload_size(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    """Bytes of data an IDX header of this dtype and shape promises."""
+    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+def decode_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Parse IDX bytes into an array, validating the header against the payload."""
+    dtype, shape = read_header(io.BytesIO(data), name)
+    header = 4 + 4 * len(shape)
+    expected = header + payload_size(dtype, shape)
     if len(data) != expected:
         state = "truncated" if len(data) < expected else "has trailing bytes"
         raise IdxError(
@@ -65,6 +78,13 @@ def decompress(data: bytes, name: str = "<bytes>") -> bytes:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as err:
         raise IdxError(f"{name}: corrupt gzip data ({err})") from None
+
+
+def open_idx(path: Path) -> IO[bytes]:
+    """Open an IDX file for streaming, gunzipping on the fly when it is gzip-compressed."""
+    with path.open("rb") as f:
+        magic = f.read(2)
+    return gzip.open(path, "rb") if magic == GZIP_MAGIC else path.open("rb")
 
 
 def read_idx(path: Path | str) -> np.ndarray:

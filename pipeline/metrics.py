@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from digits.confusion import confusion_counts
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, numerically stable: (N, C) -> (N, C)."""
@@ -27,12 +29,6 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
 def error(logits: np.ndarray, y: np.ndarray) -> float:
     """Share of rows whose argmax differs from the label: 1 - accuracy."""
     return 1.0 - accuracy(logits, y)
-
-
-def confusion_matrix(y: np.ndarray, predicted: np.ndarray, classes: int = 10) -> np.ndarray:
-    """Counts (C, C) int64: row = actual class, column = predicted class."""
-    flat = np.asarray(y, np.int64) * classes + np.asarray(predicted, np.int64)
-    return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
 
 
 def per_class_scores(confusion: np.ndarray) -> dict[str, list[float]]:
@@ -90,7 +86,7 @@ def confident_errors(probs: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
 def summarize(logits: np.ndarray, y: np.ndarray, bins: int = 15) -> dict:
     """Every figure of one model on one split: accuracy, loss, per-class scores, calibration."""
     probs = softmax(logits.astype(np.float64))
-    confusion = confusion_matrix(y, logits.argmax(axis=1), logits.shape[1])
+    confusion = confusion_counts(y, logits.argmax(axis=1), logits.shape[1])
     scores = per_class_scores(confusion)
     curve = reliability(probs, y, bins)
     return {

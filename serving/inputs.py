@@ -11,7 +11,6 @@ import glob
 import gzip
 import itertools
 import os
-import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import IO
 
 import numpy as np
 
+from digits import idx
 from digits.images import ImageError, load_image, to_mnist
 
 PIXELS = 784
@@ -81,13 +81,6 @@ def row_ids(path: Path, start: int, n: int) -> np.ndarray:
     return np.strings.add(os.fsencode(path) + b":", np.arange(start, start + n).astype("S"))
 
 
-def open_maybe_gzip(path: Path) -> IO[bytes]:
-    """Open a file for reading, transparently gunzipping when it starts with the gzip magic."""
-    with path.open("rb") as f:
-        magic = f.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else path.open("rb")
-
-
 def read_exact(stream: IO[bytes], size: int, path: Path) -> bytes:
     """Exactly `size` bytes from the stream, or InputError naming the file as truncated."""
     data = stream.read(size)
@@ -98,17 +91,19 @@ def read_exact(stream: IO[bytes], size: int, path: Path) -> bytes:
 
 def read_idx_header(stream: IO[bytes], path: Path) -> tuple[int, ...]:
     """The shape in an IDX header of unsigned bytes; the stream is left at the data."""
-    head = read_exact(stream, 4, path)
-    zero, code, ndim = struct.unpack(">HBB", head)
-    if zero != 0 or code != 0x08 or ndim == 0:
-        raise InputError(f"{path}: not an IDX file of unsigned bytes (header 0x{head.hex()})")
-    return struct.unpack(f">{ndim}I", read_exact(stream, 4 * ndim, path))
+    try:
+        dtype, shape = idx.read_header(stream, str(path))
+    except idx.IdxError as err:
+        raise InputError(str(err)) from None
+    if dtype != np.uint8:
+        raise InputError(f"{path}: not an IDX file of unsigned bytes (dtype {dtype})")
+    return shape
 
 
 def read_idx_labels(path: Path) -> np.ndarray:
     """All labels of an IDX label file (idx1, raw or gzip)."""
     try:
-        with open_maybe_gzip(path) as stream:
+        with idx.open_idx(path) as stream:
             shape = read_idx_header(stream, path)
             if len(shape) != 1:
                 raise InputError(f"{path}: expected a 1-D IDX label file, got shape {shape}")
@@ -131,7 +126,7 @@ def labels_beside(path: Path) -> Path | None:
 
 def read_idx(path: Path, batch: int) -> Iterator[Chunk]:
     """Stream an IDX image file (N×28×28 or N×784 bytes), with the labels beside it if any."""
-    with open_maybe_gzip(path) as stream:
+    with idx.open_idx(path) as stream:
         shape = read_idx_header(stream, path)
         if int(np.prod(shape[1:])) != PIXELS:
             raise InputError(f"{path}: IDX shape {shape} is not N×28×28 images")
@@ -251,7 +246,7 @@ def count_rows(path: Path) -> int | None:
     try:
         if kind == "image":
             return 1
-        with open_maybe_gzip(path) if kind == "idx" else path.open("rb") as f:
+        with idx.open_idx(path) if kind == "idx" else path.open("rb") as f:
             if kind == "idx":
                 return read_idx_header(f, path)[0]
             if kind == "npy":

@@ -26,6 +26,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from digits.confusion import confusion_counts
 from serving.inputs import (
     Chunk,
     InputError,
@@ -93,13 +94,6 @@ def header(fmt: str, all_p: bool) -> bytes:
     return (",".join(names) + "\n").encode() if fmt == "csv" else b""
 
 
-def confusion(labels: np.ndarray, digits: np.ndarray) -> np.ndarray:
-    """(10, 10) counts: rows true label, columns predicted digit."""
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise InputError(f"labels must be digits 0–9, found {labels.min()}…{labels.max()}")
-    return np.bincount(labels.astype(np.int64) * 10 + digits, minlength=100).reshape(10, 10)
-
-
 def summarize(matrix: np.ndarray) -> str:
     """Accuracy, the confusion matrix with per-class recall, and the most common mistakes."""
     total, right = int(matrix.sum()), int(np.trace(matrix))
@@ -148,7 +142,10 @@ class Scorer:
             if labels is not None:
                 if len(labels) != n:
                     raise InputError(f"--labels has {len(self.given)} labels, inputs have more")
-                self.matrix += confusion(labels, probabilities.argmax(axis=1))
+                try:
+                    self.matrix += confusion_counts(labels, probabilities.argmax(axis=1))
+                except ValueError as err:
+                    raise InputError(str(err)) from None
             self.rows += n
             self.bar.update(n)
 

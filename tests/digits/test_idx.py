@@ -27,7 +27,7 @@ def test_read_idx_reads_raw_and_gzipped_files_alike(tmp_path):
     [
         (lambda b: b[:-1], "truncated"),
         (lambda b: b + b"\0", "trailing bytes"),
-        (lambda b: b"\x12\x34" + b[2:], "bad magic"),
+        (lambda b: b"\x12\x34" + b[2:], "not an IDX file"),
         (lambda b: b[:2] + b"\x07" + b[3:], "unknown IDX dtype"),
         (lambda b: b[:2] + b"\x08\x00" + b[4:], "zero dimensions"),
         (lambda b: b[:10], "truncated header"),

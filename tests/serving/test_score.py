@@ -23,9 +23,10 @@ from onnx import numpy_helper
 from PIL import Image
 
 from digits.cli import cli
+from digits.confusion import confusion_counts
 from digits.idx import encode_idx
 from digits.images import to_mnist
-from serving.score import confusion, format_rows, summarize
+from serving.score import format_rows, summarize
 from serving.session import cuda_problem
 from tests.conftest import make_digits
 
@@ -88,14 +89,12 @@ def test_format_rows_jsonl_is_valid_json_even_for_odd_names() -> None:
 def test_summary_counts_accuracy_and_the_worst_confusions() -> None:
     labels = np.array([4, 4, 4, 9, 9, 7, 1, 1])
     digits = np.array([9, 9, 4, 4, 9, 1, 1, 1])
-    matrix = confusion(labels, digits)
+    matrix = confusion_counts(labels, digits)
     assert matrix.sum() == 8 and matrix[4, 9] == 2 and np.trace(matrix) == 4
     text = summarize(matrix)
     assert text.splitlines()[0] == "accuracy 0.5000 (4/8 labelled images)"
     assert text.endswith("most confused: 4→9 (2), 7→1 (1), 9→4 (1)")
-    assert summarize(confusion(labels, labels)).endswith("most confused: none")
-    with pytest.raises(ValueError, match="0–9"):
-        confusion(np.array([10]), np.array([1]))
+    assert summarize(confusion_counts(labels, labels)).endswith("most confused: none")
 
 
 def test_idx_with_labels_beside_matches_oracle_and_prints_accuracy(

@@ -18,7 +18,6 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-import _bentoml_impl.server as bentoml_server
 import bentoml
 import numpy as np
 import orjson
@@ -215,8 +214,8 @@ async def info(_: Request) -> JSONResponse:
 
 
 async def docs(_: Request) -> FileResponse:
-    """GET /docs: BentoML's Swagger UI, which the drawing page displaces from /."""
-    return FileResponse(Path(bentoml_server.__file__).parent / "main-openapi.html")
+    """GET /docs: Swagger UI of the OpenAPI document, which the drawing page displaces from /."""
+    return FileResponse(STATIC / "docs.html")
 
 
 # BentoML APIs are POST-only; the GET routes live in a small Starlette app mounted beside them.

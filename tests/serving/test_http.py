@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -98,6 +99,17 @@ def test_info_reports_provider_and_metadata(url: str) -> None:
 @pytest.mark.parametrize("path", ["/readyz", "/livez", "/metrics", "/schema.json", "/docs", "/"])
 def test_service_routes(url: str, path: str) -> None:
     assert httpx.get(f"{url}{path}").status_code == 200
+
+
+def test_docs_page_loads_swagger_ui_on_the_openapi_document(url: str) -> None:
+    page = httpx.get(f"{url}/docs").text
+    assets = re.findall(r'(?:src|href)="\./([^"]+)"', page)
+    assert "static_content/swagger-ui-bundle.js" in assets
+    for asset in assets:  # every asset the page names is really served
+        assert httpx.get(f"{url}/{asset}").status_code == 200, asset
+    initializer = httpx.get(f"{url}/static_content/swagger-initializer.js").text
+    assert '"./docs.json"' in initializer
+    assert "/predict" in httpx.get(f"{url}/docs.json").json()["paths"]
 
 
 def test_bentoml_client(url: str, model: Path, tmp_path: Path) -> None:

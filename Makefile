@@ -1,14 +1,22 @@
 # The two quick-start commands: `make repro` (set up, run the pipeline) and `make test`.
 VENV ?= .venv
+# The serving install alone (no torch, no DVC), where the serving tests run a second time.
+SERVING_VENV ?= .venv-serving
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup repro test lint browser
+.PHONY: setup repro test test-serving lint browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[pipeline,test]'
+	touch $@
+
+$(SERVING_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVING_VENV)
+	$(SERVING_VENV)/bin/pip install --quiet --upgrade pip
+	$(SERVING_VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -25,6 +33,13 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
+# Serve and score with the base install only; its `digits` comes first on PATH.
+test-serving: $(SERVING_VENV)/.installed browser
+	@$(SERVING_VENV)/bin/python -c 'import importlib.util as u, sys; \
+		sys.exit("torch is in the serving install" if u.find_spec("torch") else 0)'
+	PATH=$(abspath $(SERVING_VENV))/bin:$$PATH $(SERVING_VENV)/bin/python -m pytest tests/digits tests/serving
+
 # pytest exits 5 when it collects nothing; that is a failure of the suite, not a pass.
 test: setup browser lint
 	pytest
+	$(MAKE) test-serving

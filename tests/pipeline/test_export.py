@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from onnx import numpy_helper
 
 from digits.cli import cli
 from pipeline.compression import plain_copy, prune_magnitude
@@ -134,9 +135,46 @@ def test_export_stage_parity_and_report(exported: dict) -> None:
     assert report["opset"] == 18
     assert report["file_bytes"] == (exported["root"] / "models" / "digits.onnx").stat().st_size
     assert report["test_accuracy"] == pytest.approx(exported["recorded"])
-    assert 0 <= report["int8"]["test_accuracy"] <= 1
-    assert report["int8"]["vs_fp32"]["argmax_agreement"] > 0.9
-    assert report["int8"]["speed"]["batch1"]["int8_speedup"] > 0
+
+
+def test_export_stage_int8_figures_match_onnxruntime(exported: dict) -> None:
+    root = exported["root"]
+    report = json.loads((root / "export.json").read_text())["int8"]
+    with np.load(root / "test.npz") as data:
+        x, y = data["x"], data["y"]
+    probs = plain_probabilities(root / "models" / "digits.onnx", x)
+    probs8 = plain_probabilities(root / "models" / "digits-int8.onnx", x)
+    assert report["test_accuracy"] == pytest.approx(float((probs8.argmax(1) == y).mean()))
+    agreement = float((probs8.argmax(1) == probs.argmax(1)).mean())
+    assert report["vs_fp32"]["argmax_agreement"] == pytest.approx(agreement)
+    assert agreement > 0.9
+    assert report["vs_fp32"]["max_abs_prob_diff"] == pytest.approx(np.abs(probs8 - probs).max())
+    assert report["file_bytes"] == (root / "models" / "digits-int8.onnx").stat().st_size
+    # Timings depend on the machine: only their presence is checked, never their values.
+    for batch in ("batch1", "batch1024"):
+        assert set(report["speed"][batch]) == {"fp32_ms", "int8_ms", "int8_speedup"}
+
+
+def test_export_stage_int8_file_holds_uint8_weights_per_channel(exported: dict) -> None:
+    models = exported["root"] / "models"
+    fp32, int8 = onnx.load(models / "digits.onnx"), onnx.load(models / "digits-int8.onnx")
+    assert (models / "digits-int8.onnx").stat().st_size < (models / "digits.onnx").stat().st_size
+    ops = [node.op_type for node in int8.graph.node]
+    assert ops.count("MatMulInteger") == 3 and "DynamicQuantizeLinear" in ops
+    assert not {"Gemm", "MatMul"} & set(ops)  # no float matrix product is left
+    weights = {t.name: numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    quantized = {t.name: numpy_helper.to_array(t) for t in int8.graph.initializer}
+    assert not [k for k, v in quantized.items() if v.dtype == np.float32 and v.ndim == 2]
+    matrices = [k for k, v in weights.items() if v.ndim == 2]
+    assert len(matrices) == 3
+    for name in matrices:  # (out, in) float weights -> (in, out) uint8, one scale per output
+        W = weights[name]
+        q = quantized[f"{name}_quantized"]
+        scale, zero = quantized[f"{name}_scale"], quantized[f"{name}_zero_point"]
+        assert q.dtype == zero.dtype == np.uint8 and q.shape == W.T.shape
+        assert scale.shape == zero.shape == (len(W),)
+        dequantized = (q.astype(np.float32) - zero.astype(np.float32)) * scale  # (in, out)
+        assert np.all(np.abs(dequantized - W.T) <= scale / 2 * (1 + 1e-5) + 1e-7), name
 
 
 def test_export_stage_metadata(exported: dict) -> None:

@@ -50,6 +50,70 @@ def test_every_activation_builds_the_right_shapes(activation, transform, pixels)
     ]
 
 
+# Each activation name's functional counterpart in torch (prelu with torch's default 0.25 slope).
+FUNCTIONAL = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.nn.functional.relu,
+    "leaky_relu": lambda x: torch.nn.functional.leaky_relu(x, 0.05),
+    "prelu": lambda x: torch.nn.functional.prelu(x, torch.full((x.shape[1],), 0.25)),
+    "elu": torch.nn.functional.elu,
+    "gelu": torch.nn.functional.gelu,
+    "silu": torch.nn.functional.silu,
+    "swish": torch.nn.functional.silu,
+    "softplus": torch.nn.functional.softplus,
+}
+GRID = torch.linspace(-6, 6, 1001)
+
+
+def block_of(transform, activation: str, width: int, pieces: int = 2) -> torch.nn.Module:
+    """The first hidden block of an MLP with this activation, no BN or dropout, eval mode."""
+    params = ModelParams(
+        hidden=(width,),
+        activation=activation,
+        leaky_slope=0.05,
+        maxout_pieces=pieces,
+        batchnorm=False,
+        dropout=0.0,
+    )
+    return build_mlp(params, transform).eval().blocks[0]
+
+
+def shuffled_grid(columns: int) -> torch.Tensor:
+    """(1001, columns): every column holds the whole grid, each in its own order."""
+    gen = torch.Generator().manual_seed(0)
+    return torch.stack([GRID[torch.randperm(len(GRID), generator=gen)] for _ in range(columns)], 1)
+
+
+def test_functional_counterparts_cover_every_activation_but_maxout():
+    assert set(FUNCTIONAL) == set(typing.get_args(Activation)) - {"maxout"}
+
+
+@pytest.mark.parametrize("activation", FUNCTIONAL)
+def test_every_activation_is_torchs_functional_counterpart(activation, transform):
+    block = block_of(transform, activation, width=4)
+    x = shuffled_grid(4)  # (1001, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(block.act(x), FUNCTIONAL[activation](x), rtol=1e-6, atol=1e-7)
+        z = shuffled_grid(block.linear.in_features)  # (1001, 20)
+        expected = FUNCTIONAL[activation](block.linear(z))  # the block applies it after Linear
+        torch.testing.assert_close(block(z), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_maxout_is_the_max_over_consecutive_pieces(transform):
+    units, pieces = 4, 3
+    block = block_of(transform, "maxout", width=units, pieces=pieces)
+    x = shuffled_grid(units * pieces).numpy()  # (1001, 12)
+    expected = np.empty((len(x), units), np.float32)
+    for row in range(len(x)):
+        for unit in range(units):
+            expected[row, unit] = max(x[row, unit * pieces + k] for k in range(pieces))
+    with torch.no_grad():
+        got = block.act(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(got, expected)
+    assert block.linear.out_features == units * pieces
+
+
 def test_the_network_takes_raw_pixels_through_the_fitted_transform(transform, pixels):
     torch.manual_seed(0)
     model = build_mlp(ModelParams(hidden=(12,), batchnorm=False, dropout=0.0), transform).eval()

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 
@@ -35,65 +33,105 @@ def sgd(lr: float = LR) -> torch.optim.Optimizer:
     return torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=lr)
 
 
-@pytest.mark.parametrize(
-    ("schedule", "formula"),
-    [
-        ("constant", lambda t: LR),
-        ("step", lambda t: LR * 0.5 ** math.floor(t / 2)),
-        ("exponential", lambda t: LR * 0.5**t),
-        ("inverse_time", lambda t: LR / (1 + 0.5 * t)),
-        ("polynomial", lambda t: LR * (1 - t / EPOCHS) ** 2),
-        ("cosine", lambda t: LR / 2 * (1 + math.cos(math.pi * t / EPOCHS))),
-    ],
-)
-def test_schedule_follows_its_formula_at_every_step(schedule, formula):
-    params = TrainParams(lr=LR, schedule=schedule, step_epochs=2, gamma=0.5, decay=0.5, power=2)
-    expected = [formula(step / STEPS) for step in range(STEPS * EPOCHS)]
+S = torch.optim.lr_scheduler
+# torch's own scheduler for each of ours: (optimizer, steps per epoch, total steps) -> scheduler.
+# Ours is stepped per batch at fractional epoch t = step / steps_per_epoch; torch's per-epoch
+# ones are given the per-batch equivalent (step size in batches, gamma ** (1 / steps)).
+TORCH_SCHEDULES = {
+    "constant": lambda o, k, n: S.ConstantLR(o, factor=1.0, total_iters=n),
+    "step": lambda o, k, n: S.StepLR(o, step_size=2 * k, gamma=0.5),
+    "exponential": lambda o, k, n: S.ExponentialLR(o, gamma=0.5 ** (1 / k)),
+    "polynomial": lambda o, k, n: S.PolynomialLR(o, total_iters=n, power=2),
+    "cosine": lambda o, k, n: S.CosineAnnealingLR(o, T_max=n),
+}
+SCHEDULE_PARAMS = {"step_epochs": 2, "gamma": 0.5, "decay": 0.5, "power": 2}
+
+
+@pytest.mark.parametrize("steps", [1, STEPS])
+@pytest.mark.parametrize("schedule", TORCH_SCHEDULES)
+def test_schedule_matches_torchs_builtin_scheduler_at_every_step(schedule, steps):
+    params = TrainParams(lr=LR, schedule=schedule, **SCHEDULE_PARAMS)
+    optimizer = sgd()
+    n = steps * EPOCHS
+    oracle = torch_sequence(optimizer, TORCH_SCHEDULES[schedule](optimizer, steps, n), n)
+    assert lr_sequence(params, steps=steps) == pytest.approx(oracle, rel=1e-9)
+    assert len(set(oracle)) > (schedule != "constant")  # the oracle really moves
+
+
+def test_inverse_time_follows_its_formula_at_every_step():
+    # torch has no inverse-time decay, so the formula is the only oracle here.
+    params = TrainParams(lr=LR, schedule="inverse_time", **SCHEDULE_PARAMS)
+    expected = [LR / (1 + 0.5 * step / STEPS) for step in range(STEPS * EPOCHS)]
     assert lr_sequence(params) == pytest.approx(expected, rel=1e-12)
 
 
-def test_schedules_agree_with_torch_builtin_schedulers():
-    n = STEPS * EPOCHS
-    cases = {
-        "step": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=2 * STEPS, gamma=0.5),
-        "polynomial": lambda o: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=n, power=2),
-        "cosine": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=n),
-    }
-    for schedule, make in cases.items():
-        params = TrainParams(lr=LR, schedule=schedule, step_epochs=2, gamma=0.5, power=2)
-        optimizer = sgd()
-        oracle = torch_sequence(optimizer, make(optimizer), n)
-        assert lr_sequence(params) == pytest.approx(oracle, rel=1e-9, abs=1e-15), schedule
-    # exponential: torch's per-epoch ExponentialLR agrees at every epoch boundary
-    optimizer = sgd()
-    oracle = torch_sequence(optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, 0.5), 6)
-    ours = lr_sequence(TrainParams(lr=LR, schedule="exponential", gamma=0.5))[::STEPS]
-    assert ours == pytest.approx(oracle, rel=1e-12)
-
-
-def test_one_cycle_rises_by_cosine_to_the_peak_then_anneals_to_the_floor():
-    params = TrainParams(
+def one_cycle_params() -> TrainParams:
+    return TrainParams(
         lr=LR, schedule="one_cycle", pct_start=0.25, div_factor=10, final_div_factor=100
     )
-    lrs = lr_sequence(params, steps=10, epochs=4)  # 40 steps, peak at step 10
-    low, floor = LR / 10, LR / 10 / 100
-    expected = [
-        low + (LR - low) * (1 - math.cos(math.pi * s / 10)) / 2
-        if s < 10
-        else floor + (LR - floor) * (1 + math.cos(math.pi * (s - 10) / 30)) / 2
-        for s in range(40)
-    ]
-    assert lrs == pytest.approx(expected, rel=1e-12)
-    assert lrs[0] == pytest.approx(low) and max(lrs) == pytest.approx(LR)
 
 
-def test_warmup_ramps_linearly_then_hands_over_to_the_schedule():
-    params = TrainParams(lr=LR, schedule="inverse_time", decay=0.5, warmup=2.0)
+def torch_one_cycle(n: int, pct_start: float, total: int | None = None) -> list[float]:
+    """torch's OneCycleLR (cosine, two phases, no momentum cycling) over n steps."""
+    optimizer = sgd()
+    scheduler = S.OneCycleLR(
+        optimizer,
+        max_lr=LR,
+        total_steps=total or n,
+        pct_start=pct_start,
+        anneal_strategy="cos",
+        div_factor=10,
+        final_div_factor=100,
+        three_phase=False,
+        cycle_momentum=False,
+    )
+    return torch_sequence(optimizer, scheduler, n)
+
+
+def test_one_cycle_is_torchs_one_cycle_one_step_later():
+    # torch's OneCycleLR peaks at step pct_start * n - 1 and reaches the floor at the last step,
+    # n - 1; ours peaks at step pct_start * n and would reach the floor at step n, one past the
+    # end. Ours is exactly torch's over n + 1 steps with the peak one step later.
+    lrs = lr_sequence(one_cycle_params(), steps=10, epochs=4)  # 40 steps
+    shifted = torch_one_cycle(40, pct_start=(0.25 * 40 + 1) / 41, total=41)
+    assert lrs == pytest.approx(shifted, rel=1e-9)
+    plain = torch_one_cycle(40, pct_start=0.25)
+    assert (plain.index(max(plain)), lrs.index(max(lrs))) == (9, 10)
+    assert lrs[0] == pytest.approx(plain[0]) and plain[0] == pytest.approx(LR / 10)
+    assert plain[-1] == pytest.approx(LR / 10 / 100) and lrs[-1] > plain[-1]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "then"),
+    [
+        ("constant", lambda o: S.ConstantLR(o, factor=1.0, total_iters=1)),
+        ("exponential", lambda o: S.ExponentialLR(o, gamma=0.5 ** (1 / STEPS))),
+        ("step", lambda o: S.StepLR(o, step_size=2 * STEPS, gamma=0.5)),
+    ],
+)
+def test_warmup_is_torchs_linear_warmup_times_the_schedule(schedule, then):
+    # Ours warms up by (step + 1) / (warmup * steps_per_epoch): torch's LinearLR from
+    # 1 / (warmup * steps) to 1 over warmup * steps - 1 steps, multiplied into the schedule.
+    params = TrainParams(lr=LR, schedule=schedule, warmup=2.0, **SCHEDULE_PARAMS)
+    optimizer = sgd()
+    ramp = S.LinearLR(
+        optimizer, start_factor=1 / (2 * STEPS), end_factor=1, total_iters=2 * STEPS - 1
+    )
+    scheduler = S.ChainedScheduler([ramp, then(optimizer)], optimizer=optimizer)
+    oracle = torch_sequence(optimizer, scheduler, STEPS * EPOCHS)
     lrs = lr_sequence(params)
-    for step, lr in enumerate(lrs):
-        t = step / STEPS
-        assert lr == pytest.approx(LR / (1 + 0.5 * t) * min(1.0, (step + 1) / (2 * STEPS)))
+    assert lrs == pytest.approx(oracle, rel=1e-9)
     assert lrs[0] == pytest.approx(LR / 8)
+
+
+def test_warmup_multiplies_inverse_time_decay():
+    # No torch scheduler decays as 1 / (1 + decay * t), so the formula is the oracle here.
+    params = TrainParams(lr=LR, schedule="inverse_time", decay=0.5, warmup=2.0)
+    expected = [
+        LR / (1 + 0.5 * step / STEPS) * min(1.0, (step + 1) / (2 * STEPS))
+        for step in range(STEPS * EPOCHS)
+    ]
+    assert lr_sequence(params) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

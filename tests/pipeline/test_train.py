@@ -17,7 +17,7 @@ from torch.nn.utils import prune
 from digits.cli import cli
 from pipeline.config import ParamError, parse_group
 from pipeline.network import Activation, ModelParams, build_mlp, load_checkpoint
-from pipeline.optim import OPTIMIZERS, SCHEDULES
+from pipeline.optim import OPTIMIZERS, SCHEDULES, lr_lambda, make_optimizer
 from pipeline.training import TrainParams, data_loss, evaluate, fit
 from pipeline.transform import AffineTransform
 from tests.conftest import make_digits
@@ -83,9 +83,66 @@ def test_every_optimizer_trains(data, optimizer):
     trains(data, TrainParams(**{**FAST, "lr": lr}, optimizer=optimizer, momentum=0.5))
 
 
+# torch's own optimizer for each name, with every hyperparameter set to a non-default value.
+HYPER = {"lr": 0.05, "momentum": 0.8, "betas": (0.8, 0.95), "weight_decay": 0.02}
+TORCH_OPTIMIZERS = {
+    "sgd": lambda w: torch.optim.SGD(w, lr=0.05, weight_decay=0.02),
+    "momentum": lambda w: torch.optim.SGD(w, lr=0.05, momentum=0.8, weight_decay=0.02),
+    "nesterov": lambda w: torch.optim.SGD(
+        w, lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.02
+    ),
+    "adagrad": lambda w: torch.optim.Adagrad(w, lr=0.05, weight_decay=0.02),
+    "rmsprop": lambda w: torch.optim.RMSprop(w, lr=0.05, momentum=0.8, weight_decay=0.02),
+    "adam": lambda w: torch.optim.Adam(w, lr=0.05, betas=(0.8, 0.95), weight_decay=0.02),
+    "adamw": lambda w: torch.optim.AdamW(w, lr=0.05, betas=(0.8, 0.95), weight_decay=0.02),
+}
+
+
+def three_steps(make) -> list[torch.Tensor]:
+    """The weights of a fixed Linear(5, 3) after 3 steps of `make(parameters)` on fixed data."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 5, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+    layer = torch.nn.Linear(5, 3)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(3, 5, generator=gen))
+        layer.bias.copy_(torch.randn(3, generator=gen))
+    optimizer = make(layer.parameters())
+    for _ in range(3):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(layer(x), y).backward()
+        optimizer.step()
+    return [p.detach().clone() for p in layer.parameters()]
+
+
+def test_torch_optimizers_cover_every_optimizer_name():
+    assert set(TORCH_OPTIMIZERS) == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_optimizer_steps_like_torchs_own(optimizer):
+    params = TrainParams(optimizer=optimizer, **HYPER)
+    ours = three_steps(lambda parameters: make_optimizer(parameters, params))
+    oracle = three_steps(TORCH_OPTIMIZERS[optimizer])
+    start = three_steps(lambda parameters: torch.optim.SGD(parameters, lr=0.0))
+    for got, expected, before in zip(ours, oracle, start, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
+        assert (got - before).abs().max() > 1e-3  # the steps really moved the weights
+
+
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_every_schedule_trains(data, schedule):
-    trains(data, TrainParams(**{**FAST, "schedule": schedule}, optimizer="adam", warmup=1.0))
+    params = TrainParams(**{**FAST, "schedule": schedule}, optimizer="adam", warmup=1.0)
+    train, dev, transform = data
+    net = tiny_model(transform)
+    before = train_loss(net, train, params)
+    history = fit(net, train, dev, params)
+    assert train_loss(net, train, params) < 0.7 * before
+    # Each epoch starts at the lr the schedule gives its first batch (checked against torch's
+    # schedulers in test_optim.py): fit really steps the schedule once per batch.
+    steps = -(-len(train[1]) // params.batch_size)
+    factor = lr_lambda(params, steps, params.epochs)
+    expected = [params.lr * factor(epoch * steps) for epoch in range(params.epochs)]
+    assert [row["lr"] for row in history] == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from tests.conftest import write_linear_onnx
+from digits.images import load_image, to_mnist
+from tests.conftest import make_digits, write_linear_onnx
 from tests.serving.conftest import running_server
 
 pytestmark = pytest.mark.e2e
@@ -80,13 +81,27 @@ def test_predict_accepts_28x28(url: str, model: Path) -> None:
     assert answer["digits"] == expected.argmax(axis=1).tolist()
 
 
-def test_predict_image_matches_the_json_route(url: str) -> None:
-    digit = np.zeros((28, 28), np.uint8)
-    digit[4:24, 12:16] = 255  # a centred "1": to_mnist leaves it nearly as it is
-    files = [("images", ("a.png", png(digit), "image/png"))] * 2
-    answer = httpx.post(f"{url}/predict_image", files=files).json()
-    assert len(answer["digits"]) == 2
-    assert np.isclose(np.sum(answer["probabilities"][0]), 1, atol=1e-5)
+def test_predict_image_matches_the_json_route(url: str, model: Path) -> None:
+    one = np.zeros((28, 28), np.uint8)
+    one[4:24, 12:16] = 255  # a centred "1"
+    drawn, _ = make_digits(3, seed=8)  # stroke patterns that to_mnist crops, scales and centres
+    images = [png(a) for a in (one, *drawn)]
+    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    from_image = httpx.post(f"{url}/predict_image", files=files)
+    assert from_image.status_code == 200, from_image.text
+    # The oracle: the pixels the image route should have fed the model.
+    pixels = np.stack([to_mnist(load_image(data)) for data in images])  # (4, 28, 28) uint8
+    assert not (pixels == np.stack([one, *drawn])).all()  # so the test sees the conversion
+    from_json = httpx.post(f"{url}/predict", json={"pixels": pixels.reshape(4, 784).tolist()})
+    assert from_json.status_code == 200, from_json.text
+    image_answer, json_answer = from_image.json(), from_json.json()
+    assert image_answer["digits"] == json_answer["digits"]
+    np.testing.assert_allclose(
+        image_answer["probabilities"], json_answer["probabilities"], rtol=1e-6, atol=1e-7
+    )
+    expected = oracle(model, pixels.astype(np.float32))
+    np.testing.assert_allclose(image_answer["probabilities"], expected, atol=1e-6)
+    assert image_answer["digits"] == expected.argmax(axis=1).tolist()
 
 
 def test_info_reports_provider_and_metadata(url: str) -> None:

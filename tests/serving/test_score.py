@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import gzip
 import io
 import json
+import os
 import re
+import select
 import signal
 import struct
 import subprocess
@@ -227,30 +230,59 @@ def sparse_idx(path: Path, n: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_interrupted_run_leaves_no_partial_output(linear_onnx: Path, tmp_path: Path, sig) -> None:
-    images = sparse_idx(tmp_path / "big-images-idx3-ubyte", 2_000_000)
-    out = tmp_path / "out.csv"
-    cmd = [
-        DIGITS,
-        "score",
-        linear_onnx,
-        images,
-        "-o",
-        out,
-        "--batch-size",
-        "64",
-        "--provider",
-        "cpu",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not any(p.stat().st_size for p in tmp_path.glob(".out.csv.*.tmp")):  # rows written
+def npy_header(n: int) -> bytes:
+    """The header of a .npy file holding n uint8 images of 784 pixels."""
+    buffer = io.BytesIO()
+    fields = {"descr": "|u1", "fortran_order": False, "shape": (n, 784)}
+    np.lib.format.write_array_header_1_0(buffer, fields)
+    return buffer.getvalue()
+
+
+def open_write_end(fifo: Path, proc: subprocess.Popen, deadline: float) -> int:
+    """A non-blocking write end of the FIFO, once `proc` has opened it for reading."""
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:
+            if err.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.05)
-    proc.send_signal(sig)
-    assert proc.wait(timeout=30) != 0
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name
+)
+def test_interrupted_run_leaves_no_partial_output(linear_onnx: Path, tmp_path: Path, sig) -> None:
+    # The input is a FIFO that never ends while the test holds its write end, so the run cannot
+    # finish before the signal however fast the machine is. It reads as .npy: the IDX reader
+    # opens a file twice and checks its size, which a FIFO cannot serve.
+    fifo, out, n = tmp_path / "endless.npy", tmp_path / "out.csv", 2_000_000
+    os.mkfifo(fifo)
+    cmd = [DIGITS, "score", linear_onnx, fifo, "-o", out, "--batch-size", "64", "--provider", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    fd = open_write_end(fifo, proc, deadline)
+    try:
+        batch = make_digits(64, seed=9)[0].tobytes()
+        pending, sent = npy_header(n), 0
+        while not any(p.stat().st_size for p in tmp_path.glob(".out.csv.*.tmp")):  # rows written
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            if not pending:
+                pending, sent = batch, sent + 64
+                assert sent < n  # the run never gets all the images it was promised
+            if select.select([], [fd], [], 0.1)[1]:
+                pending = pending[os.write(fd, pending) :]
+        proc.send_signal(sig)
+        code = proc.wait(timeout=30)
+    finally:
+        os.close(fd)  # only now can the reader see the end of its input
+    errors = proc.stderr.read().decode()
     proc.stderr.close()
+    # SIGTERM exits 128 + 15 (exit_on_sigterm), SIGINT is click's "Aborted!" (1), SIGKILL kills.
+    expected = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 1, signal.SIGKILL: -sig}
+    assert code == expected[sig], errors
+    assert "truncated" not in errors  # stopped by the signal, not by the end of the input
     assert not out.exists()
     leftovers = list(tmp_path.glob(".out.csv.*"))
     if sig == signal.SIGKILL:  # nothing can clean up after SIGKILL: only the hidden temp remains

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from digits import __version__
-from digits.idx import IdxError
+from digits.errors import DataError
 
 # name -> "module:attribute"; imported only when used, so `digits score` never loads torch.
 COMMANDS = {
@@ -70,7 +70,7 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (IdxError, OSError) as err:
+        except (DataError, OSError) as err:
             raise click.ClickException(str(err)) from None
 
 

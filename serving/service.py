@@ -27,7 +27,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from digits.images import ImageError, load_image, to_mnist
+from digits.images import ImageError, load_image, pixel_problem, to_mnist
 from serving.session import OnnxModel, load_model
 from serving.settings import Settings
 
@@ -63,10 +63,8 @@ def to_pixels(value: Any, max_images: int) -> np.ndarray:
     if X.shape[1:] not in ((784,), (28, 28)):
         raise InputError(f"pixels must have shape N×784 or N×28×28, got {list(X.shape)}")
     check_count(len(X), max_images)
-    if not np.isfinite(X).all():
-        raise InputError("pixels must be finite (no NaN or infinity)")
-    if X.min() < 0 or X.max() > 255:
-        raise InputError(f"pixels must lie in 0–255, got {X.min():g}–{X.max():g}")
+    if problem := pixel_problem(X):
+        raise InputError(problem)
     return X.reshape(len(X), 784).astype(np.float32)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -23,9 +24,17 @@ NPZ_ERRORS = (ValueError, EOFError, zipfile.BadZipFile, zlib.error, OSError)
 def read_npz(path: Path | str, *keys: str) -> tuple[np.ndarray, ...]:
     """The named arrays of an .npz file, fully read; DataError when it is not one or lacks a key."""
     try:
-        data = np.load(path, allow_pickle=False)
+        # Our own file object: np.load leaks its own when the zip turns out to be broken.
+        with open(path, "rb") as f:
+            return read_archive(f, str(path), keys)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+
+
+def read_archive(f: IO[bytes], path: str, keys: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """The named arrays of an open .npz file (see read_npz)."""
+    try:
+        data = np.load(f, allow_pickle=False)
     except zipfile.BadZipFile:
         raise DataError(f"{path}: not an .npz archive, or truncated") from None
     except NPZ_ERRORS:  # np.load took it for a pickle: some other kind of file

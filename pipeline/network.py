@@ -249,9 +249,11 @@ def read_torch_file(path: Path | str, *keys: str) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except (PermissionError, IsADirectoryError) as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
     except pickle.UnpicklingError:  # weights_only also refuses pickled objects other than data
         raise DataError(f"{path} is not a digits checkpoint: not a torch file") from None
-    except RuntimeError as err:  # the zip container is cut short or damaged
+    except (RuntimeError, OSError) as err:  # the zip container is cut short or damaged
         raise DataError(f"{path} is not a digits checkpoint: corrupt ({reason(err)})") from None
     except EOFError:  # click would turn this into a bare "Aborted!"
         raise DataError(f"{path} is not a digits checkpoint: empty or truncated") from None

@@ -13,7 +13,7 @@ import click
 
 from digits import __version__
 from digits.atomic import NotOwnedError
-from digits.idx import IdxError
+from digits.errors import DataError
 
 # name -> "module:attribute"; imported only when used, so `digits score` never loads torch.
 COMMANDS = {
@@ -71,7 +71,7 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (IdxError, NotOwnedError, OSError) as err:
+        except (DataError, NotOwnedError, OSError) as err:
             raise click.ClickException(str(err)) from None
 
 

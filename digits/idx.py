@@ -15,6 +15,8 @@ from typing import IO
 
 import numpy as np
 
+from digits.errors import DataError
+
 DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
@@ -26,7 +28,7 @@ DTYPES: dict[int, np.dtype] = {
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IdxError(ValueError):
+class IdxError(DataError):
     """An IDX file is corrupt, truncated or not IDX at all."""
 
 

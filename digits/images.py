@@ -2,7 +2,8 @@
 
 Decodes PNG/JPEG/BMP/GIF bytes safely (pixel limit, truncation and format errors become
 ImageError) and turns any picture of one digit into a 28×28 uint8 array the way MNIST was made:
-white digit on black, cropped, scaled to fit 20×20, centred by centre of mass in 28×28.
+white digit on black, cropped, scaled to fit 20×20, centred by centre of mass in 28×28. Also
+checks that pixels given as numbers (JSON, .npy, CSV) are finite and 0–255, for both sides.
 Reads and writes no files.
 """
 
@@ -103,3 +104,17 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     left = min(max(round(SIZE / 2 - cx), 0), SIZE - digit.shape[1])
     out[top : top + digit.shape[0], left : left + digit.shape[1]] = np.round(digit)
     return out
+
+
+def pixel_problem(pixels: np.ndarray, first_row: int = 0) -> str | None:
+    """What makes rows of pixels not finite numbers 0–255, naming the first bad row; else None."""
+    if pixels.dtype == np.uint8 or pixels.size == 0:
+        return None
+    # Two vectorized passes decide the common case; NaN propagates through min and max.
+    if pixels.min() >= 0 and pixels.max() <= 255:
+        return None
+    rows = pixels.reshape(len(pixels), -1)  # (N, 784)
+    bad = ~((rows >= 0) & (rows <= 255))  # NaN compares false, so it counts as bad
+    row = int(bad.any(axis=1).argmax())
+    value = rows[row][bad[row]][0]
+    return f"row {first_row + row} has pixel value {value:g} (pixels must be finite numbers 0–255)"

@@ -8,6 +8,7 @@ no preprocessing) networks load through the same code.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from digits.atomic import atomic_path
+from digits.errors import DataError, reason
 from pipeline.config import require
 from pipeline.transform import AffineTransform
 
@@ -241,14 +243,37 @@ def save_checkpoint(path: Path | str, model: MLP, **extra: Any) -> None:
         torch.save(payload, f)
 
 
+def read_torch_file(path: Path | str, *keys: str) -> dict[str, Any]:
+    """The dict a torch file holds, with `keys` in it; DataError naming the file otherwise."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (PermissionError, IsADirectoryError) as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    except pickle.UnpicklingError:  # weights_only also refuses pickled objects other than data
+        raise DataError(f"{path} is not a digits checkpoint: not a torch file") from None
+    except (RuntimeError, OSError) as err:  # the zip container is cut short or damaged
+        raise DataError(f"{path} is not a digits checkpoint: corrupt ({reason(err)})") from None
+    except EOFError:  # click would turn this into a bare "Aborted!"
+        raise DataError(f"{path} is not a digits checkpoint: empty or truncated") from None
+    missing = [key for key in keys if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise DataError(f"{path} is not a digits checkpoint: no {', '.join(missing)} entry")
+    return payload
+
+
 def load_checkpoint(path: Path | str) -> tuple[MLP, dict[str, Any]]:
     """Rebuild the network from a checkpoint; return it (eval mode) and the extra entries."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    spec_fields = payload.pop("spec")
-    spec_fields["hidden"] = tuple(spec_fields["hidden"])
-    spec_fields["dropout"] = tuple(spec_fields["dropout"])
-    model = MLP(NetSpec(**spec_fields))
-    model.load_state_dict(payload.pop("state_dict"))
+    payload = read_torch_file(path, "spec", "state_dict")
+    try:
+        spec_fields = dict(payload.pop("spec"))
+        spec_fields["hidden"] = tuple(spec_fields["hidden"])
+        spec_fields["dropout"] = tuple(spec_fields["dropout"])
+        model = MLP(NetSpec(**spec_fields))
+        model.load_state_dict(payload.pop("state_dict"))
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise DataError(f"{path} is not a digits checkpoint: {reason(err)}") from None
     model.eval()
     return model, payload
 

@@ -23,9 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from digits.atomic import atomic_path
+from digits.npz import read_split
 from pipeline import metrics
 from pipeline.config import require
-from pipeline.network import MLP, predict_logits
+from pipeline.network import MLP, predict_logits, read_torch_file
 from pipeline.optim import Optimizer, Schedule, make_optimizer, make_scheduler
 from pipeline.transform import AffineTransform
 
@@ -158,6 +159,9 @@ def run_config(model: MLP, params: TrainParams, epochs: int, seed: int) -> str:
     return json.dumps({"spec": spec, "train": train, "epochs": epochs, "seed": seed})
 
 
+RESUME_KEYS = ("config", "model", "optimizer", "scheduler", "torch_rng", "shuffle_rng", "run")
+
+
 def save_state(
     path: Path, config: str, model: MLP, optimizer: TorchOptimizer, scheduler: Scheduler,
     gen: torch.Generator, run: RunState,
@@ -181,7 +185,7 @@ def load_state(
     gen: torch.Generator,
 ) -> RunState:  # fmt: skip
     """Restore a resume file written by save_state with the same config; return the progress."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = read_torch_file(path, *RESUME_KEYS)
     if payload.get("config") != config:
         raise click.ClickException(
             f"{path} was written with another network, other train params or seed; cannot resume"
@@ -286,8 +290,5 @@ def train_epoch(
 
 def load_data(prepared: Path) -> tuple[Data, Data, AffineTransform]:
     """The train and dev splits and the fitted transform."""
-    splits = []
-    for name in ("train", "dev"):
-        with np.load(prepared / f"{name}.npz") as f:
-            splits.append((f["x"], f["y"]))
-    return splits[0], splits[1], AffineTransform.load(prepared / "transform.npz")
+    train, dev = (read_split(prepared / f"{name}.npz") for name in ("train", "dev"))
+    return train, dev, AffineTransform.load(prepared / "transform.npz")

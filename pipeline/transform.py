@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from digits.atomic import write_npz
+from digits.npz import read_npz
 
 Scaling = Literal["none", "unit", "standardize"]
 Whitening = Literal["none", "pca", "zca"]
@@ -39,8 +40,8 @@ class AffineTransform:
     @classmethod
     def load(cls, path: Path | str) -> AffineTransform:
         """Read transform.npz."""
-        with np.load(path) as data:
-            return cls(mean=data["mean"], matrix=data["matrix"])
+        mean, matrix = read_npz(path, "mean", "matrix")
+        return cls(mean=mean, matrix=matrix)
 
 
 @dataclass(frozen=True)

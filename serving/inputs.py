@@ -21,7 +21,7 @@ from typing import IO
 import numpy as np
 
 from digits import idx
-from digits.images import ImageError, load_image, to_mnist
+from digits.images import ImageError, load_image, pixel_problem, to_mnist
 
 PIXELS = 784
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
@@ -148,6 +148,13 @@ def read_idx(path: Path, batch: int) -> Iterator[Chunk]:
             raise InputError(f"{path}: trailing bytes after {n} images")
 
 
+def checked(pixels: np.ndarray, path: Path, start: int) -> np.ndarray:
+    """Rows from `start` of a file, or InputError naming the first NaN/inf/out-of-range row."""
+    if problem := pixel_problem(pixels, start):
+        raise InputError(f"{path}: {problem}")
+    return pixels
+
+
 def read_npy_stream(stream: IO[bytes], path: Path, batch: int) -> Iterator[np.ndarray]:
     """Stream the rows of a .npy array of images (N×784 or N×28×28), `batch` at a time."""
     version = np.lib.format.read_magic(stream)
@@ -159,7 +166,7 @@ def read_npy_stream(stream: IO[bytes], path: Path, batch: int) -> Iterator[np.nd
     for start in range(0, shape[0], batch):
         rows = min(batch, shape[0] - start)
         data = read_exact(stream, rows * PIXELS * dtype.itemsize, path)
-        yield np.frombuffer(data, dtype).reshape(rows, PIXELS)
+        yield checked(np.frombuffer(data, dtype).reshape(rows, PIXELS), path, start)
 
 
 def read_npy(path: Path, batch: int) -> Iterator[Chunk]:
@@ -193,11 +200,13 @@ def read_npz(path: Path, batch: int) -> Iterator[Chunk]:
 
 
 def is_header(fields: list[str]) -> bool:
-    """A first CSV row of names, or of numbers no pixel can be (column numbers 0…783)."""
+    """A first CSV row of names, or of column numbers (0…783 or 1…784 in the pixel columns)."""
     try:
-        return float(np.asarray(fields, dtype=np.float32).max()) > 255
+        values = np.asarray(fields[-PIXELS:], dtype=np.float64)
     except ValueError:
         return True
+    # Only a numbered header counts: a data row with a pixel over 255 is bad data, not a header.
+    return bool(values[0] in (0, 1) and (np.diff(values) == 1).all())
 
 
 def read_csv(path: Path, batch: int) -> Iterator[Chunk]:
@@ -218,7 +227,7 @@ def read_csv(path: Path, batch: int) -> Iterator[Chunk]:
             if table.shape[1] != len(fields):
                 raise InputError(f"{path}: rows after row {start} have {table.shape[1]} columns")
             labels = table[:, 0].astype(np.int64) if has_label else None
-            pixels = table[:, 1:] if has_label else table
+            pixels = checked(table[:, 1:] if has_label else table, path, start)
             yield Chunk(row_ids(path, start, len(table)), pixels, labels)
             start += len(table)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from serving.session import PROVIDERS, cuda_problem
+from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +31,7 @@ def serve_command(port: int, host: str) -> list[str]:
     default="models/digits.onnx",
     show_default=True,
     envvar="DIGITS_MODEL",
+    show_envvar=True,  # a bad value in the environment is then named in the error
     help="ONNX model file.",
 )
 @click.option(
@@ -42,6 +44,7 @@ def serve_command(port: int, host: str) -> list[str]:
     default="auto",
     show_default=True,
     envvar="DIGITS_PROVIDER",
+    show_envvar=True,
     help="ONNX Runtime provider: CUDA when usable (auto), CUDA or fail, or CPU.",
 )
 @click.option(
@@ -50,6 +53,7 @@ def serve_command(port: int, host: str) -> list[str]:
     show_default=True,
     type=click.IntRange(1),
     envvar="DIGITS_WORKERS",
+    show_envvar=True,
     help="Server worker processes, each with its own model session.",
 )
 def serve(model: str, port: int, host: str, provider: str, workers: int) -> None:
@@ -61,6 +65,10 @@ def serve(model: str, port: int, host: str, provider: str, workers: int) -> None
         raise click.ClickException(f"--provider cuda: CUDA is unusable here: {problem}")
     env = {**os.environ, "DIGITS_MODEL": str(path), "DIGITS_PROVIDER": provider}
     env["DIGITS_WORKERS"] = str(workers)
+    try:  # the service would refuse them too, but only after BentoML has started
+        Settings.from_env(env)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = serve_command(port, host)
     os.execve(command[0], command, env)  # the server replaces this process: signals reach it

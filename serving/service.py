@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 from collections import deque
-from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -28,46 +26,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from digits.images import ImageError, load_image, to_mnist
+from digits.images import ImageError, load_image, pixel_problem, to_mnist
 from serving.session import OnnxModel, load_model
+from serving.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Operational settings, read from DIGITS_* environment variables."""
-
-    model: str = "models/digits.onnx"
-    provider: str = "auto"
-    threads: int = 1  # per worker: batch-1 Gemms gain nothing from splitting; add workers instead
-    workers: int = 1
-    max_images: int = 1024
-    max_body_bytes: int = 16 * 1024 * 1024
-    # BentoML's access log and OpenTelemetry spans cost more CPU per request than the model.
-    access_log: bool = False
-    trace: bool = False
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        """Settings with DIGITS_<FIELD> environment variables applied over the defaults."""
-        env = {k: os.environ.get(f"DIGITS_{k.upper()}") for k in cls.__dataclass_fields__}
-        kinds = {k: f.type for k, f in cls.__dataclass_fields__.items()}
-        return cls(**{k: parse(k, v, kinds[k]) for k, v in env.items() if v})
-
-    def __post_init__(self) -> None:
-        for key in ("threads", "workers", "max_images", "max_body_bytes"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"DIGITS_{key.upper()} must be at least 1")
-
-
-def parse(key: str, value: str, kind: str) -> int | bool | str:
-    """An environment value as the settings field's type."""
-    if kind == "bool":
-        return value.lower() in ("1", "true", "yes", "on")
-    if kind == "int" and not value.isdigit():
-        raise ValueError(f"DIGITS_{key.upper()} must be a whole number, not {value!r}")
-    return int(value) if kind == "int" else value
 
 
 class InputError(ValueError):
@@ -99,10 +62,8 @@ def to_pixels(value: Any, max_images: int) -> np.ndarray:
     if X.shape[1:] not in ((784,), (28, 28)):
         raise InputError(f"pixels must have shape N×784 or N×28×28, got {list(X.shape)}")
     check_count(len(X), max_images)
-    if not np.isfinite(X).all():
-        raise InputError("pixels must be finite (no NaN or infinity)")
-    if X.min() < 0 or X.max() > 255:
-        raise InputError(f"pixels must lie in 0–255, got {X.min():g}–{X.max():g}")
+    if problem := pixel_problem(X):
+        raise InputError(problem)
     return X.reshape(len(X), 784).astype(np.float32)
 
 
@@ -253,7 +214,10 @@ class AnswerJSON(bentoml.IODescriptor):
 
 # BentoML's per-request pydantic validation and serialization cost more CPU than the model.
 PREDICT = {"input_spec": PixelsJSON, "output_spec": AnswerJSON}
-SETTINGS = Settings.from_env()
+try:
+    SETTINGS = Settings.from_env()
+except ValueError as err:  # one line in the server's log, not a traceback through BentoML's import
+    raise SystemExit(f"digits service: {err}") from None
 
 
 @bentoml.asgi_app(PAGES, path="/")

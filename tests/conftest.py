@@ -95,3 +95,17 @@ def write_linear_onnx(path: Path, seed: int = 0, version: str = "test") -> Path:
 def linear_onnx(tmp_path: Path) -> Path:
     """A tiny ONNX model with the digits.onnx input/output contract."""
     return write_linear_onnx(tmp_path / "linear.onnx")
+
+
+def assert_one_line_error(result, *words: str, code: int = 1) -> None:
+    """A CLI failure as one readable `Error:` line naming `words`, no traceback, exit `code`."""
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    if code == 1:  # a ClickException prints nothing else; usage errors (2) add click's hint
+        assert lines == errors, result.output
+    for word in words:
+        assert word in errors[0], errors[0]

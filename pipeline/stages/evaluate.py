@@ -12,7 +12,6 @@ Run: `digits evaluate`
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import click
 import numpy as np
 
 from digits.atomic import atomic_dir, refuse_foreign, write_json
+from digits.npz import read_split
 from pipeline import metrics
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import load_checkpoint, predict_logits
@@ -157,22 +157,9 @@ def plot_rows(detail: dict[str, Any]) -> dict[str, list[dict]]:
     return {"confusion": rows, "calibration": points}
 
 
-def load_model(path: Path) -> Any:
-    """The network of a checkpoint, or a one-line error when the file is not one."""
-    try:
-        return load_checkpoint(path)[0]
-    except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise click.ClickException(f"{path} is not a digits checkpoint: {reason}") from None
-
-
 def load_splits(prepared: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The train, dev and test splits as (x, y)."""
-    splits = {}
-    for name in SPLITS:
-        with np.load(prepared / f"{name}.npz") as f:
-            splits[name] = (f["x"], f["y"])
-    return splits
+    return {name: read_split(prepared / f"{name}.npz") for name in SPLITS}
 
 
 def run_stage(
@@ -184,7 +171,8 @@ def run_stage(
     params = load_group(EvaluateParams, "evaluate", params_file)
     splits = load_splits(prepared)
     details = {
-        name: evaluate_model(load_model(path), splits, params) for name, path in models.items()
+        name: evaluate_model(load_checkpoint(path)[0], splits, params)
+        for name, path in models.items()
     }
     summary: dict[str, Any] = {name: headline(detail) for name, detail in details.items()}
     summary["diagnosis"] = {

@@ -27,6 +27,7 @@ from torch import nn
 
 from digits import __version__
 from digits.atomic import atomic_path, write_json
+from digits.npz import read_split
 from pipeline.compression import fold_batchnorm, fold_preprocess, has_batchnorm, plain_copy
 from pipeline.config import BaseParams, load_group, read_params, require, seed_everything
 from pipeline.metrics import accuracy
@@ -293,8 +294,7 @@ def check_parity(report: dict, tolerance: float) -> None:
 def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any]) -> dict:
     """Export, quantize and verify the checkpoint; write both ONNX files and the card together."""
     model, _ = load_checkpoint(paths.checkpoint)
-    with np.load(paths.test) as data:
-        x, y = data["x"], data["y"]
+    x, y = read_split(paths.test)
     proto = build_onnx(model, params.opset)
     props = model_metadata(proto, {**provenance, "opset": params.opset})
     onnx.helper.set_model_props(proto, props)

@@ -66,7 +66,12 @@ def sha256(data: bytes) -> str:
 def default_cache_dir() -> Path:
     """Where verified downloads are kept between runs ($DIGITS_CACHE or the XDG cache)."""
     if "DIGITS_CACHE" in os.environ:
-        return Path(os.environ["DIGITS_CACHE"])
+        cache = Path(os.environ["DIGITS_CACHE"])
+        # Path("") is the working directory: the cache would replace it.
+        if not os.environ["DIGITS_CACHE"] or cache.exists() and not cache.is_dir():
+            value = os.environ["DIGITS_CACHE"]
+            raise click.ClickException(f"DIGITS_CACHE must name a directory, not {value!r}")
+        return cache
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "digits" / "mnist"
 
@@ -245,20 +250,23 @@ def read_checksums(path: Path) -> dict[str, str]:
     "--local-dir",
     type=click.Path(path_type=Path, exists=True, file_okay=False, readable=True),
     envvar="DIGITS_MNIST_DIR",
-    help="Directory holding the four IDX files (raw or .gz), tried first. Env: DIGITS_MNIST_DIR.",
+    show_envvar=True,
+    help="Directory holding the four IDX files (raw or .gz), tried first.",
 )
 @click.option(
     "--checksums",
     type=click.Path(path_type=Path, dir_okay=False),
     envvar="DIGITS_MNIST_CHECKSUMS",
-    help="JSON {file: sha256} to verify against instead of MNIST's. Env: DIGITS_MNIST_CHECKSUMS.",
+    show_envvar=True,
+    help="JSON {file: sha256} to verify against instead of MNIST's.",
 )
 @path_option("--out", "out_dir", default="data/raw", help="Where to write the verified IDX files.")
 @click.option(
     "--offline",
     is_flag=True,
     envvar="DIGITS_OFFLINE",
-    help="Use only --local-dir and the cache; never the network. Env: DIGITS_OFFLINE=1.",
+    show_envvar=True,
+    help="Use only --local-dir and the cache; never the network.",
 )
 def fetch(local_dir: Path | None, checksums: Path | None, out_dir: Path, offline: bool) -> None:
     """Fetch the MNIST IDX files, verify their SHA-256 and write them to data/raw.

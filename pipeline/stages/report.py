@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global fig
 from matplotlib.ticker import NullLocator
 
 from digits.atomic import atomic_dir, refuse_foreign, write_bytes
+from digits.npz import read_split
 from pipeline.options import path_option, prepared_option
 
 MODELS = ("dense", "compressed")
@@ -263,8 +264,7 @@ def write_report(reports: Path, test_images: np.ndarray) -> None:
 @prepared_option("Prepared splits (test images for the worst-errors grid).")
 def report_command(reports: Path, prepared: Path) -> None:
     """Write reports/report.md with its figures from the evaluate and learning-curve outputs."""
-    with np.load(prepared / "test.npz") as f:
-        images = f["x"]
+    images, _ = read_split(prepared / "test.npz")
     try:
         write_report(reports, images)
     except (KeyError, IndexError, json.JSONDecodeError) as err:

@@ -105,6 +105,11 @@ def lr_find_command(
     params = load_group(TrainParams, "train", params_file)
     seed_everything(base.seed)
     train, _, transform = load_data(prepared)
+    if len(train[1]) < 2 * params.batch_size:  # the sweep needs two batches to draw a curve
+        raise click.ClickException(
+            f"params: train.batch_size {params.batch_size} is too large for lr-find: "
+            f"{prepared / 'train.npz'} has {len(train[1])} rows, fewer than two batches"
+        )
     model = build_mlp(load_group(ModelParams, "model", params_file), transform)
     lrs, losses = lr_sweep(model, train, params, min_lr, max_lr, steps, seed=base.seed)
     suggestion = suggest_lr(lrs, losses)

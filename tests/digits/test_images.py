@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from digits.images import MAX_PIXELS, ImageError, load_image, to_mnist
+from digits.images import MAX_PIXELS, ImageError, load_image, pixel_problem, to_mnist
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -108,3 +108,22 @@ def test_mnist_digit_is_nearly_a_fixed_point() -> None:
     # Its centroid is (13.5, 13.5): the recipe may move it half a pixel either way, no more.
     shifts = [np.roll(digit, (dy, dx), axis=(0, 1)) for dy in (0, 1) for dx in (0, 1)]
     assert min(np.abs(out - shifted).mean() for shifted in shifts) < 3
+
+
+def test_pixel_problem_accepts_good_pixels_of_any_numeric_type() -> None:
+    assert pixel_problem(np.full((3, 784), 255, np.uint8)) is None
+    assert pixel_problem(np.array([[0.0, 127.5, 255.0]])) is None
+    assert pixel_problem(np.zeros((0, 784), np.float32)) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf"), (-0.5, "-0.5"),
+                         (256, "256")]
+)  # fmt: skip
+def test_pixel_problem_names_the_first_bad_row_and_value(value: float, shown: str) -> None:
+    X = np.zeros((10, 28, 28))
+    X[6, 3, 4] = value
+    X[8, 0, 0] = -1  # a later bad row is not the one named
+    message = pixel_problem(X, first_row=100)
+    assert message is not None and message.startswith(f"row 106 has pixel value {shown} ")
+    assert "finite" in message and "0–255" in message

@@ -18,6 +18,7 @@ from pipeline.stages.fetch import (
     save_cache,
     sha256,
 )
+from tests.conftest import assert_one_line_error
 
 
 def run_fetch(tmp_path, *args, env=None):
@@ -153,3 +154,24 @@ def test_cache_holding_foreign_files_is_left_alone(tmp_path, mnist_dir, checksum
     (tmp_path / "cache" / "README").write_text("not the cache's")
     save_cache(tmp_path / "cache", {name: (mnist_dir / name).read_bytes() for name in table})
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["README"]
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "words"),
+    [
+        ({"DIGITS_CACHE": ""}, 1, "DIGITS_CACHE must name a directory, not ''"),
+        ({"DIGITS_CACHE": "FILE"}, 1, "DIGITS_CACHE must name a directory"),
+        ({"DIGITS_OFFLINE": "abc"}, 2, "'DIGITS_OFFLINE'"),
+        ({"DIGITS_MNIST_DIR": "MISSING"}, 2, "'DIGITS_MNIST_DIR'"),
+        ({"DIGITS_MNIST_CHECKSUMS": "MISSING"}, 2, "cannot read checksums"),
+    ],
+)
+def test_bad_env_values_are_one_line_errors(tmp_path, env, code, words):
+    (tmp_path / "file").write_text("not a directory")
+    paths = {"FILE": str(tmp_path / "file"), "MISSING": str(tmp_path / "missing")}
+    env = {key: paths.get(value, value) for key, value in env.items()}
+    out = tmp_path / "raw"
+    args = ["fetch", "--out", str(out)]
+    result = CliRunner().invoke(cli, args, env={"DIGITS_CACHE": str(tmp_path / "c"), **env})
+    assert_one_line_error(result, words, code=code)
+    assert not out.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from digits.images import load_image, to_mnist
 from serving.serve import serve
 from serving.service import Batcher, Digits, InputError, Settings, to_pixels
 from serving.session import OnnxModel, cuda_problem, load_model
+from tests.conftest import assert_one_line_error
 
 
 def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,3 +167,47 @@ def test_serve_refuses_cuda_without_it(linear_onnx: Path) -> None:
     assert result.exit_code == 1
     assert "CUDA is unusable here" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("PROVIDER", "gpu", "one of auto, cuda, cpu"),
+        ("ACCESS_LOG", "maybe", "1 or 0"),
+        ("THREADS", "-1", "a whole number"),
+        ("MAX_BODY_BYTES", "0", "at least 1"),
+    ],
+)
+def test_settings_name_every_bad_value(key: str, value: str, words: str) -> None:
+    with pytest.raises(ValueError, match=f"DIGITS_{key} must be {words}"):
+        Settings.from_env({f"DIGITS_{key}": value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "code"),
+    [
+        ("MAX_IMAGES", "0", 1),
+        ("THREADS", "abc", 1),
+        ("ACCESS_LOG", "maybe", 1),
+        ("WORKERS", "abc", 2),
+        ("WORKERS", "0", 2),
+        ("PROVIDER", "gpu", 2),
+    ],
+)
+def test_serve_refuses_a_bad_env_value_in_one_line_before_starting(
+    linear_onnx: Path, key: str, value: str, code: int
+) -> None:
+    env = {f"DIGITS_{key}": value}
+    result = CliRunner().invoke(serve, ["--model", str(linear_onnx)], env=env)
+    assert_one_line_error(result, f"DIGITS_{key}", code=code)
+
+
+def test_bentoml_serve_with_a_bad_env_value_exits_with_one_line(linear_onnx: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DIGITS_MODEL": str(linear_onnx), "DIGITS_MAX_IMAGES": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Digits", "--port", "1"]
+    result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).strip()
+    assert output == "digits service: DIGITS_MAX_IMAGES must be at least 1"

@@ -2,7 +2,7 @@
 
 Reads models/mlp.pt and models/mlp-compressed.pt (when missing: a 784-512-256-10 BN network and
 a copy with half its units removed and 90 % of its weights pruned, as `compress` does) and
-data/prepared/test.npz (else random pixels). Exports each with pipeline.stages.export.to_onnx into a
+data/prepared/test.npz (else random pixels). Exports each with pipeline.onnx_model.to_onnx into a
 temp dir, quantizes the compressed one to int8, and saves an offline-optimized copy of it (ORT
 graph optimizations, ORT_ENABLE_EXTENDED) to see whether saving them helps. Each model runs on
 one CPU session at batch 1, 64 and 1024, interleaved round by round; the dense fp32 model is the
@@ -24,7 +24,7 @@ import onnxruntime as ort
 
 from pipeline.compression import plain_copy, prune_magnitude, shrink_hidden
 from pipeline.network import MLP, ModelParams, build_mlp, load_checkpoint
-from pipeline.stages.export import quantize_int8, to_onnx
+from pipeline.onnx_model import quantize_int8, to_onnx
 from pipeline.transform import AffineTransform
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,8 @@ from digits.cli import cli
 from pipeline.compression import plain_copy, prune_magnitude
 from pipeline.metrics import accuracy
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
-from pipeline.stages.export import TRAINING_OPS, git_commit, to_onnx, training_nodes
+from pipeline.onnx_model import TRAINING_OPS, to_onnx, training_nodes
+from pipeline.stages.export import git_commit
 from pipeline.stages.prepare import load_split
 from pipeline.transform import fit_transform
 from tests.conftest import make_digits, write_mnist_idx

@@ -1,0 +1,112 @@
+"""The folded network as an ONNX graph: pixels (N, 784) 0–255 -> logits, probabilities.
+
+The export stage and the benchmarks build ONNX files through these functions; every file is
+checked by the full ONNX checker before it is written. Int8 variants come from ONNX Runtime's
+dynamic quantization.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+from torch import nn
+
+from digits.atomic import atomic_path
+from pipeline.compression import fold_batchnorm, fold_preprocess, has_batchnorm, plain_copy
+from pipeline.network import MLP, PIXELS
+
+INPUT = "pixels"
+OUTPUTS = ("logits", "probabilities")
+INPUT_SPEC = {"name": INPUT, "dtype": "float32", "shape": ["N", PIXELS], "range": [0, 255]}
+# Ops that only make sense while training; an inference graph must not carry them.
+TRAINING_OPS = {"BatchNormalization", "Dropout"}
+TRAINING_DOMAIN = "ai.onnx.preview.training"
+
+
+class Classifier(nn.Module):
+    """The network with softmax in the graph: pixels -> (logits, probabilities)."""
+
+    def __init__(self, model: MLP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(pixels)  # (N, 784) -> (N, 10)
+        return logits, torch.softmax(logits, dim=1)
+
+
+def inference_ready(model: MLP) -> MLP:
+    """An eval-mode copy with pruning masks, batchnorm and preprocessing folded into the Linears."""
+    model = plain_copy(model)
+    if has_batchnorm(model):
+        model = fold_batchnorm(model)
+    if model.spec.preprocess:
+        model = fold_preprocess(model)
+    return model.eval()
+
+
+def training_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Op types in the graph that belong to training only (should be empty)."""
+    return [
+        node.op_type
+        for node in proto.graph.node
+        if node.op_type in TRAINING_OPS or node.domain == TRAINING_DOMAIN
+    ]
+
+
+def build_onnx(model: MLP, opset: int = 17) -> onnx.ModelProto:
+    """Export the folded network to an ONNX proto with a dynamic batch axis, shapes inferred."""
+    folded = inference_ready(model)
+    example = torch.rand(2, PIXELS) * 255  # (N, 784) raw pixels
+    with warnings.catch_warnings():
+        # torch.export's own internals warn about its pytree API; nothing we can change.
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        program = torch.onnx.export(
+            Classifier(folded).eval(),
+            (example,),
+            input_names=[INPUT],
+            output_names=list(OUTPUTS),
+            dynamic_shapes=({0: "N"},),
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    found = training_nodes(proto)
+    if found:
+        raise ValueError(f"exported graph still has training-only nodes: {sorted(set(found))}")
+    return proto
+
+
+def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
+    """Run the full ONNX checker on `proto`, then write it to `path`."""
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, path)
+
+
+def to_onnx(model: MLP, path: Path, opset: int = 17) -> None:
+    """Write `model` as a checked ONNX file: pixels (N, 784) 0–255 -> logits, probabilities."""
+    with atomic_path(path, suffix=".onnx") as tmp:
+        save_onnx(build_onnx(model, opset), tmp)
+
+
+def quantize_int8(
+    proto: onnx.ModelProto, path: Path, per_channel: bool, weight_type: str = "quint8"
+) -> None:
+    """Dynamic int8 weight quantization (onnxruntime.quantization), keeping the metadata."""
+    # The recommended pre-pass (shape inference, graph optimization) keeps the int8 graph's
+    # shapes consistent, so the full checker accepts it.
+    quant_pre_process(proto, path)
+    weights = QuantType.QUInt8 if weight_type == "quint8" else QuantType.QInt8
+    quantize_dynamic(onnx.load(path), path, per_channel=per_channel, weight_type=weights)
+    quantized = onnx.load(path)
+    props = {p.key: p.value for p in proto.metadata_props}
+    props["model_version"] = props.get("model_version", "unknown") + "-int8"  # other weights
+    props["quantization"] = f"dynamic {weight_type}" + (" per channel" if per_channel else "")
+    onnx.helper.set_model_props(quantized, props)
+    save_onnx(quantized, path)

@@ -84,9 +84,24 @@ def decompress(data: bytes, name: str = "<bytes>") -> bytes:
 
 def open_idx(path: Path) -> IO[bytes]:
     """Open an IDX file for streaming, gunzipping on the fly when it is gzip-compressed."""
-    with path.open("rb") as f:
-        magic = f.read(2)
-    return gzip.open(path, "rb") if magic == GZIP_MAGIC else path.open("rb")
+    stream = path.open("rb")
+    # Peek rather than read-and-reopen, so a pipe or FIFO loses nothing to the sniffing.
+    magic = stream.peek(2)[:2]
+    return GzipStream(stream) if magic == GZIP_MAGIC else stream
+
+
+class GzipStream(gzip.GzipFile):
+    """Gunzips an open binary file and closes it when closed (GzipFile alone leaves it open)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self.raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.raw.close()
 
 
 def read_idx(path: Path | str) -> np.ndarray:

@@ -131,7 +131,7 @@ def read_idx(path: Path, batch: int) -> Iterator[Chunk]:
         if int(np.prod(shape[1:])) != PIXELS:
             raise InputError(f"{path}: IDX shape {shape} is not N×28×28 images")
         n = shape[0]
-        if not isinstance(stream, gzip.GzipFile):  # raw: check the size before scoring
+        if not isinstance(stream, gzip.GzipFile) and path.is_file():  # check before scoring
             expected = 4 + 4 * len(shape) + n * PIXELS
             if (size := path.stat().st_size) != expected:
                 raise InputError(f"{path}: file is {size} bytes, header says {expected}")
@@ -252,6 +252,8 @@ def read_images(paths: list[Path], batch: int, skipped: list[str] | None) -> Ite
 def count_rows(path: Path) -> int | None:
     """Images in one input when its header tells cheaply (images, IDX, .npy), else None."""
     kind = kind_of(path)
+    if not path.is_file():  # a pipe or FIFO can be read only once: by the scorer
+        return None
     try:
         if kind == "image":
             return 1

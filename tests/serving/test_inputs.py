@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,23 @@ def test_idx_streams_images_and_the_labels_beside_them(digits, tmp_path: Path, c
     np.testing.assert_array_equal(labels, y)
     assert ids[0] == f"{images}:0".encode() and ids[-1] == f"{images}:{N - 1}".encode()
     assert row_count([images]) == N
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_streams_from_a_fifo_read_only_once(digits, tmp_path: Path, compress) -> None:
+    data = encode_idx(digits[0])
+    data = gzip.compress(data) if compress else data
+    fifo = tmp_path / "piped-images-idx3-ubyte"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()  # blocks until the reader opens the FIFO, then writes everything once
+    try:
+        assert row_count([fifo]) is None  # sizing must not consume what the scorer reads
+        _, pixels, labels = collect(fifo)
+    finally:
+        writer.join(timeout=10)
+    np.testing.assert_array_equal(pixels, digits[0].reshape(N, 784))
+    assert labels is None
 
 
 def test_idx_without_labels_beside_it(digits, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ CARD = """\
 | file | `{onnx}` ({size_kb:.1f} kB, opset {opset}); int8 variant `{int8}` ({int8_kb:.1f} kB) |
 | input | `pixels` float32 N×784, raw grey levels 0–255 (white ink on black), dynamic N |
 | outputs | `logits` and `probabilities` (softmax), float32 N×10, classes 0–9 |
-| built from | git commit `{commit}`, params digest `{params_digest:.12}`, dvc.lock `{lock:.12}` |
+| SHA-256 of inputs | params `{params_digest:.12}`, checkpoint `{checkpoint:.12}`, test `{test:.12}` |
 
 ## Intended use
 Recognising one handwritten digit per image, centred in a 28×28 grey image the way MNIST
@@ -40,7 +40,6 @@ takes raw pixels.
 | argmax agreement ONNX vs torch | {agreement:.4%} |
 | weight sparsity | {sparsity:.2%} |
 | int8 test accuracy | {int8_accuracy:.4f} |
-| int8 speed-up vs fp32, batch 1 / batch 1024 (CPU, at export) | {speed1:.2f}× / {speed1024:.2f}× |
 
 ## Limitations
 - Trained on MNIST only: digits written by US Census staff and students, size-normalised and
@@ -49,6 +48,7 @@ takes raw pixels.
 - Always answers one of 0–9: letters, blank images or noise still get a (confident) digit.
   There is no reject option; the probabilities are only as calibrated as they are on MNIST.
 - The int8 variant trades a little accuracy for size; check its figures above before use.
+  Its speed depends on the CPU: `python bench/onnx_latency.py` measures it on yours.
 
 ## How to call it
 HTTP (`digits serve --model {onnx}`):
@@ -82,9 +82,9 @@ def render_card(report: dict[str, Any], onnx_path: Path, int8_path: Path) -> str
         size_kb=report["file_bytes"] / 1024,
         int8_kb=int8["file_bytes"] / 1024,
         opset=report["opset"],
-        commit=meta["git_commit"],
         params_digest=meta["params_digest"],
-        lock=meta["dvc_lock_digest"],
+        checkpoint=meta["checkpoint_sha256"],
+        test=meta["test_sha256"],
         dev_accuracy=float(meta["dev_accuracy"]),
         test_accuracy=float(meta["test_accuracy"]),
         onnx_accuracy=report["test_accuracy"],
@@ -92,6 +92,4 @@ def render_card(report: dict[str, Any], onnx_path: Path, int8_path: Path) -> str
         agreement=report["argmax_agreement"],
         sparsity=float(meta["sparsity"]),
         int8_accuracy=int8["test_accuracy"],
-        speed1=int8["speed"]["batch1"]["int8_speedup"],
-        speed1024=int8["speed"]["batch1024"]["int8_speedup"],
     )

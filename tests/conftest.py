@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,14 @@ def write_mnist_idx(directory: Path, n_train: int = 1000, n_test: int = 300) -> 
             (directory / name).write_bytes(data)
             checksums[name] = hashlib.sha256(data).hexdigest()
     return checksums
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stage run logs (timings, sources) go to a temp dir, never into the checkout."""
+    logs = tmp_path_factory.mktemp("logs")
+    os.environ["DIGITS_LOGS"] = str(logs)
+    return logs
 
 
 @pytest.fixture

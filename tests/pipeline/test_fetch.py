@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from digits.cli import cli
 from digits.idx import encode_idx
+from pipeline.run_log import logs_dir
 from pipeline.stages.fetch import (
     MNIST_SHA256,
     FetchError,
@@ -34,8 +35,9 @@ def test_fetch_copies_verified_files_and_records_their_source(tmp_path, mnist_di
         tmp_path, "--local-dir", str(mnist_dir), "--checksums", str(checksums_file)
     )
     assert result.exit_code == 0, result.output
-    record = json.loads((out / "SOURCE.json").read_text())
+    record = json.loads((logs_dir() / "fetch.json").read_text())  # the run log, not data/raw
     assert record["source"] == f"local directory {mnist_dir}"
+    assert sorted(p.name for p in out.iterdir()) == sorted(record["files"])
     for name, sha in json.loads(checksums_file.read_text()).items():
         assert (out / name).read_bytes() == (mnist_dir / name).read_bytes()
         assert record["files"][name]["sha256"] == sha
@@ -112,7 +114,7 @@ def test_second_fetch_is_served_from_the_cache(tmp_path, mnist_dir, checksums_fi
     save_cache(tmp_path / "cache", files)
     record = fetch_mnist(tmp_path / "raw", [cache_source(tmp_path / "cache")], table)
     assert record["source"].startswith("cache ")
-    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted([*table, "SOURCE.json"])
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(table)
 
 
 def test_bad_checksums_file_is_a_usage_error(tmp_path, mnist_dir):
@@ -141,10 +143,10 @@ def test_out_holding_foreign_files_is_refused_in_one_line_before_any_download(tm
 def test_fetch_again_replaces_its_own_previous_output(tmp_path, mnist_dir, checksums_file):
     args = ("--local-dir", str(mnist_dir), "--checksums", str(checksums_file))
     run_fetch(tmp_path, *args)
-    (tmp_path / "data" / "raw" / "SOURCE.json").write_text("{}")
+    (tmp_path / "data" / "raw" / "SOURCE.json").write_text("{}")  # as earlier versions wrote
     result, out = run_fetch(tmp_path, *args)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "SOURCE.json").read_text())["source"].startswith("local directory")
+    assert sorted(p.name for p in out.iterdir()) == sorted(json.loads(checksums_file.read_text()))
     assert sorted(p.name for p in out.parent.iterdir()) == ["raw"]  # no temp or backup left
 
 

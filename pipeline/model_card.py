@@ -17,7 +17,7 @@ CARD = """\
 | file | `{onnx}` ({size_kb:.1f} kB, opset {opset}); int8 variant `{int8}` ({int8_kb:.1f} kB) |
 | input | `pixels` float32 N×784, raw grey levels 0–255 (white ink on black), dynamic N |
 | outputs | `logits` and `probabilities` (softmax), float32 N×10, classes 0–9 |
-| SHA-256 of inputs | params `{params_digest:.12}`, checkpoint `{checkpoint:.12}`, test `{test:.12}` |
+| inputs (SHA-256) | params `{params_digest:.12}`, weights `{checkpoint:.12}`, test `{test:.12}` |
 
 ## Intended use
 Recognising one handwritten digit per image, centred in a 28×28 grey image the way MNIST

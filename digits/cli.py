@@ -29,6 +29,7 @@ COMMANDS = {
     "export": "pipeline.stages.export:export_command",
     "score": "serving.score:score",
     "serve": "serving.serve:serve",
+    "verify": "serving.verify:verify",
 }
 
 # Top-level modules that only the `pipeline` extra installs.

@@ -50,6 +50,11 @@ takes raw pixels.
 - The int8 variant trades a little accuracy for size; check its figures above before use.
   Its speed depends on the CPU: `python bench/onnx_latency.py` measures it on yours.
 
+## How to check it
+`digits verify {onnx}` runs the file on its golden vectors (the `.golden.npz` beside it: inputs
+and the outputs this file gave at export) and checks its metadata; the service does the same
+at startup and refuses a file that fails.
+
 ## How to call it
 HTTP (`digits serve --model {onnx}`):
 ```

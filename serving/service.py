@@ -27,8 +27,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digits.images import ImageError, load_image, pixel_problem, to_mnist
-from serving.session import OnnxModel, load_model
+from serving.session import ModelError, OnnxModel, load_model
 from serving.settings import Settings
+from serving.verify import VerifyError, startup_check
 
 STATIC = Path(__file__).parent / "static"
 
@@ -220,6 +221,24 @@ except ValueError as err:  # one line in the server's log, not a traceback throu
     raise SystemExit(f"digits service: {err}") from None
 
 
+def check_model_file(settings: Settings) -> str:
+    """Verify the model against its golden vectors before BentoML starts any worker.
+
+    Here, at import, a failure stops `bentoml serve` itself in one line; raised from a worker's
+    __init__ it would only make BentoML restart the worker again and again.
+    """
+    path = Path(settings.model)
+    if not path.is_file():
+        return "unverified"  # the worker's load_model reports the missing file
+    try:
+        return startup_check(load_model(path, "cpu", 1), path)
+    except (VerifyError, ModelError) as err:
+        raise SystemExit(f"digits service: refusing {path}: {err}") from None
+
+
+VERIFIED = check_model_file(SETTINGS)
+
+
 @bentoml.asgi_app(PAGES, path="/")
 @bentoml.service(
     name="digits",
@@ -236,6 +255,7 @@ class Digits:
         self.settings = Settings.from_env()
         s = self.settings
         self.model = load_model(s.model, s.provider, s.threads)
+        self.verified = VERIFIED
         self.batch = Batcher(self.model, s.max_images)
         # Startup left ~1M long-lived objects (bentoml, pydantic, otel); without this every
         # full garbage collection walks them all, a 100+ ms pause in p99 latency.
@@ -267,6 +287,7 @@ class Digits:
         """Model metadata and the ONNX Runtime provider in use."""
         return {
             "provider": self.model.provider,
+            "verified": self.verified,
             "version": self.model.version,
             **self.model.metadata,
         }

@@ -2,7 +2,9 @@
 
 Reads: models/mlp-compressed.pt (or models/mlp.pt), data/prepared/test.npz, reports/evaluate.json,
 reports/compress.json, params.yaml `base`, `export`.
-Writes: models/digits.onnx, models/digits-int8.onnx, models/MODEL_CARD.md, reports/export.json.
+Writes: models/digits.onnx, models/digits-int8.onnx, their golden vectors beside them
+(digits.golden.npz, digits-int8.golden.npz), models/MODEL_CARD.md, reports/export.json,
+logs/export.json (int8 timings).
 Run: `digits export`
 """
 
@@ -23,15 +25,17 @@ import torch
 
 from digits import __version__
 from digits.atomic import atomic_path, write_json
+from digits.golden import Golden, golden_path, write_golden
 from digits.npz import read_split
 from pipeline.config import BaseParams, load_group, read_params, require, seed_everything
 from pipeline.metrics import accuracy
 from pipeline.model_card import render_card
-from pipeline.network import CLASSES, MLP, load_checkpoint, predict_logits
-from pipeline.onnx_model import INPUT, INPUT_SPEC, build_onnx, quantize_int8, save_onnx
+from pipeline.network import CLASSES, MLP, PIXELS, load_checkpoint, predict_logits
+from pipeline.onnx_model import INPUT, INPUT_SPEC, OUTPUTS, build_onnx, quantize_int8, save_onnx
 from pipeline.options import params_option, path_option
 from pipeline.run_log import write_run_log
 
+GOLDEN_IMAGES = 16  # test images in the golden vectors, besides an all-0 and an all-255 image
 CHECKPOINTS = {"compressed": "mlp-compressed.pt", "dense": "mlp.pt"}
 # The groups whose values shape the exported network; their digest goes into the metadata.
 PARAM_GROUPS = ("base", "data", "model", "train", "compress", "export")
@@ -171,6 +175,14 @@ def verify(model: MLP, fp32: Path, int8: Path, x: np.ndarray, y: np.ndarray) -> 
     }
 
 
+def golden_vectors(path: Path, x: np.ndarray, version: str) -> Golden:
+    """The written file's own outputs on a few test images and the two extreme blank images."""
+    blank = np.zeros((1, PIXELS), np.float32)
+    pixels = np.concatenate([x[:GOLDEN_IMAGES].astype(np.float32), blank, blank + 255])
+    logits, probabilities = cpu_session(path).run(list(OUTPUTS), {INPUT: pixels})
+    return Golden(pixels, logits, probabilities, version)
+
+
 def check_parity(report: dict, tolerance: float) -> None:
     """Refuse a file that disagrees with torch (the atomic writes then leave nothing behind)."""
     diff, agreement = report["max_abs_prob_diff"], report["argmax_agreement"]
@@ -191,6 +203,8 @@ def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any])
     with (
         atomic_path(paths.onnx, suffix=".onnx") as fp32,
         atomic_path(paths.int8, suffix=".onnx") as int8,
+        atomic_path(golden_path(paths.onnx), suffix=".npz") as fp32_golden,
+        atomic_path(golden_path(paths.int8), suffix=".npz") as int8_golden,
         atomic_path(paths.card) as card,
     ):
         save_onnx(proto, fp32)
@@ -198,6 +212,9 @@ def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any])
         report = {"model": params.model, "opset": params.opset, **verify(model, fp32, int8, x, y)}
         report["metadata"] = props
         check_parity(report, params.max_prob_diff)
+        version = props["model_version"]
+        write_golden(fp32_golden, golden_vectors(fp32, x, version))
+        write_golden(int8_golden, golden_vectors(int8, x, version + "-int8"))
         card.write_text(render_card(report, paths.onnx, paths.int8))
     return report
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from digits.cli import cli
+from digits.golden import golden_path, read_golden
 from pipeline.compression import plain_copy, prune_magnitude
 from pipeline.metrics import accuracy
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
@@ -268,3 +269,14 @@ def test_export_refuses_a_file_outside_tolerance_and_writes_nothing(
     assert result.exit_code == 1
     assert "ONNX disagrees with torch" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in models.iterdir()) == ["mlp-compressed.pt"]
+
+
+def test_export_stage_writes_golden_vectors_that_verify_both_files(exported: dict) -> None:
+    models = exported["root"] / "models"
+    for name in ("digits.onnx", "digits-int8.onnx"):
+        golden = read_golden(golden_path(models / name))
+        assert golden.pixels.shape == (18, 784)  # 16 test images, an all-0 and an all-255 one
+        np.testing.assert_array_equal(golden.pixels[:16], exported["x"][:16])
+        result = CliRunner().invoke(cli, ["verify", str(models / name)])
+        assert result.exit_code == 0, result.output
+        assert "18 golden vectors agree" in result.output

@@ -21,8 +21,10 @@ $(SERVING_VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The run's data and models go to the default DVC remote, so `dvc pull` gets them elsewhere.
 repro: setup
 	dvc repro
+	dvc push
 
 # Browser tests drive Debian's Chromium; install it when it is missing (needs root).
 browser:

@@ -41,6 +41,13 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
     return result.stdout + result.stderr
 
 
+def commit(repo: Path, env: dict[str, str], message: str) -> None:
+    """Commit everything git does not ignore."""
+    run(["git", "add", "-A"], repo, env)
+    git_id = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    run(["git", *git_id, "commit", "-qm", message], repo, env)
+
+
 @pytest.fixture(scope="module")
 def scratch_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A git+DVC repo holding the project's pipeline definition and code, plus tiny MNIST."""
@@ -69,11 +76,10 @@ def scratch_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     }
     run(["git", "init", "-q"], repo, env)
     run(["dvc", "init", "-q"], repo, env)
-    run(["dvc", "config", "core.analytics", "false"], repo, env)
+    for name in (".dvc/config", ".gitignore", ".dvcignore"):  # the project's remote and ignores
+        shutil.copy(ROOT / name, repo / name)
     # A real checkout has history; dvclive reads the current commit.
-    git_id = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
-    run(["git", "add", "-A"], repo, env)
-    run(["git", *git_id, "commit", "-qm", "scratch"], repo, env)
+    commit(repo, env, "scratch")
     return repo, env
 
 
@@ -175,3 +181,78 @@ def test_batch_scoring_the_exported_model_reproduces_the_recorded_test_accuracy(
     recorded = json.loads((repo / "reports" / "evaluate.json").read_text())
     accuracy = recorded["compressed"]["test_accuracy"]
     assert f"accuracy {accuracy:.4f} (" in out, out
+
+
+@pytest.mark.slow
+def test_two_runs_on_the_same_inputs_give_byte_identical_outputs(repo_copy):
+    repo, env, _ = repo_copy
+    first = (repo / "dvc.lock").read_text()  # every output's hash, metrics and plots included
+    output = run(["dvc", "repro", "--force"], repo, env)
+    assert "Running stage 'train'" in output
+    assert (repo / "dvc.lock").read_text() == first
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_shows_the_metrics_and_pulls_what_it_needs_without_training(
+    repo_copy, tmp_path: Path
+):
+    repo, env, _ = repo_copy
+    commit(repo, env, "record the run")  # dvc.lock, metrics and plots go to git
+    # A registered model version is an annotated git tag, as GTO (DVC's registry) writes them.
+    run(["git", "tag", "-a", "digits@v0.1.0", "-m", "Register digits v0.1.0"], repo, env)
+    run(["dvc", "push"], repo, env)
+    remote = repo / "dvc-remote"
+    assert remote.is_dir() and any(remote.rglob("*"))
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    recorded = json.loads((repo / "reports" / "evaluate.json").read_text())
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], clone, env).splitlines()[0])
+    [workspace] = shown.values()
+    shown_evaluate = workspace["data"]["reports/evaluate.json"]["data"]
+    for model in ("dense", "compressed"):  # the numbers DVC shows (it leaves out text)
+        assert shown_evaluate[model] == recorded[model]
+    # The default remote is a directory inside each checkout; a clone points at the shared one.
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], clone, env)
+    run(["dvc", "pull"], clone, env)
+    for name in ("digits.onnx", "digits.golden.npz", "mlp.pt"):
+        assert (clone / "models" / name).read_bytes() == (repo / "models" / name).read_bytes()
+    again = run(["dvc", "repro"], clone, env)
+    assert "Running stage" not in again and "Data and pipelines are up to date." in again
+    got = tmp_path / "got.onnx"
+    remote_url = f"url={remote}"
+    run(
+        [
+            "dvc",
+            "artifacts",
+            "get",
+            str(clone),
+            "digits",
+            "-o",
+            str(got),
+            "--remote-config",
+            remote_url,
+        ],
+        tmp_path,
+        env,
+    )
+    assert got.read_bytes() == (repo / "models" / "digits.onnx").read_bytes()
+
+
+@pytest.mark.slow
+def test_dvc_exp_show_prints_an_experiments_metrics(repo_copy):
+    repo, env, _ = repo_copy
+    commit(repo, env, "baseline")
+    run(
+        ["dvc", "exp", "run", "--temp", "-n", "bayes", "-S", "evaluate.bayes_error=0.01"], repo, env
+    )
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).splitlines()[0])
+    experiments = [
+        exp for row in rows for exp in row.get("experiments") or [] if exp.get("name") == "bayes"
+    ]
+    assert experiments, rows
+    revs = experiments[0]["revs"][0]["data"]
+    metrics = revs["metrics"]["reports/evaluate.json"]["data"]
+    assert 0 <= metrics["compressed"]["test_accuracy"] <= 1
+    assert metrics["diagnosis"]["compressed"]["bayes_error"] == 0.01
+    diff = run(["dvc", "metrics", "diff", "HEAD", "bayes", "--json"], repo, env)
+    assert "reports/evaluate.json" in diff

@@ -1,7 +1,8 @@
 """Stage `report`: a Markdown report with PNG figures that explains the models without running them.
 
 Reads: reports/evaluate.json, reports/evaluate/detail.json, reports/learning_curve.json (its
-section is skipped when absent), data/prepared/test.npz (images of the worst errors).
+section is skipped when absent), data/prepared/test.npz (images of the worst errors), params.yaml
+`report` (the seed band this run is compared with).
 Writes: reports/figures/ (confusion.png, reliability.png, learning_curve.png,
 worst_errors.png), then reports/report.md.
 Run: `digits report`
@@ -10,6 +11,7 @@ Run: `digits report`
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,28 @@ from matplotlib.ticker import NullLocator
 
 from digits.atomic import atomic_dir, refuse_foreign, write_bytes
 from digits.npz import read_split
-from pipeline.options import path_option, prepared_option
+from pipeline.config import load_group, require
+from pipeline.options import params_option, path_option, prepared_option
 
 MODELS = ("dense", "compressed")
 STYLES = {"dense": "o-", "compressed": "x--"}
 # What `digits report` draws into reports/figures/, and so may replace there.
 FIGURES = ("confusion.png", "reliability.png", "worst_errors.png", "learning_curve.png")
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """params.yaml `report:` group: test accuracy over seeds, measured once (README, Results)."""
+
+    seeds: tuple[int, ...] = ()  # the base.seed values the band was measured with
+    dense_test: tuple[float, ...] = ()  # (mean, std) of the dense model's test accuracy
+    compressed_test: tuple[float, ...] = ()  # (mean, std) of the compressed model's
+
+    def __post_init__(self) -> None:
+        for key in ("dense_test", "compressed_test"):
+            band = getattr(self, key)
+            require(len(band) in (0, 2), f"report.{key}", "must be [mean, std] or empty")
+            require(not band or band[1] >= 0, f"report.{key}", "std must be >= 0")
 
 
 def percent(value: float) -> str:
@@ -185,8 +203,33 @@ def curve_section(rows: list[dict[str, Any]] | None) -> list[str]:
     return lines
 
 
+def band_section(summary: dict[str, Any], band: ReportParams) -> list[str]:
+    """Where this run's test accuracy falls in the band measured over several seeds."""
+    seeds = ", ".join(str(seed) for seed in band.seeds)
+    lines = []
+    for model in MODELS:
+        reference = getattr(band, f"{model}_test")
+        if not reference:
+            continue
+        mean, std = reference
+        test = summary[model]["test_accuracy"]
+        distance = (test - mean) / std if std else float("inf") * (test != mean)
+        where = "inside" if abs(distance) <= 2 else "OUTSIDE"
+        lines.append(
+            f"- {model}: test {percent(test)}; over seeds {seeds} it was "
+            f"{percent(mean)} ± {100 * std:.2f} pp, so this run is {distance:+.1f} std from the "
+            f"mean ({where} ±2 std)."
+        )
+    if not lines:
+        return ["No seed band recorded (params `report`): one run is not a claim."]
+    return ["A single run varies with the seed and the CPU; the band is mean ± std.", "", *lines]
+
+
 def render_markdown(
-    summary: dict[str, Any], details: dict[str, Any], curve: list[dict[str, Any]] | None
+    summary: dict[str, Any],
+    details: dict[str, Any],
+    curve: list[dict[str, Any]] | None,
+    band: ReportParams,
 ) -> str:
     """The whole report as Markdown, figures linked from figures/."""
     test = summary["compressed"]["test_accuracy"]
@@ -200,6 +243,10 @@ def render_markdown(
         "## Metrics",
         "",
         *metrics_table(summary),
+        "",
+        "## This run against the seed band",
+        "",
+        *band_section(summary, band),
         "",
         "## Bias and variance",
         "",
@@ -230,7 +277,7 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-def write_report(reports: Path, test_images: np.ndarray) -> None:
+def write_report(reports: Path, test_images: np.ndarray, band: ReportParams) -> None:
     """Draw the figures and write report.md from the evaluate (and learning-curve) outputs."""
     refuse_foreign(reports / "figures", FIGURES, "digits report")  # before any drawing
     summary = json.loads((reports / "evaluate.json").read_text())
@@ -246,7 +293,8 @@ def write_report(reports: Path, test_images: np.ndarray) -> None:
     if curve is not None:
         bayes = detail["params"]["bayes_error"]
         figures["learning_curve"] = plot_learning_curve(curve, bayes, summary["dense"])
-    markdown = render_markdown(summary, details, curve)  # before any write: bad input writes none
+    # Rendered before any write: bad input writes nothing.
+    markdown = render_markdown(summary, details, curve, band)
     with atomic_dir(reports / "figures", FIGURES, "digits report") as tmp:
         for name, fig in figures.items():
             fig.savefig(tmp / f"{name}.png", dpi=100)
@@ -254,6 +302,7 @@ def write_report(reports: Path, test_images: np.ndarray) -> None:
 
 
 @click.command("report")
+@params_option
 @path_option(
     "--reports",
     default="reports",
@@ -262,11 +311,12 @@ def write_report(reports: Path, test_images: np.ndarray) -> None:
     exists=True,
 )
 @prepared_option("Prepared splits (test images for the worst-errors grid).")
-def report_command(reports: Path, prepared: Path) -> None:
+def report_command(params_file: Path, reports: Path, prepared: Path) -> None:
     """Write reports/report.md with its figures from the evaluate and learning-curve outputs."""
+    band = load_group(ReportParams, "report", params_file)
     images, _ = read_split(prepared / "test.npz")
     try:
-        write_report(reports, images)
+        write_report(reports, images, band)
     except (KeyError, IndexError, json.JSONDecodeError) as err:
         raise click.ClickException(
             f"{reports}: not what `digits evaluate` writes ({err})"

@@ -160,9 +160,11 @@ def test_bad_evaluate_param_names_the_key(workspace, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def report(reports: Path, prepared: Path):
-    """Run `digits report` on a reports directory; return the CliRunner result."""
-    args = ["report", "--reports", str(reports), "--data", str(prepared)]
+def report(reports: Path, prepared: Path, band: dict | None = None):
+    """Run `digits report` on a reports directory (params: `band` as the report group)."""
+    params = reports.parent / "report-params.yaml"
+    params.write_text(yaml.safe_dump({"report": band or {}}))
+    args = ["report", "--params", str(params), "--reports", str(reports), "--data", str(prepared)]
     return CliRunner().invoke(cli, args)
 
 
@@ -202,6 +204,26 @@ def test_report_links_figures_that_exist_and_shows_the_figures(workspace, report
     assert f"{test_accuracy:.2f}%" in markdown
     assert f"**{summary['diagnosis']['compressed']['verdict']}**" in markdown
     assert "| 300 | 1 | 1.00% | 10.00% |" in markdown
+
+
+def test_report_places_this_run_in_the_seed_band(workspace, reports):
+    summary = json.loads((reports / "evaluate.json").read_text())
+    dense = summary["dense"]["test_accuracy"]
+    band = {"seeds": [4, 5, 6], "dense_test": [dense - 0.003, 0.002]}
+    result = report(reports, workspace["prepared"], band)
+    assert result.exit_code == 0, result.output
+    markdown = (reports / "report.md").read_text()
+    assert f"- dense: test {100 * dense:.2f}%; over seeds 4, 5, 6 it was" in markdown
+    assert "± 0.20 pp, so this run is +1.5 std from the mean (inside ±2 std)." in markdown
+    assert "- compressed:" not in markdown  # no band recorded for it
+    far = {"seeds": [4], "compressed_test": [summary["compressed"]["test_accuracy"] + 0.05, 0.01]}
+    assert report(reports, workspace["prepared"], far).exit_code == 0
+    assert "-5.0 std from the mean (OUTSIDE ±2 std)" in (reports / "report.md").read_text()
+
+
+def test_report_without_a_seed_band_says_one_run_is_no_claim(workspace, reports):
+    assert report(reports, workspace["prepared"]).exit_code == 0
+    assert "No seed band recorded" in (reports / "report.md").read_text()
 
 
 def test_report_without_a_learning_curve_says_how_to_make_one(workspace, reports):

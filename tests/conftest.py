@@ -30,6 +30,12 @@ def make_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.uint8)
 
 
+def flat_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """make_digits as a prepared split holds them: uint8 pixels (n, 784), int64 labels."""
+    x, y = make_digits(n, seed)
+    return x.reshape(n, -1), y.astype(np.int64)
+
+
 def write_mnist_idx(directory: Path, n_train: int = 1000, n_test: int = 300) -> dict[str, str]:
     """Write the four raw IDX files; return their SHA-256 table (for `digits fetch --checksums`)."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -19,18 +19,12 @@ from click.testing import CliRunner
 from digits.cli import cli
 from pipeline.network import ModelParams, build_mlp, save_checkpoint
 from pipeline.transform import AffineTransform
-from tests.conftest import assert_one_line_error, make_digits
+from tests.conftest import assert_one_line_error, flat_digits
 
 PARAMS = {
     "model": {"hidden": [16], "dropout": 0.0},
     "train": {"epochs": 1, "batch_size": 32, "augment": False},
 }
-
-
-def split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat uint8 pixels (n, 784) and int64 labels."""
-    x, y = make_digits(n, seed)
-    return x.reshape(n, -1), y.astype(np.int64)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,7 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prepared = root / "prepared"
     prepared.mkdir()
     for name, n, seed in (("train", 100, 1), ("dev", 40, 2), ("test", 40, 3)):
-        x, y = split(n, seed)
+        x, y = flat_digits(n, seed)
         np.savez(prepared / f"{name}.npz", x=x, y=y)
     matrix = np.random.default_rng(0).normal(0, 1 / 2800, size=(784, 8)).astype(np.float32)
     transform = AffineTransform(mean=np.zeros(784, np.float32), matrix=matrix)

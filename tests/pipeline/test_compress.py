@@ -25,7 +25,7 @@ from pipeline.network import (
 from pipeline.stages.compress import CompressParams, Tuning, compress
 from pipeline.training import TrainParams, fit
 from pipeline.transform import fit_transform
-from tests.conftest import make_digits
+from tests.conftest import flat_digits
 
 TINY_TRAIN = {"epochs": 3, "batch_size": 64}
 TINY_COMPRESS = {
@@ -42,19 +42,13 @@ TINY_COMPRESS = {
 }
 
 
-def digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat uint8 pixels (n, 784) and int64 labels."""
-    x, y = make_digits(n, seed)
-    return x.reshape(n, -1), y.astype(np.int64)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Prepared tiny splits, a briefly trained dense checkpoint, and a params file."""
     root = tmp_path_factory.mktemp("compress")
     prepared = root / "prepared"
     prepared.mkdir()
-    train, dev = digits(600, 1), digits(200, 2)
+    train, dev = flat_digits(600, 1), flat_digits(200, 2)
     for name, (x, y) in (("train", train), ("dev", dev)):
         np.savez(prepared / f"{name}.npz", x=x, y=y)
     transform, _ = fit_transform(train[0], "standardize")
@@ -96,7 +90,7 @@ def test_stage_writes_a_sparse_folded_checkpoint_and_a_truthful_report(first_run
     weights = [linear.weight.detach() for linear in model.linears()]
     zeros = sum(int((W == 0).sum()) for W in weights) / sum(W.numel() for W in weights)
     assert report["sparsity"] == pytest.approx(zeros)
-    x, y = digits(200, 2)
+    x, y = flat_digits(200, 2)
     assert report["dev_accuracy_after"] == pytest.approx(accuracy(predict_logits(model, x), y))
     assert [row["step"] for row in report["steps"]] == [
         "structured",
@@ -122,15 +116,15 @@ def test_stage_is_repeatable_with_the_same_seed(first_run):
     assert invoke(first_run, "again")[0] == 0
     first, _ = load_checkpoint(first_run / "run1.pt")
     second, _ = load_checkpoint(first_run / "again.pt")
-    x, _ = digits(50, 5)
+    x, _ = flat_digits(50, 5)
     np.testing.assert_array_equal(predict_logits(first, x), predict_logits(second, x))
 
 
 def test_with_every_step_off_compress_only_folds(workdir):
     dense, _ = load_checkpoint(workdir / "mlp.pt")
     params = CompressParams(structured_fraction=0, l1=0, sparsity=0, polish_epochs=0, sweep=())
-    dev = digits(200, 2)
-    tuning = Tuning(digits(100, 1), dev, TrainParams(**TINY_TRAIN), seed=0)
+    dev = flat_digits(200, 2)
+    tuning = Tuning(flat_digits(100, 1), dev, TrainParams(**TINY_TRAIN), seed=0)
     folded, report = compress(dense, tuning, params)
     assert report["steps"] == []
     assert max_logit_diff(dense, folded, dev[0]) <= 1e-4

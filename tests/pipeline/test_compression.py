@@ -25,19 +25,13 @@ from pipeline.compression import (
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
 from pipeline.training import TrainParams, fit
 from pipeline.transform import fit_transform
-from tests.conftest import make_digits
-
-
-def digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat uint8 pixels (n, 784) and int64 labels."""
-    x, y = make_digits(n, seed)
-    return x.reshape(n, -1), y.astype(np.int64)
+from tests.conftest import flat_digits
 
 
 @pytest.fixture(scope="module")
 def data() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Tiny train and dev splits."""
-    return {"train": digits(400, 1), "dev": digits(200, 2)}
+    return {"train": flat_digits(400, 1), "dev": flat_digits(200, 2)}
 
 
 def make_model(data: dict, whitening: str = "none", activation: str = "relu", seed: int = 0) -> MLP:

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import onnx
+import onnx.numpy_helper
 import pytest
 import yaml
 
@@ -218,6 +219,18 @@ def test_a_fresh_clone_shows_the_metrics_and_pulls_what_it_needs_without_trainin
         assert (clone / "models" / name).read_bytes() == (repo / "models" / name).read_bytes()
     again = run(["dvc", "repro"], clone, env)
     assert "Running stage" not in again and "Data and pipelines are up to date." in again
+    assert "verified" in run(["digits", "verify", "models/digits.onnx"], clone, env)
+    model = clone / "models" / "digits.onnx"
+    proto = onnx.load(model)
+    weights = max(proto.graph.initializer, key=lambda t: len(t.raw_data))  # the largest layer
+    array = onnx.numpy_helper.to_array(weights) * 1.5
+    weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
+    onnx.save(proto, model)
+    result = subprocess.run(
+        ["digits", "verify", str(model)], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "Error: " in result.stderr, result.stderr
+    assert "modified" in run(["dvc", "status"], clone, env)
     got = tmp_path / "got.onnx"
     remote_url = f"url={remote}"
     run(

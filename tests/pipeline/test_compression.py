@@ -276,3 +276,23 @@ def test_shrink_hidden_keeps_the_units_with_the_largest_folded_score(data, activ
 
 def test_shrink_hidden_never_removes_a_layers_last_unit(data):
     assert shrink_hidden(make_model(data), 1.0).spec.hidden == (1, 1)
+
+
+@pytest.mark.parametrize("hidden", [(32, 16), ()])
+def test_fold_preprocess_matches_with_fewer_pca_components_than_pixels(data, hidden):
+    transform, _ = fit_transform(data["train"][0], "standardize", whitening="pca", components=50)
+    torch.manual_seed(0)
+    model = build_mlp(ModelParams(hidden=hidden, dropout=0.0), transform).eval()
+    folded = fold_preprocess(model)
+    assert folded.spec.features == 784 and folded.linears()[0].in_features == 784
+    assert max_logit_diff(model, folded, data["dev"][0]) <= 1e-4
+
+
+def test_global_pruning_removes_a_single_weight_and_zero_sparsity_adds_no_mask(data):
+    model = make_model(data)
+    prune_magnitude(model, 0.0)
+    assert not any(prune.is_pruned(lin) for lin in model.linears())
+    total = sum(lin.weight.numel() for lin in model.linears())
+    prune_magnitude(model, 1 / total)
+    layers = model_summary(model)["layers"]
+    assert sum(row["nonzero"] for row in layers) == total - 1

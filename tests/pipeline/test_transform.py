@@ -180,3 +180,8 @@ def test_spectrum_summary_rounds_to_six_places_and_ignores_round_off_eigenvalues
     assert summary["smallest_eigenvalue"] == 1e-12
     assert summary["nonzero_eigenvalues"] == 2
     assert summary["variance_explained_by_kept"] == round(0.1234567 / values.sum(), 6)
+
+
+def test_spectrum_summary_judges_round_off_relative_to_the_largest_eigenvalue():
+    values = np.array([1000.0, 1e-5, 1e-8])  # 1e-8 is below 1e-9 of the largest: round-off
+    assert spectrum_summary(Spectrum(values, np.eye(3)), 1)["nonzero_eigenvalues"] == 2

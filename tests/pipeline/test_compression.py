@@ -41,11 +41,17 @@ def data() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"train": digits(400, 1), "dev": digits(200, 2)}
 
 
-def make_model(data: dict, whitening: str = "none", activation: str = "relu", seed: int = 0) -> MLP:
+def make_model(
+    data: dict,
+    whitening: str = "none",
+    activation: str = "relu",
+    seed: int = 0,
+    hidden: tuple[int, ...] = (32, 16),
+) -> MLP:
     """A small BN MLP with non-trivial BN statistics and affine parameters (not fresh init)."""
     transform, _ = fit_transform(data["train"][0], "standardize", whitening=whitening)
     torch.manual_seed(seed)
-    model = build_mlp(ModelParams(hidden=(32, 16), activation=activation), transform)
+    model = build_mlp(ModelParams(hidden=hidden, activation=activation), transform)
     for block in model.blocks:
         nn.init.normal_(block.linear.bias, 0.0, 0.5)  # shifts the running means off 0
         nn.init.normal_(block.norm.weight, 1.0, 0.5)
@@ -259,12 +265,14 @@ def test_count_below_is_strict_at_the_threshold(data):
     assert count_below(model, threshold) == int((np.abs(weights) < threshold).sum())
 
 
-@pytest.mark.parametrize("activation", ["relu", "maxout"])
-def test_shrink_hidden_keeps_the_units_with_the_largest_folded_score(data, activation):
-    model = make_model(data, activation=activation)
+@pytest.mark.parametrize(
+    ("activation", "hidden"), [("relu", (32, 16)), ("maxout", (32, 16)), ("relu", (32, 16, 8))]
+)
+def test_shrink_hidden_keeps_the_units_with_the_largest_folded_score(data, activation, hidden):
+    model = make_model(data, activation=activation, hidden=hidden)
     folded = fold_batchnorm(model)  # the score is that of the folded network
     shrunk = shrink_hidden(model, 0.5)
-    outgoing = [model.blocks[1].linear, model.head]
+    outgoing = [block.linear for block in model.blocks[1:]] + [model.head]
     for i, width in enumerate(model.spec.hidden):
         W_in = folded.blocks[i].linear.weight.detach().numpy()  # (units*pieces, fan_in)
         W_out = outgoing[i].weight.detach().numpy()  # (next, units)

@@ -243,6 +243,8 @@ def ragged_csv(x: np.ndarray) -> bytes:
         ("two.npz", lambda x: npz_bytes(a=x, b=x), None, "no array 'x' among a, b"),
         ("short-y.npz", lambda x: npz_bytes(x=x, y=np.zeros(3)), None, "3 labels in 'y' for 37"),
         ("ragged.csv", ragged_csv, None, "rows after row 8 have 785 columns"),
+        ("f-idx3.gz", lambda x: gzip.compress(encode_idx(x)[:-5]), None, "truncated"),
+        ("wide.npz", lambda x: npz_bytes(x=np.zeros((3, 785))), None, "N×784"),
     ],
 )
 def test_every_refusal_names_the_file_and_the_problem(
@@ -352,3 +354,17 @@ def test_unreadable_image_is_skipped_with_the_reason_after_its_name(tmp_path: Pa
     skipped: list[str] = []
     assert list(read_images([missing], 4, skipped)) == []
     assert skipped == [f"{missing}: No such file or directory"]
+
+
+def test_csv_first_row_above_255_is_a_header(digits, tmp_path: Path) -> None:
+    path = tmp_path / "odd-header.csv"
+    x = digits[0].reshape(N, 784)
+    np.savetxt(path, x, fmt="%d", delimiter=",", header=",".join(["256"] + ["0"] * 783),
+               comments="")  # fmt: skip
+    np.testing.assert_array_equal(collect(path)[1], x)
+
+
+def test_load_labels_refuses_fractional_labels(tmp_path: Path) -> None:
+    (tmp_path / "y.txt").write_text("3\n1.5\n")
+    with pytest.raises(InputError, match="y.txt: cannot read labels"):
+        load_labels(tmp_path / "y.txt")

@@ -5,7 +5,7 @@ SERVING_VENV ?= .venv-serving
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup repro test test-serving lint browser
+.PHONY: setup repro test test-serving lint browser mutation
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,8 @@ test-serving: $(SERVING_VENV)/.installed browser
 test: setup browser lint
 	pytest
 	$(MAKE) test-serving
+
+# Mutation testing (about 20 min on 2 cores; not part of `make test`): per-module kill rates.
+mutation: setup
+	$(VENV)/bin/pip install --quiet -e '.[mutation]'
+	scripts/mutation.sh

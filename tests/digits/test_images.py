@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from digits.images import MAX_PIXELS, ImageError, load_image, pixel_problem, to_mnist
+from digits.images import (
+    INK,
+    MAX_PIXELS,
+    MIN_CONTRAST,
+    ImageError,
+    load_image,
+    pixel_problem,
+    to_gray,
+    to_mnist,
+)
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -127,3 +138,147 @@ def test_pixel_problem_names_the_first_bad_row_and_value(value: float, shown: st
     message = pixel_problem(X, first_row=100)
     assert message is not None and message.startswith(f"row 106 has pixel value {shown} ")
     assert "finite" in message and "0–255" in message
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body, CRC."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width×height 1-bit pixels but holds almost no data (a bomb's header)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat)
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # Pillow warns above 89 Mpx, refuses above 179
+def test_load_image_refuses_decompression_bombs_from_the_header(side: int) -> None:
+    with pytest.raises(ImageError, match=r"^image too large \(decompression bomb\)"):
+        load_image(png_header(side, side))
+
+
+def test_load_image_names_the_problem_for_users() -> None:
+    with pytest.raises(ImageError) as empty:
+        load_image(b"")
+    with pytest.raises(ImageError) as unknown:
+        load_image(b"GIF? no, just text")
+    assert str(empty.value) == "empty upload: no image data"
+    assert str(unknown.value) == "not an image, or not one of PNG, JPEG, BMP, GIF"
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PPM", "WEBP"])
+def test_load_image_refuses_formats_outside_the_list(fmt: str) -> None:
+    with pytest.raises(ImageError, match="not one of PNG, JPEG, BMP, GIF"):
+        load_image(encode(seven(), fmt))
+
+
+def test_pixel_limit_is_inclusive() -> None:
+    side = int(MAX_PIXELS**0.5)
+    assert load_image(encode(Image.new("1", (side, side)))).size == (side, side)
+    with pytest.raises(ImageError, match="too large"):
+        load_image(encode(Image.new("1", (side + 1, side))))
+
+
+def test_to_gray_of_colour_matches_pillows_luminance() -> None:
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8))
+    expected = np.asarray(rgb.convert("L"), float)  # Pillow rounds; we keep the fraction
+    for image in (rgb, rgb.convert("RGBA")):
+        assert np.abs(to_gray(image) - expected).max() <= 0.51
+
+
+def test_to_mnist_of_a_fully_transparent_canvas_is_blank() -> None:
+    assert not to_mnist(Image.new("RGBA", (50, 50), (0, 0, 0, 0))).any()
+
+
+@pytest.mark.parametrize(
+    ("stroke", "field"), [((0, 0, 0), (255, 255, 255)), ((255,) * 3, (0,) * 3)]
+)
+def test_strokes_on_transparency_read_whatever_colour_the_clear_pixels_hold(stroke, field) -> None:
+    canvas = Image.new("RGBA", (120, 160), (*field, 0))  # clear pixels in the strokes' opposite
+    canvas.paste(Image.new("RGBA", canvas.size, (*stroke, 255)), mask=ImageOps.invert(seven()))
+    assert np.abs(to_mnist(canvas).astype(int) - to_mnist(seven())).max() <= 1
+
+
+def soft_seven() -> Image.Image:
+    """An antialiased '7' mask: drawn at 4× and reduced, so its edges hold partial alpha."""
+    big = Image.new("L", (480, 640), 0)
+    ImageDraw.Draw(big).line([(80, 120), (360, 120), (180, 560)], fill=255, width=48)
+    return big.resize((120, 160), Image.Resampling.BOX)
+
+
+@pytest.mark.parametrize(
+    ("stroke", "paper"), [((0, 0, 0), (255, 255, 255)), ((255,) * 3, (0,) * 3)]
+)
+def test_soft_strokes_on_transparency_match_pillows_composite_on_contrasting_paper(stroke, paper):
+    canvas = Image.new("RGBA", (120, 160), (*stroke, 0))
+    canvas.putalpha(soft_seven())
+    on_paper = Image.alpha_composite(Image.new("RGBA", canvas.size, (*paper, 255)), canvas)
+    expected = to_mnist(on_paper.convert("L"))
+    assert np.abs(to_mnist(canvas).astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize(("paper", "ink"), [(128, 0), (127, 255)])
+def test_paper_above_mid_grey_holds_dark_ink_and_below_it_light_ink(paper: int, ink: int) -> None:
+    out = to_mnist(seven(ink=ink, paper=paper))
+    np.testing.assert_array_equal(out, to_mnist(seven()))
+
+
+def test_low_contrast_grey_digit_is_stretched_to_full_ink() -> None:
+    grey = to_mnist(seven(ink=90, paper=200))
+    np.testing.assert_array_equal(grey, to_mnist(seven()))
+    rows, cols = np.nonzero(grey)
+    assert grey[rows.max(), cols.min()] == 0  # paper inside the 7's box (lower left) stays 0
+
+
+def test_contrast_of_exactly_the_threshold_is_still_a_digit() -> None:
+    assert to_mnist(seven(ink=200 - MIN_CONTRAST, paper=200)).max() == 255
+    assert not to_mnist(seven(ink=200 - MIN_CONTRAST + 1, paper=200)).any()
+
+
+def test_faint_ink_counts_for_the_box_from_the_ink_threshold_up() -> None:
+    def with_dot(level: int) -> np.ndarray:
+        pixels = np.zeros((100, 100), np.uint8)
+        pixels[10:90, 45:55] = 255  # a bar 80 tall
+        pixels[50, 5] = level  # a faint speck far to its left
+        return to_mnist(Image.fromarray(pixels))
+
+    assert not np.array_equal(with_dot(INK), with_dot(0))  # the speck widens the box
+    np.testing.assert_array_equal(with_dot(INK - 1), with_dot(0))
+
+
+def test_solid_square_becomes_an_exact_20_pixel_block_centred_in_28() -> None:
+    pixels = np.zeros((120, 120), np.uint8)
+    pixels[17:97, 23:103] = 255  # 80×80
+    expected = np.zeros((28, 28), np.uint8)
+    expected[4:24, 4:24] = 255  # centre of mass 9.5 -> offset round(4.5) = 4
+    np.testing.assert_array_equal(to_mnist(Image.fromarray(pixels)), expected)
+
+
+@pytest.mark.parametrize("vertical", [True, False])
+def test_one_pixel_stroke_stays_one_pixel_thick(vertical: bool) -> None:
+    pixels = np.zeros((100, 100), np.uint8)
+    pixels[10:90, 50] = 255  # 1 wide, 80 tall
+    out = to_mnist(Image.fromarray(pixels if vertical else pixels.T))
+    rows, cols = np.nonzero(out if vertical else out.T)
+    assert np.unique(cols).size == 1 and np.unique(rows).size == 20
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_lopsided_digit_is_clamped_whole_into_the_field(turns: int) -> None:
+    pixels = np.zeros((100, 100), np.uint8)
+    pixels[10:90, 48:52] = 255  # a stem, 80 tall
+    pixels[80:90, 10:90] = 255  # a heavy base: the centre of mass sits low
+    out = to_mnist(Image.fromarray(np.rot90(pixels, turns).copy()))
+    out = np.rot90(out, -turns)  # back upright
+    assert out[0].max() > 0 and out[20:].max() == 0  # pushed up by its low mass, stops at the edge
+    assert out.sum() == pytest.approx(to_mnist(Image.fromarray(pixels)).sum(), rel=0.02)
+
+
+def test_wide_top_heavy_digit_is_centred_by_mass() -> None:
+    pixels = np.zeros((100, 100), np.uint8)
+    pixels[30:34, 10:90] = 255  # a bar 80 wide on top
+    pixels[30:70, 48:50] = 255  # a thin stem below: 40 tall in all, mass near the top
+    cy, cx = centroid(to_mnist(Image.fromarray(pixels)).astype(float))
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 from pipeline.compression import (
     count_below,
@@ -34,11 +35,17 @@ def data() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"train": flat_digits(400, 1), "dev": flat_digits(200, 2)}
 
 
-def make_model(data: dict, whitening: str = "none", activation: str = "relu", seed: int = 0) -> MLP:
+def make_model(
+    data: dict,
+    whitening: str = "none",
+    activation: str = "relu",
+    seed: int = 0,
+    hidden: tuple[int, ...] = (32, 16),
+) -> MLP:
     """A small BN MLP with non-trivial BN statistics and affine parameters (not fresh init)."""
     transform, _ = fit_transform(data["train"][0], "standardize", whitening=whitening)
     torch.manual_seed(seed)
-    model = build_mlp(ModelParams(hidden=(32, 16), activation=activation), transform)
+    model = build_mlp(ModelParams(hidden=hidden, activation=activation), transform)
     for block in model.blocks:
         nn.init.normal_(block.linear.bias, 0.0, 0.5)  # shifts the running means off 0
         nn.init.normal_(block.norm.weight, 1.0, 0.5)
@@ -207,3 +214,87 @@ def test_plain_copy_is_independent_and_has_no_masks(data):
         copy.head.bias.add_(1.0)
     assert not torch.equal(copy.head.bias, model.head.bias)
     assert dataclasses.asdict(copy.spec) == dataclasses.asdict(model.spec)
+
+
+def test_model_summary_counts_preprocessing_and_batchnorm_flops_by_hand(data):
+    model = make_model(data)  # standardize: a (784, 784) preprocessing matrix, BN on 32 and 16
+    summary = model_summary(model)
+    weights = 784 * 32 + 32 * 16 + 16 * 10
+    extra = 2 * 784 * 784 + 784 + 2 * (32 + 16)  # (x - mean) @ M, then a multiply-add per BN unit
+    assert summary["flops_per_sample"] == 2 * weights + extra
+    assert summary["flops_per_sample_nonzero"] == 2 * weights + extra  # nothing pruned yet
+    assert summary["hidden"] == [32, 16]
+    nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    assert summary["params_nonzero"] == nonzero
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert [row["layer"] for row in summary["layers"]] == linears
+    assert [row["shape"] for row in summary["layers"]] == [[32, 784], [16, 32], [10, 16]]
+
+
+def test_layer_scope_iterative_pruning_removes_each_layers_smallest_survivors(data):
+    model = make_model(data)
+    original = [lin.weight.detach().numpy().ravel().copy() for lin in model.linears()]
+    for target in sparsity_schedule(0.8, 3):
+        prune_magnitude(model, target, scope="layer")
+    for w, lin in zip(original, model.linears(), strict=True):
+        kept = effective_weight(lin).numpy().ravel()
+        n_pruned = round(0.8 * w.size)
+        order = np.argsort(np.abs(w), kind="stable")  # numpy's ranking within the layer
+        assert (kept[order[:n_pruned]] == 0).all()
+        assert (kept[order[n_pruned:]] == w[order[n_pruned:]]).all()
+
+
+def test_layer_scope_prunes_a_single_weight_and_zero_sparsity_adds_no_mask(data):
+    model = make_model(data)
+    prune_magnitude(model, 0.0, scope="layer")
+    assert not any(prune.is_pruned(lin) for lin in model.linears())
+    prune_magnitude(model, 1 / 160, scope="layer")  # the head has 160 weights: exactly one goes
+    assert model_summary(model)["layers"][2]["nonzero"] == 159
+
+
+def test_count_below_is_strict_at_the_threshold(data):
+    model = make_model(data)
+    weights = np.concatenate([lin.weight.detach().numpy().ravel() for lin in model.linears()])
+    threshold = float(np.sort(np.abs(weights))[1000])  # exactly one weight's magnitude
+    assert count_below(model, threshold) == int((np.abs(weights) < threshold).sum())
+
+
+@pytest.mark.parametrize(
+    ("activation", "hidden"), [("relu", (32, 16)), ("maxout", (32, 16)), ("relu", (32, 16, 8))]
+)
+def test_shrink_hidden_keeps_the_units_with_the_largest_folded_score(data, activation, hidden):
+    model = make_model(data, activation=activation, hidden=hidden)
+    folded = fold_batchnorm(model)  # the score is that of the folded network
+    shrunk = shrink_hidden(model, 0.5)
+    outgoing = [block.linear for block in model.blocks[1:]] + [model.head]
+    for i, width in enumerate(model.spec.hidden):
+        W_in = folded.blocks[i].linear.weight.detach().numpy()  # (units*pieces, fan_in)
+        W_out = outgoing[i].weight.detach().numpy()  # (next, units)
+        incoming = np.linalg.norm(W_in, axis=1).reshape(width, -1).sum(axis=1)
+        score = incoming * np.linalg.norm(W_out, axis=0)
+        expected = sorted(np.argsort(score)[::-1][: width // 2].tolist())
+        assert kept_units(model, shrunk, i) == expected
+
+
+def test_shrink_hidden_never_removes_a_layers_last_unit(data):
+    assert shrink_hidden(make_model(data), 1.0).spec.hidden == (1, 1)
+
+
+@pytest.mark.parametrize("hidden", [(32, 16), ()])
+def test_fold_preprocess_matches_with_fewer_pca_components_than_pixels(data, hidden):
+    transform, _ = fit_transform(data["train"][0], "standardize", whitening="pca", components=50)
+    torch.manual_seed(0)
+    model = build_mlp(ModelParams(hidden=hidden, dropout=0.0), transform).eval()
+    folded = fold_preprocess(model)
+    assert folded.spec.features == 784 and folded.linears()[0].in_features == 784
+    assert max_logit_diff(model, folded, data["dev"][0]) <= 1e-4
+
+
+def test_global_pruning_removes_a_single_weight_and_zero_sparsity_adds_no_mask(data):
+    model = make_model(data)
+    prune_magnitude(model, 0.0)
+    assert not any(prune.is_pruned(lin) for lin in model.linears())
+    total = sum(lin.weight.numel() for lin in model.linears())
+    prune_magnitude(model, 1 / total)
+    layers = model_summary(model)["layers"]
+    assert sum(row["nonzero"] for row in layers) == total - 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import threading
 from pathlib import Path
@@ -221,3 +222,169 @@ def test_load_labels_from_idx_npy_and_text(digits, tmp_path: Path) -> None:
     np.save(tmp_path / "bad.npy", np.array([1, 10]))
     with pytest.raises(InputError, match="0–9"):
         load_labels(tmp_path / "bad.npy")
+
+
+def npy_version_3(x: np.ndarray) -> bytes:
+    """A .npy file in format version 3.0, which the streaming reader does not parse."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, x.reshape(len(x), 784), version=(3, 0))
+    return buffer.getvalue()
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """An .npz archive of the arrays."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def ragged_csv(x: np.ndarray) -> bytes:
+    """Eight rows of 784 pixels, then rows of 785 fields: the second batch has a column too many."""
+    rows = [",".join(map(str, r)) for r in x.reshape(len(x), 784)]
+    return "\n".join(rows[:8] + [r + ",0" for r in rows[8:]]).encode() + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "beside", "message"),
+    [
+        ("a-images-idx3-ubyte", encode_idx, lambda y: encode_idx(y.reshape(-1, 1)), "1-D IDX"),
+        ("b-images-idx3-ubyte", encode_idx, lambda y: encode_idx(y) + b"\0", "trailing bytes"),
+        ("c-images-idx3-ubyte", encode_idx, lambda y: encode_idx(y[:-1]), "36 labels for 37"),
+        ("d-images-idx3-ubyte", encode_idx, lambda y: encode_idx(y)[:-3], "truncated"),
+        (
+            "e-images-idx3-ubyte.gz",
+            lambda x: gzip.compress(encode_idx(x) + b"\0"),
+            None,
+            "trailing",
+        ),
+        ("v3.npy", npy_version_3, None, "unsupported .npy format version"),
+        ("cut.npy", lambda x: np_bytes(x)[:-10], None, "truncated"),
+        ("two.npz", lambda x: npz_bytes(a=x, b=x), None, "no array 'x' among a, b"),
+        ("short-y.npz", lambda x: npz_bytes(x=x, y=np.zeros(3)), None, "3 labels in 'y' for 37"),
+        ("ragged.csv", ragged_csv, None, "rows after row 8 have 785 columns"),
+        ("f-idx3.gz", lambda x: gzip.compress(encode_idx(x)[:-5]), None, "truncated"),
+        ("wide.npz", lambda x: npz_bytes(x=np.zeros((3, 785))), None, "N×784"),
+    ],
+)
+def test_every_refusal_names_the_file_and_the_problem(
+    digits, tmp_path: Path, name, make, beside, message
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(make(digits[0]))
+    if beside is not None:
+        (tmp_path / name.replace("images", "labels").replace("idx3", "idx1")).write_bytes(
+            beside(digits[1])
+        )
+    with pytest.raises(InputError) as err:
+        list(read_file(path, 8))
+    text = str(err.value)
+    assert message in text and str(tmp_path) in text and "\n" not in text
+
+
+def np_bytes(x: np.ndarray) -> bytes:
+    """A .npy file of the images as N×784 uint8."""
+    buffer = io.BytesIO()
+    np.save(buffer, x.reshape(len(x), 784))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["x.npy", "x.csv", "x.npz", "x-images-idx3-ubyte"])
+def test_ids_number_every_row_across_chunks(digits, tmp_path: Path, name) -> None:
+    path = tmp_path / name
+    x = digits[0].reshape(N, 784)
+    if name.endswith(".csv"):
+        np.savetxt(path, x, fmt="%d", delimiter=",")
+    elif name.endswith(".npz"):
+        np.savez(path, x=x)
+    elif name.endswith(".npy"):
+        np.save(path, x)
+    else:
+        path.write_bytes(encode_idx(digits[0]))
+    ids, pixels, _ = collect(path)
+    assert ids == [f"{path}:{i}".encode() for i in range(N)]
+    np.testing.assert_array_equal(pixels, x)
+
+
+def test_csv_labels_are_integers_and_a_single_row_is_read(digits, tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    np.savetxt(path, np.column_stack([digits[1], digits[0].reshape(N, 784)])[:1], fmt="%d",
+               delimiter=",")  # fmt: skip
+    (chunk,) = read_file(path, 8)
+    assert chunk.labels.dtype == np.int64 and chunk.labels.tolist() == [digits[1][0]]
+    np.testing.assert_array_equal(chunk.pixels, digits[0][:1].reshape(1, 784))
+
+
+@pytest.mark.parametrize(
+    "array", [np.asfortranarray(np.zeros((3, 784), np.uint8)), np.full((3, 784), "7")]
+)
+def test_npy_that_is_fortran_ordered_or_not_numeric_is_refused(tmp_path: Path, array) -> None:
+    path = tmp_path / "odd.npy"
+    np.save(path, array)
+    with pytest.raises(InputError, match="C-order numeric"):
+        list(read_file(path, 8))
+
+
+def test_row_count_counts_images_and_gives_up_on_formats_without_a_count(tmp_path: Path) -> None:
+    png = tmp_path / "a.png"
+    Image.new("L", (28, 28)).save(png)
+    np.save(tmp_path / "x.npy", np.zeros((4, 784), np.uint8))
+    np.savez(tmp_path / "x.npz", x=np.zeros((4, 784), np.uint8))
+    assert row_count([png, png, tmp_path / "x.npy"]) == 6
+    assert row_count([tmp_path / "x.npy", tmp_path / "x.npz"]) is None
+
+
+def test_recursive_glob_finds_nested_files(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("top.png", "a/mid.png", "a/b/deep.png"):
+        (tmp_path / name).write_bytes(b"")
+    found = list(expand_inputs([str(tmp_path / "**" / "*.png")]))
+    assert sorted(p.name for p in found) == ["deep.png", "mid.png", "top.png"]
+    (tmp_path / "empty").mkdir()
+    (problem,) = expand_inputs([str(tmp_path / "empty")])
+    assert "directory has no scorable files" in str(problem)
+
+
+@pytest.mark.parametrize(("images", "labels"), [(".gz", ""), ("", ".gz")])
+def test_labels_are_found_beside_images_whether_or_not_either_is_gzipped(
+    digits, tmp_path: Path, images, labels
+) -> None:
+    x, y = digits
+    write = {".gz": gzip.compress, "": bytes}
+    path = tmp_path / f"t10k-images-idx3-ubyte{images}"
+    path.write_bytes(write[images](encode_idx(x)))
+    (tmp_path / f"t10k-labels-idx1-ubyte{labels}").write_bytes(write[labels](encode_idx(y)))
+    np.testing.assert_array_equal(collect(path)[2], y)
+
+
+def test_load_labels_reads_csv_and_single_label_files_as_int64(tmp_path: Path) -> None:
+    (tmp_path / "y.csv").write_text("3\n1\n4\n")
+    (tmp_path / "one.txt").write_text("7\n")
+    assert load_labels(tmp_path / "y.csv").tolist() == [3, 1, 4]
+    assert load_labels(tmp_path / "one.txt").tolist() == [7]
+    assert load_labels(tmp_path / "one.txt").dtype == np.int64
+    np.save(tmp_path / "y.npy", np.array([1, 2], np.uint8))
+    assert load_labels(tmp_path / "y.npy").dtype == np.int64
+    with pytest.raises(InputError, match="one.csv: cannot read labels"):
+        load_labels(tmp_path / "one.csv")
+
+
+def test_unreadable_image_is_skipped_with_the_reason_after_its_name(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.png"
+    skipped: list[str] = []
+    assert list(read_images([missing], 4, skipped)) == []
+    assert skipped == [f"{missing}: No such file or directory"]
+
+
+def test_csv_first_row_above_255_is_a_bad_row_not_a_header(digits, tmp_path: Path) -> None:
+    path = tmp_path / "odd-header.csv"
+    x = digits[0].reshape(N, 784)
+    np.savetxt(path, x, fmt="%d", delimiter=",", header=",".join(["256"] + ["0"] * 783),
+               comments="")  # fmt: skip
+    with pytest.raises(InputError, match="row 0 has pixel value 256"):
+        collect(path)
+
+
+def test_load_labels_refuses_fractional_labels(tmp_path: Path) -> None:
+    (tmp_path / "y.txt").write_text("3\n1.5\n")
+    with pytest.raises(InputError, match="y.txt: cannot read labels"):
+        load_labels(tmp_path / "y.txt")

@@ -31,8 +31,10 @@ FIGURES = {
 
 
 def experiments() -> dict[str, dict]:
-    """Metrics of every experiment of the current commit, by experiment name."""
-    shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    """Metrics of every experiment, of any commit, by experiment name."""
+    # Every commit's experiments: the ones of earlier commits count while the stages are the same.
+    command = ["dvc", "exp", "show", "--all-commits", "--json"]
+    shown = subprocess.run(command, capture_output=True, text=True)
     shown.check_returncode()
     rows = json.loads(shown.stdout.splitlines()[0])
     found = {}

@@ -58,7 +58,12 @@ OWNED = ("part-*", "_SUCCESS")  # what this engine writes into its output direct
 def chunk_block(chunk: Chunk) -> pa.Table:
     """A chunk as a Ray block: source, pixels (tensor), label (-1: none), error (null)."""
     n = len(chunk.ids)
-    pixels = chunk.pixels if chunk.pixels.dtype == np.uint8 else chunk.pixels.astype(np.float32)
+    pixels = chunk.pixels
+    if pixels.dtype != np.uint8:
+        # Ray cannot join blocks of different tensor types; pixels are 0–255 (checked) anyway.
+        if (pixels != np.round(pixels)).any():
+            raise InputError(f"{chunk.ids[0].decode()}…: fractional pixels need --engine local")
+        pixels = pixels.astype(np.uint8)
     labels = np.full(n, -1) if chunk.labels is None else np.asarray(chunk.labels)
     return pa.table(
         {
@@ -303,11 +308,16 @@ def output_root(output: str) -> Iterator[tuple[pafs.FileSystem, str]]:
 
 def find_input_error(err: BaseException) -> InputError | None:
     """The InputError a read task raised, however Ray wrapped it."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, InputError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        cause = getattr(err, "cause", None)  # RayTaskError keeps the task's own exception here
+        if isinstance(cause, BaseException):
+            err = cause
+        elif isinstance(err, InputError):
+            return err
+        else:
+            err = err.__cause__ or err.__context__
     return None
 
 
@@ -317,7 +327,7 @@ def connect(address: str | None, quiet: bool) -> None:
     # Off a terminal Ray logs progress as INFO lines instead of bars: too much for a command.
     context.enable_progress_bars = not quiet and sys.stderr.isatty()
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own summary says what happened
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # our summary says what happened
     ray.init(
         address=address,
         include_dashboard=False if not (address or os.environ.get("RAY_ADDRESS")) else None,

@@ -53,6 +53,7 @@ from serving.session import load_model
 
 KINDS = {"idx", "npy", "parquet", "image"}  # what the Ray engine reads; .csv/.npz stay local
 OWNED = ("part-*", "_SUCCESS")  # what this engine writes into its output directory
+PART_ROWS = 1 << 18  # rows per part file (~10 MB of Parquet): few files, little memory per task
 
 
 def chunk_block(chunk: Chunk) -> pa.Table:
@@ -220,6 +221,11 @@ class ScoreSink(Datasink):
         self.fs, self.root, self.fmt, self.all_p = fs, root, fmt, all_p
         self.tally = Tally()
 
+    @property
+    def min_rows_per_write(self) -> int:
+        """Rows Ray gathers for one write task: part files of a useful size, not one per batch."""
+        return PART_ROWS
+
     def write(self, blocks: Iterable[pa.Table], ctx: Any) -> Tally:
         """Write the good rows of these blocks to part-NNNNN.<fmt>; return their tally."""
         tally, writer = Tally(), None
@@ -360,8 +366,10 @@ def score_dataset(
     try:
         pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         source = DigitsDatasource(paths, names, batch_size, skipped is not None)
-        # Reads and writes ask for no CPU: the pool may hold every CPU, and they must not wait.
-        scored = ray.data.read_datasource(source, num_cpus=0).map_batches(
+        # Reads and writes ask for no CPU, since the pool may hold every CPU; bounding how many
+        # run at once keeps Ray from starting a worker process for each (a second of CPU each).
+        side = max(1, pool // 2)
+        scored = ray.data.read_datasource(source, num_cpus=0, concurrency=side).map_batches(
             OnnxScorer,
             fn_constructor_kwargs={"model": model.read_bytes(), "provider": provider},
             batch_size=batch_size,
@@ -372,7 +380,7 @@ def score_dataset(
         with output_root(output) as (fs, root):
             sink = ScoreSink(fs, root, fmt, probabilities)
             try:
-                scored.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+                scored.write_datasink(sink, ray_remote_args={"num_cpus": 0}, concurrency=side)
             except Exception as err:  # Ray wraps what its tasks raise
                 if (found := find_input_error(err)) is None:
                     raise

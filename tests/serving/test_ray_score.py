@@ -62,7 +62,7 @@ def stop_cluster(token: str) -> list[psutil.Process]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.terminate()
         time.sleep(1)
-    _, alive = psutil.wait_procs(procs, timeout=15)
+    _, alive = psutil.wait_procs(procs, timeout=5)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()

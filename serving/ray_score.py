@@ -359,8 +359,6 @@ def score_dataset(
     **_: Any,
 ) -> tuple[int, np.ndarray]:
     """Score inputs on Ray into a directory of part files: (rows, confusion matrix)."""
-    if not model.is_file():
-        raise InputError(f"model not found: {model}")
     paths, names = plan_inputs(inputs, skipped)
     connect(ray_address, quiet)
     try:

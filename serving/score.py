@@ -113,9 +113,12 @@ def import_pyarrow() -> Any:
 def arrow_rows(ids: np.ndarray, probabilities: np.ndarray, all_p: bool) -> Any:
     """One chunk's rows as an Arrow table with the text formats' columns (exact float32)."""
     pa = import_pyarrow()
-    sources = [i.decode("utf-8", "backslashreplace") for i in ids.tolist()]
+    try:
+        sources = pa.array(ids, pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid:  # rare: a file name that is not UTF-8
+        sources = pa.array([i.decode("utf-8", "backslashreplace") for i in ids.tolist()])
     columns = [
-        pa.array(sources, pa.string()),
+        sources,
         pa.array(probabilities.argmax(axis=1).astype(np.int64)),
         pa.array(probabilities.max(axis=1).astype(np.float32)),
     ]
@@ -361,11 +364,14 @@ def score_locally(
     return scorer.rows, scorer.matrix
 
 
-def score_on_ray(model: Path, inputs: tuple[str, ...], output: str, fmt: str, options: dict):
+def score_on_ray(
+    model: Path, inputs: tuple[str, ...], output: str, fmt: str, options: dict[str, Any]
+) -> tuple[int, np.ndarray]:
     """Score on a Ray cluster (serving/ray_score.py): (rows, confusion matrix)."""
     if options["labels"]:
         hint = "needs --engine local (Ray reads labels beside IDX files and Parquet's 'label')"
         raise click.BadParameter(hint, param_hint="--labels")
+    open_model(model, "cpu", quiet=True)  # a bad model fails here in one line, not in each actor
     try:
         from serving import ray_score
     except ImportError as err:

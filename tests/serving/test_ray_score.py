@@ -168,3 +168,20 @@ def test_ray_engine_stops_at_a_bad_input_and_writes_nothing(cluster, inputs, tmp
     assert len(errors) == 1 and "corrupt.png" in errors[0], result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert not out.exists() and not list(tmp_path.glob(".ray.csv.*"))
+
+
+def test_ray_engine_reads_and_writes_filesystem_uris(cluster, inputs, tmp_path: Path) -> None:
+    address, env = cluster
+    model, args = inputs
+    out = f"file://{tmp_path}/uri.csv"
+    result = digits_score(model, f"file://{args[0]}", "-o", out, "--engine", "ray",
+                          "--ray-address", address, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "/2000 labelled images)" in result.stdout
+    parts = sorted((tmp_path / "uri.csv").iterdir())
+    assert parts[-1].name == "_SUCCESS"  # no atomic rename on object stores: a marker, last
+    lines = [line for p in parts[:-1] for line in p.read_text().splitlines()[1:]]
+    assert len(lines) == 2000 and all(str(args[0]) in line for line in lines)
+    again = digits_score(model, f"file://{args[0]}", "-o", out, "--engine", "ray",
+                         "--ray-address", address, env=env)  # fmt: skip
+    assert again.returncode == 1 and "not empty" in again.stderr

@@ -302,7 +302,7 @@ def output_root(output: str) -> Iterator[tuple[pafs.FileSystem, str]]:
     """Where part files go: a temp dir swapped in for a local output, or the URI itself."""
     if "://" not in output:
         with atomic_dir(output, OWNED, "digits score --engine ray") as tmp:
-            yield pafs.LocalFileSystem(), str(tmp)
+            yield pafs.LocalFileSystem(), os.path.abspath(tmp)  # tasks run in other dirs
         return
     fs, root = pafs.FileSystem.from_uri(output)
     if fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
@@ -312,19 +312,22 @@ def output_root(output: str) -> Iterator[tuple[pafs.FileSystem, str]]:
     fs.open_output_stream(f"{root}/_SUCCESS").close()  # object stores have no atomic rename
 
 
-def find_input_error(err: BaseException) -> InputError | None:
-    """The InputError a read task raised, however Ray wrapped it."""
+def one_line(err: BaseException) -> InputError:
+    """What a task raised, however Ray wrapped it, as one line for the CLI."""
     seen: set[int] = set()
-    while err is not None and id(err) not in seen:
+    while id(err) not in seen:
         seen.add(id(err))
         cause = getattr(err, "cause", None)  # RayTaskError keeps the task's own exception here
         if isinstance(cause, BaseException):
             err = cause
         elif isinstance(err, InputError):
             return err
+        elif (inner := err.__cause__ or err.__context__) is not None:
+            err = inner
         else:
-            err = err.__cause__ or err.__context__
-    return None
+            break
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return InputError(f"the Ray job failed: {type(err).__name__}: {first}")
 
 
 def connect(address: str | None, quiet: bool) -> None:
@@ -380,9 +383,7 @@ def score_dataset(
             try:
                 scored.write_datasink(sink, ray_remote_args={"num_cpus": 0}, concurrency=side)
             except Exception as err:  # Ray wraps what its tasks raise
-                if (found := find_input_error(err)) is None:
-                    raise
-                raise found from None
+                raise one_line(err) from None
     finally:
         ray.shutdown()
     if skipped is not None:

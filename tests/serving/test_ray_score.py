@@ -178,9 +178,9 @@ def test_ray_engine_reads_and_writes_filesystem_uris(cluster, inputs, tmp_path: 
                           "--ray-address", address, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "/2000 labelled images)" in result.stdout
-    parts = sorted((tmp_path / "uri.csv").iterdir())
-    assert parts[-1].name == "_SUCCESS"  # no atomic rename on object stores: a marker, last
-    lines = [line for p in parts[:-1] for line in p.read_text().splitlines()[1:]]
+    written = sorted((tmp_path / "uri.csv").iterdir())
+    assert written[0].name == "_SUCCESS"  # no atomic rename on object stores: a marker instead
+    lines = [line for p in written[1:] for line in p.read_text().splitlines()[1:]]
     assert len(lines) == 2000 and all(str(args[0]) in line for line in lines)
     again = digits_score(model, f"file://{args[0]}", "-o", out, "--engine", "ray",
                          "--ray-address", address, env=env)  # fmt: skip

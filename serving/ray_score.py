@@ -68,7 +68,7 @@ def chunk_block(chunk: Chunk) -> pa.Table:
     labels = np.full(n, -1) if chunk.labels is None else np.asarray(chunk.labels)
     return pa.table(
         {
-            "source": pa.array(chunk.ids.tolist(), pa.binary()),
+            "source": pa.array(chunk.ids, pa.binary()),
             "pixels": ArrowTensorArray.from_numpy(np.ascontiguousarray(pixels)),
             "label": pa.array(labels.astype(np.int16)),
             "error": pa.nulls(n, pa.string()),

@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[pipeline,test]'
+	$(VENV)/bin/pip install --quiet -e '.[pipeline,ray,test]'
 	touch $@
 
 $(SERVING_VENV)/.installed: pyproject.toml

@@ -1,13 +1,15 @@
-"""Batch scoring: `digits score MODEL INPUT... -o OUT` (CSV or JSONL), streaming in chunks.
+"""Batch scoring: `digits score MODEL INPUT... -o OUT` (CSV, JSONL or Parquet), in chunks.
 
 Reads an ONNX model with the digits.onnx contract and inputs that serving/inputs.py reads (IDX,
-.npy/.npz, CSV, image files, directories, globs); writes one row per image (source id, digit,
-confidence, optionally p0…p9) to OUT atomically, and prints accuracy and a confusion summary when
-labels are known. Rows are formatted as whole numpy byte matrices, never row by row in Python.
+.npy/.npz, CSV, Parquet, image files, directories, globs); writes one row per image (source id,
+digit, confidence, optionally p0…p9) to OUT atomically, and prints accuracy and a confusion summary
+when labels are known. Text rows are formatted as whole numpy byte matrices, never row by row in
+Python. `--engine ray` hands the same work to serving/ray_score.py (the `ray` extra).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -18,13 +20,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 import numpy as np
 from tqdm import tqdm
 
-from digits.atomic import atomic_open
+from digits.atomic import atomic_open, atomic_path
 from digits.confusion import confusion_counts
 from serving.inputs import (
     Chunk,
@@ -38,7 +40,8 @@ from serving.inputs import (
 )
 from serving.session import PROVIDERS, ModelError, OnnxModel, ProviderError, load_model
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+ROW_GROUP = 1 << 16  # Parquet rows per row group: large enough for readers, small in memory
 # Lookup tables of digit text: ',d.dd' for 0…100 and 'dddd' for 0…9999 (two lookups per number).
 HIGH = np.array([list(f",{i // 100}.{i % 100:02d}".encode()) for i in range(101)], np.uint8)
 LOW = np.array([list(f"{i:04d}".encode()) for i in range(10_000)], np.uint8)
@@ -87,10 +90,130 @@ def format_rows(ids: np.ndarray, probabilities: np.ndarray, fmt: str, all_p: boo
     return flat[flat != 0].tobytes()  # drop the zero padding of the fixed-width ids
 
 
+def column_names(all_p: bool) -> list[str]:
+    """The output columns, in every format: source, digit, confidence, then p0…p9 if asked."""
+    return ["source", "digit", "confidence"] + [f"p{i}" for i in range(10)] * all_p
+
+
 def header(fmt: str, all_p: bool) -> bytes:
     """The CSV header line (JSONL has none)."""
-    names = ["source", "digit", "confidence"] + [f"p{i}" for i in range(10)] * all_p
-    return (",".join(names) + "\n").encode() if fmt == "csv" else b""
+    return (",".join(column_names(all_p)) + "\n").encode() if fmt == "csv" else b""
+
+
+def import_pyarrow() -> Any:
+    """pyarrow, or a one-line CLI error saying which extra brings it."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401  (loads the submodule onto pyarrow)
+    except ImportError:
+        raise click.ClickException("Parquet needs pyarrow: pip install 'digits[parquet]'") from None
+    return pyarrow
+
+
+def arrow_rows(ids: np.ndarray, probabilities: np.ndarray, all_p: bool) -> Any:
+    """One chunk's rows as an Arrow table with the text formats' columns (exact float32)."""
+    pa = import_pyarrow()
+    try:
+        sources = pa.array(ids, pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid:  # rare: a file name that is not UTF-8
+        sources = pa.array([i.decode("utf-8", "backslashreplace") for i in ids.tolist()])
+    columns = [
+        sources,
+        pa.array(probabilities.argmax(axis=1).astype(np.int64)),
+        pa.array(probabilities.max(axis=1).astype(np.float32)),
+    ]
+    columns += [pa.array(probabilities[:, k].astype(np.float32)) for k in range(10)] * all_p
+    return pa.table(columns, names=column_names(all_p))
+
+
+class TextRows:
+    """CSV or JSONL rows into an open file; taking rows back is a truncate."""
+
+    def __init__(self, out: IO[bytes], fmt: str, all_p: bool) -> None:
+        self.out, self.fmt, self.all_p = out, fmt, all_p
+        out.write(header(fmt, all_p))
+
+    def write(self, ids: np.ndarray, probabilities: np.ndarray) -> None:
+        """Append one chunk's rows."""
+        self.out.write(format_rows(ids, probabilities, self.fmt, self.all_p))
+
+    def mark(self) -> int:
+        """A point to take rows back to."""
+        return self.out.tell()
+
+    def rollback(self, mark: int) -> None:
+        """Remove every row written since `mark`."""
+        self.out.seek(mark)
+        self.out.truncate()
+
+
+class ParquetRows:
+    """Parquet rows into a file, one input per row group run; taken-back groups are dropped."""
+
+    def __init__(self, path: Path, all_p: bool) -> None:
+        self.pa, self.path, self.all_p = import_pyarrow(), path, all_p
+        self.pq = self.pa.parquet
+        self.schema = arrow_rows(np.array([], "S1"), np.zeros((0, 10), np.float32), all_p).schema
+        self.writer = self.pq.ParquetWriter(path, self.schema)
+        self.pending: list[Any] = []
+        self.groups = 0
+        self.dropped: set[int] = set()
+
+    def write(self, ids: np.ndarray, probabilities: np.ndarray) -> None:
+        """Buffer one chunk's rows; a full buffer becomes a row group."""
+        self.pending.append(arrow_rows(ids, probabilities, self.all_p))
+        if sum(len(t) for t in self.pending) >= ROW_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows as one row group."""
+        if self.pending:
+            table = self.pa.concat_tables(self.pending)
+            self.writer.write_table(table, row_group_size=len(table))
+            self.pending, self.groups = [], self.groups + 1
+
+    def mark(self) -> int:
+        """Start a new row group, so an input's rows never share one with another's."""
+        self.flush()
+        return self.groups
+
+    def rollback(self, mark: int) -> None:
+        """Drop the rows written since `mark` (row groups already written go at close)."""
+        self.pending = []
+        self.dropped.update(range(mark, self.groups))
+
+    def close(self) -> None:
+        """Finish the file; copy it without dropped row groups if any (rare: --skip-bad)."""
+        self.flush()
+        if not self.groups:  # a file with no row group still needs its schema
+            self.writer.write_table(self.schema.empty_table())
+        self.writer.close()
+        if self.dropped:
+            kept = self.path.with_name(self.path.name + ".kept")
+            source = self.pq.ParquetFile(self.path)
+            with self.pq.ParquetWriter(kept, self.schema) as writer:
+                for group in sorted(set(range(self.groups)) - self.dropped):
+                    writer.write_table(source.read_row_group(group))
+                if len(self.dropped) == self.groups:
+                    writer.write_table(self.schema.empty_table())
+            os.replace(kept, self.path)
+
+
+@contextlib.contextmanager
+def open_rows(output: Path, fmt: str, all_p: bool) -> Iterator[TextRows | ParquetRows]:
+    """Rows of the chosen format into `output`, renamed into place only when complete."""
+    if fmt != "parquet":
+        with atomic_open(output, buffering=1 << 20) as out:
+            yield TextRows(out, fmt, all_p)
+        return
+    with atomic_path(output) as tmp:
+        rows = ParquetRows(tmp, all_p)
+        try:
+            yield rows
+        except BaseException:
+            rows.writer.close()  # atomic_path then removes the temp file
+            raise
+        rows.close()
 
 
 def summarize(matrix: np.ndarray) -> str:
@@ -121,9 +244,7 @@ class Scorer:
     """Scores inputs into one open output file, tallying labelled rows; undoes skipped inputs."""
 
     model: OnnxModel
-    out: IO[bytes]
-    fmt: str
-    all_p: bool
+    out: TextRows | ParquetRows
     batch: int
     given: np.ndarray | None  # --labels: one per image, in input order
     skipped: list[str] | None  # None: the first bad input stops the run
@@ -136,7 +257,7 @@ class Scorer:
         for chunk in chunks:
             n = len(chunk.ids)
             _, probabilities = self.model.predict(np.asarray(chunk.pixels, dtype=np.float32))
-            self.out.write(format_rows(chunk.ids, probabilities, self.fmt, self.all_p))
+            self.out.write(chunk.ids, probabilities)
             labels = chunk.labels if self.given is None else self.given[self.rows : self.rows + n]
             if labels is not None:
                 if len(labels) != n:
@@ -150,7 +271,7 @@ class Scorer:
 
     def score_input(self, paths: list[Path]) -> None:
         """Score one file or a run of image files; with skipping on, a failure leaves no rows."""
-        mark, rows, matrix = self.out.tell(), self.rows, self.matrix.copy()
+        mark, rows, matrix = self.out.mark(), self.rows, self.matrix.copy()
         if kind_of(paths[0]) == "image":
             chunks = read_images(paths, self.batch, self.skipped)
         else:
@@ -161,8 +282,7 @@ class Scorer:
             if self.skipped is None:
                 raise
             self.skipped.append(str(err))
-            self.out.seek(mark)
-            self.out.truncate()
+            self.out.rollback(mark)
             self.rows, self.matrix = rows, matrix
 
 
@@ -175,11 +295,13 @@ def open_model(path: Path, provider: str, quiet: bool) -> OnnxModel:
         raise click.ClickException(str(err)) from None
 
 
-def output_format(path: Path) -> str:
-    """'csv' or 'jsonl' from the output file's extension."""
-    if path.suffix.lower() not in FORMATS:
-        raise click.BadParameter(f"use a .csv or .jsonl file, not {path.name!r}", param_hint="-o")
-    return FORMATS[path.suffix.lower()]
+def output_format(path: str) -> str:
+    """'csv', 'jsonl' or 'parquet' from the output's extension."""
+    suffix = Path(path.rstrip("/")).suffix.lower()
+    if suffix not in FORMATS:
+        hint = f"use a .csv, .jsonl or .parquet file, not {Path(path).name!r}"
+        raise click.BadParameter(hint, param_hint="-o")
+    return FORMATS[suffix]
 
 
 def record(item: Path | InputError, skipped: list[str] | None) -> bool:
@@ -201,17 +323,71 @@ def progress(paths: list[Path], quiet: bool) -> tqdm:
     )
 
 
-def report(scorer: Scorer, output: Path, seconds: float, skipped: list[str] | None, quiet: bool):
+def report(
+    rows: int,
+    matrix: np.ndarray,
+    output: str | Path,
+    seconds: float,
+    skipped: list[str] | None,
+    quiet: bool,
+) -> None:
     """Print the summary (unless quiet) and the skipped inputs (always)."""
     if not quiet:
-        rate = scorer.rows / seconds if seconds else 0
-        click.echo(f"scored {scorer.rows} images -> {output} ({seconds:.1f} s, {rate:,.0f}/s)")
-        if scorer.matrix.sum():
-            click.echo(summarize(scorer.matrix))
+        rate = rows / seconds if seconds else 0
+        click.echo(f"scored {rows} images -> {output} ({seconds:.1f} s, {rate:,.0f}/s)")
+        if matrix.sum():
+            click.echo(summarize(matrix))
     if skipped:
         click.echo(f"skipped {len(skipped)} bad input(s):", err=True)
         for line in skipped:
             click.echo(f"  {line}", err=True)
+
+
+def score_locally(
+    onnx_model: OnnxModel,
+    inputs: tuple[str, ...],
+    output: Path,
+    fmt: str,
+    options: dict[str, Any],
+) -> tuple[int, np.ndarray]:
+    """Score every input in this process into `output`: (rows, confusion matrix)."""
+    skipped, labels = options["skipped"], options["labels"]
+    given = load_labels(labels) if labels else None
+    paths = [p for p in expand_inputs(list(inputs)) if not record(p, skipped)]
+    with open_rows(output, fmt, options["probabilities"]) as out:
+        with progress(paths, options["quiet"]) as bar:
+            scorer = Scorer(onnx_model, out, options["batch_size"], given, skipped, bar)
+            for group in group_inputs(paths):
+                scorer.score_input(group)
+        if given is not None and len(given) != scorer.rows:
+            raise InputError(f"--labels has {len(given)} labels for {scorer.rows} images")
+    return scorer.rows, scorer.matrix
+
+
+def score_on_ray(
+    model: Path, inputs: tuple[str, ...], output: str, fmt: str, options: dict[str, Any]
+) -> tuple[int, np.ndarray]:
+    """Score on a Ray cluster (serving/ray_score.py): (rows, confusion matrix)."""
+    if options["labels"]:
+        hint = "needs --engine local (Ray reads labels beside IDX files and Parquet's 'label')"
+        raise click.BadParameter(hint, param_hint="--labels")
+    open_model(model, "cpu", quiet=True)  # a bad model fails here in one line, not in each actor
+    try:
+        from serving import ray_score
+    except ImportError as err:
+        if (err.name or "").partition(".")[0] not in ("ray", "pyarrow"):
+            raise
+        hint = "--engine ray needs the ray extra: pip install 'digits[ray]'"
+        raise click.ClickException(hint) from None
+    return ray_score.score_dataset(model, list(inputs), output, fmt, **options)
+
+
+def local_output(output: str) -> Path:
+    """The local engine's output file; a directory or URI is a usage error."""
+    if "://" in output or Path(output).is_dir():
+        hint = f"{output!r} must be a file (a directory needs --engine ray)"
+        raise click.BadParameter(hint, param_hint="-o")
+    return Path(output)
 
 
 def exit_on_sigterm() -> None:
@@ -226,8 +402,8 @@ def exit_on_sigterm() -> None:
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the rows: .csv or .jsonl (written atomically).",
+    help="Where to write the rows: .csv, .jsonl or .parquet, written atomically "
+    "(with --engine ray: a directory of part files, local or a URI).",
 )
 @click.option(
     "--batch-size",
@@ -251,32 +427,47 @@ def exit_on_sigterm() -> None:
 )
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable inputs, list them, exit 0.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process; ray: Ray Data over a cluster (the ray extra).",
+)
+@click.option(
+    "--ray-address",
+    help="Ray cluster to join (host:port or ray://…); default: $RAY_ADDRESS, else a local Ray.",
+)
+@click.option(
+    "--actors",
+    type=click.IntRange(1),
+    help="Ray actors, one ONNX Runtime session each; default: one per CPU of the cluster.",
+)
 def score(
     model: Path,
     inputs: tuple[str, ...],
-    output: Path,
-    batch_size: int,
-    provider: str,
-    probabilities: bool,
-    labels: Path | None,
-    skip_bad: bool,
-    quiet: bool,
+    output: str,
+    engine: str,
+    **options: Any,
 ) -> None:
-    """Score images in IDX, .npy/.npz, CSV or image files (or directories, globs) with MODEL."""
+    """Score images in IDX, .npy/.npz, CSV, Parquet or image files (or directories, globs).
+
+    MODEL is an ONNX file with the digits.onnx contract. With --engine ray the same scoring runs
+    in Ray Data (IDX, .npy, Parquet and image inputs, local paths or URIs) and OUTPUT is a
+    directory of part files with the same columns.
+    """
     fmt, started = output_format(output), time.perf_counter()
     exit_on_sigterm()
-    onnx_model = open_model(model, provider, quiet)
-    skipped: list[str] | None = [] if skip_bad else None
+    options["skipped"] = [] if options.pop("skip_bad") else None
+    ray_options = {k: options.pop(k) for k in ("ray_address", "actors")}
     try:
-        given = load_labels(labels) if labels else None
-        paths = [p for p in expand_inputs(list(inputs)) if not record(p, skipped)]
-        with atomic_open(output, buffering=1 << 20) as out, progress(paths, quiet) as bar:
-            out.write(header(fmt, probabilities))
-            scorer = Scorer(onnx_model, out, fmt, probabilities, batch_size, given, skipped, bar)
-            for group in group_inputs(paths):
-                scorer.score_input(group)
-            if given is not None and len(given) != scorer.rows:
-                raise InputError(f"--labels has {len(given)} labels for {scorer.rows} images")
+        if engine == "ray":
+            rows, matrix = score_on_ray(model, inputs, output, fmt, {**options, **ray_options})
+        else:
+            path = local_output(output)
+            onnx_model = open_model(model, options.pop("provider"), options["quiet"])
+            rows, matrix = score_locally(onnx_model, inputs, path, fmt, options)
     except InputError as err:
         raise click.ClickException(str(err)) from None
-    report(scorer, output, time.perf_counter() - started, skipped, quiet)
+    seconds = time.perf_counter() - started
+    report(rows, matrix, output, seconds, options["skipped"], options["quiet"])

@@ -204,7 +204,7 @@ def test_skip_bad_lists_skipped_inputs_and_keeps_only_good_rows(
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["in", "-o", "out.parquet"], 2, "use a .csv or .jsonl file"),
+        (["in", "-o", "out.txt"], 2, "use a .csv, .jsonl or .parquet file"),
         (["in", "-o", "out.csv", "--batch-size", "0"], 2, "batch-size"),
     ],
 )

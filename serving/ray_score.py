@@ -1,0 +1,391 @@
+"""Batch scoring on Ray Data: `digits score --engine ray`, the local scorer spread over a cluster.
+
+Reads IDX (raw or gzip), .npy, Parquet and image files from local paths (every node must see
+them) or any pyarrow filesystem URI (s3://, gs://, hdfs://…) in Ray read tasks, with the readers
+of serving/inputs.py; scores them with map_batches over an actor pool, one ONNX Runtime session
+per actor (serving/session.py); writes a directory of Parquet, CSV or JSONL part files with the
+local scorer's columns and formatting (serving/score.py). A local directory is swapped in
+atomically; a URI gets `_SUCCESS` written last. Needs the `ray` extra. Writes nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+from ray.data import ActorPoolStrategy, DataContext
+from ray.data.datasource import Datasink, FileBasedDatasource
+from ray.data.extensions import ArrowTensorArray
+
+from digits.atomic import atomic_dir
+from digits.confusion import confusion_counts
+from digits.idx import GZIP_MAGIC
+from digits.images import ImageError, load_image, to_mnist
+from serving.inputs import (
+    NPY_HEADERS,
+    PIXELS,
+    STREAM_ERRORS,
+    Chunk,
+    InputError,
+    expand_inputs,
+    kind_of,
+    read_idx_labels_stream,
+    read_idx_stream,
+    read_npy_stream,
+    read_parquet_stream,
+    row_ids,
+    scorable,
+)
+from serving.score import arrow_rows, format_rows, header, record
+from serving.session import load_model
+
+KINDS = {"idx", "npy", "parquet", "image"}  # what the Ray engine reads; .csv/.npz stay local
+OWNED = ("part-*", "_SUCCESS")  # what this engine writes into its output directory
+PART_ROWS = 1 << 18  # rows per part file (~10 MB of Parquet): few files, little memory per task
+
+
+def chunk_block(chunk: Chunk) -> pa.Table:
+    """A chunk as a Ray block: source, pixels (tensor), label (-1: none), error (null)."""
+    n = len(chunk.ids)
+    pixels = chunk.pixels
+    if pixels.dtype != np.uint8:
+        # Ray cannot join blocks of different tensor types; pixels are 0–255 (checked) anyway.
+        if (pixels != np.round(pixels)).any():
+            raise InputError(f"{chunk.ids[0].decode()}…: fractional pixels need --engine local")
+        pixels = pixels.astype(np.uint8)
+    labels = np.full(n, -1) if chunk.labels is None else np.asarray(chunk.labels)
+    return pa.table(
+        {
+            "source": pa.array(chunk.ids, pa.binary()),
+            "pixels": ArrowTensorArray.from_numpy(np.ascontiguousarray(pixels)),
+            "label": pa.array(labels.astype(np.int16)),
+            "error": pa.nulls(n, pa.string()),
+        }
+    )
+
+
+def error_block(path: Path, message: str) -> pa.Table:
+    """One row that carries a skipped input's message to the sink (its pixels are blank)."""
+    block = chunk_block(Chunk(np.array([os.fsencode(path)]), np.zeros((1, PIXELS), np.uint8)))
+    return block.set_column(3, "error", pa.array([message], pa.string()))
+
+
+def check_gzip(fs: pafs.FileSystem, path: str, name: Path) -> None:
+    """Read a gzip file through once, so a damaged one fails before any of its rows is scored."""
+    try:
+        with fs.open_input_stream(path, compression="gzip") as stream:
+            while stream.read(1 << 22):
+                pass
+    except STREAM_ERRORS as err:
+        raise InputError(f"{name}: corrupt gzip data ({err})") from None
+
+
+class DigitsDatasource(FileBasedDatasource):
+    """Ray read tasks over digits inputs: one block per chunk; bad files fail or become a row."""
+
+    def __init__(self, paths: list[str], names: dict[str, str], batch: int, skip_bad: bool):
+        super().__init__(paths, partition_filter=lambda found: [p for p in found if wanted(p)])
+        self.names, self.batch, self.skip_bad = names, batch, skip_bad
+
+    def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> Any:
+        # Random access: sizes are checked before scoring, and Parquet needs it for its footer.
+        return filesystem.open_input_file(path)
+
+    def _read_stream(self, f: Any, path: str) -> Iterator[pa.Table]:
+        name = Path(self.names.get(path, path))
+        try:
+            for chunk in self.read_chunks(f, path, name):
+                yield chunk_block(chunk)
+        except InputError as err:
+            if not self.skip_bad:
+                raise
+            yield error_block(name, str(err))
+        except STREAM_ERRORS as err:
+            message = f"{name}: cannot read as {kind_of(name)} ({err})"
+            if not self.skip_bad:
+                raise InputError(message) from None
+            yield error_block(name, message)
+
+    def read_chunks(self, f: Any, path: str, name: Path) -> Iterator[Chunk]:
+        """Chunks of one file, checked as far as its kind allows before the first is yielded."""
+        kind = kind_of(name)
+        if kind == "image":
+            try:
+                pixels = to_mnist(load_image(f.read())).reshape(1, PIXELS)
+            except ImageError as err:
+                raise InputError(f"{name}: {err}") from None
+            yield Chunk(np.array([os.fsencode(name)]), pixels)
+        elif kind == "parquet":
+            yield from read_parquet_stream(f, name, self.batch)
+        elif kind == "npy":
+            version = np.lib.format.read_magic(f)
+            if version in NPY_HEADERS:  # read_npy_stream names any other version
+                shape, _, dtype = NPY_HEADERS[version](f)
+                expected = f.tell() + int(np.prod(shape)) * dtype.itemsize
+                if f.size() != expected:
+                    raise InputError(f"{name}: file is {f.size()} bytes, header says {expected}")
+            f.seek(0)
+            start = 0
+            for x in read_npy_stream(f, name, self.batch):
+                yield Chunk(row_ids(name, start, len(x)), x)
+                start += len(x)
+        else:
+            yield from self.read_idx(f, path, name)
+
+    def read_idx(self, f: Any, path: str, name: Path) -> Iterator[Chunk]:
+        """IDX images (raw or gzip, sniffed), with the IDX labels beside them if any."""
+        fs = self._filesystem
+        size: int | None = f.size()
+        if f.read_at(2, 0) == GZIP_MAGIC:
+            check_gzip(fs, path, name)
+            f, size = fs.open_input_stream(path, compression="gzip"), None
+        else:
+            f.seek(0)  # read_at leaves the implicit position unset
+        beside = labels_beside(fs, path)
+
+        def labels() -> np.ndarray | None:
+            if beside is None:
+                return None
+            compression = "gzip" if beside.endswith(".gz") else None
+            with fs.open_input_stream(beside, compression=compression) as stream:
+                return read_idx_labels_stream(stream, Path(self.names.get(beside, beside)))
+
+        yield from read_idx_stream(f, name, self.batch, size, labels)
+
+
+def wanted(path: str) -> bool:
+    """Whether a file Ray found in a directory is an input this engine reads."""
+    return scorable(Path(path)) and kind_of(Path(path)) in KINDS
+
+
+def labels_beside(fs: Any, path: str) -> str | None:
+    """The IDX labels file beside IDX images on any filesystem, like inputs.labels_beside."""
+    head, _, name = path.rpartition("/")
+    twin = name.replace("images", "labels").replace("idx3", "idx1")
+    for candidate in (twin, twin.removesuffix(".gz"), twin + ".gz"):
+        if candidate != name:
+            full = f"{head}/{candidate}" if head else candidate
+            if fs.get_file_info(full).type == pafs.FileType.File:
+                return full
+    return None
+
+
+class OnnxScorer:
+    """A map_batches actor: one ONNX Runtime session, built from the model's bytes."""
+
+    def __init__(self, model: bytes, provider: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:  # actors on other nodes have no model file
+            path = Path(tmp) / "model.onnx"
+            path.write_bytes(model)
+            self.model = load_model(path, provider=provider, threads=1)  # one CPU per actor
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """Pixels -> probabilities (N, 10); source, label and error pass through."""
+        pixels = batch.column("pixels").combine_chunks().to_numpy()
+        _, probabilities = self.model.predict(pixels.reshape(-1, PIXELS).astype(np.float32))
+        passed = batch.select(["source", "label", "error"])
+        return passed.append_column("probabilities", ArrowTensorArray.from_numpy(probabilities))
+
+
+@dataclass
+class Tally:
+    """What one write task (or all of them) did: rows written, confusion counts, bad inputs."""
+
+    rows: int = 0
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((10, 10), np.int64))
+    skipped: list[str] = field(default_factory=list)
+
+    def add(self, other: Tally) -> None:
+        """Fold another tally into this one."""
+        self.rows += other.rows
+        self.matrix += other.matrix
+        self.skipped += other.skipped
+
+
+class ScoreSink(Datasink):
+    """Writes each task's rows to one part file in the local scorer's format, and tallies."""
+
+    def __init__(self, fs: pafs.FileSystem, root: str, fmt: str, all_p: bool) -> None:
+        self.fs, self.root, self.fmt, self.all_p = fs, root, fmt, all_p
+        self.tally = Tally()
+
+    @property
+    def min_rows_per_write(self) -> int:
+        """Rows Ray gathers for one write task: part files of a useful size, not one per batch."""
+        return PART_ROWS
+
+    def write(self, blocks: Iterable[pa.Table], ctx: Any) -> Tally:
+        """Write the good rows of these blocks to part-NNNNN.<fmt>; return their tally."""
+        tally, writer = Tally(), None
+        path = f"{self.root}/part-{ctx.task_idx:05d}.{self.fmt}"
+        with contextlib.ExitStack() as stack:
+            for block in blocks:
+                bad = block.column("error").is_valid()
+                tally.skipped += block.filter(bad).column("error").to_pylist()
+                good = block.filter(pa.compute.invert(bad))
+                if not len(good):
+                    continue
+                if writer is None:
+                    writer = stack.enter_context(self.open_part(path))
+                self.write_rows(writer, good, tally)
+        return tally
+
+    @contextlib.contextmanager
+    def open_part(self, path: str) -> Iterator[Any]:
+        """An output stream (text formats, header written) or a Parquet writer for one part."""
+        with self.fs.open_output_stream(path) as stream:
+            if self.fmt != "parquet":
+                stream.write(header(self.fmt, self.all_p))
+                yield stream
+                return
+            schema = arrow_rows(np.array([], "S1"), np.zeros((0, 10), np.float32), self.all_p)
+            with pq.ParquetWriter(stream, schema.schema) as writer:
+                yield writer
+
+    def write_rows(self, writer: Any, rows: pa.Table, tally: Tally) -> None:
+        """Format and write scored rows; count the labelled ones."""
+        ids = rows.column("source").to_numpy().astype("S")
+        probabilities = rows.column("probabilities").combine_chunks().to_numpy()
+        if self.fmt == "parquet":
+            writer.write_table(arrow_rows(ids, probabilities, self.all_p))
+        else:
+            writer.write(format_rows(ids, probabilities, self.fmt, self.all_p))
+        labels = rows.column("label").to_numpy()
+        known = labels >= 0
+        if known.any():
+            tally.matrix += confusion_counts(labels[known], probabilities[known].argmax(axis=1))
+        tally.rows += len(rows)
+
+    def on_write_complete(self, write_result: Any) -> None:
+        """Gather every task's tally on the driver."""
+        for part in write_result.write_returns:
+            self.tally.add(part)
+
+
+def plan_inputs(args: list[str], skipped: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """Paths for Ray (URIs as given, local files absolute) and each one's name in the output."""
+    paths, names = [], {}
+    for arg in args:
+        if "://" in arg:
+            paths.append(arg)
+            continue
+        for item in expand_inputs([arg]):
+            if not record(item, skipped) and not record(refused(item), skipped):
+                paths.append(os.path.abspath(item))
+                names[os.path.abspath(item)] = str(item)
+    if not paths:
+        raise InputError("no inputs left to score")
+    return paths, names
+
+
+def refused(path: Path) -> Path | InputError:
+    """The path, or an InputError for a kind the Ray engine does not read."""
+    if kind_of(path) in KINDS:
+        return path
+    return InputError(f"{path}: .{kind_of(path)} inputs need --engine local")
+
+
+@contextlib.contextmanager
+def output_root(output: str) -> Iterator[tuple[pafs.FileSystem, str]]:
+    """Where part files go: a temp dir swapped in for a local output, or the URI itself."""
+    if "://" not in output:
+        with atomic_dir(output, OWNED, "digits score --engine ray") as tmp:
+            yield pafs.LocalFileSystem(), os.path.abspath(tmp)  # tasks run in other dirs
+        return
+    fs, root = pafs.FileSystem.from_uri(output)
+    if fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        raise InputError(f"{output}: not empty; choose a new location")
+    fs.create_dir(root)
+    yield fs, root
+    fs.open_output_stream(f"{root}/_SUCCESS").close()  # object stores have no atomic rename
+
+
+def one_line(err: BaseException) -> InputError:
+    """What a task raised, however Ray wrapped it, as one line for the CLI."""
+    seen: set[int] = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        cause = getattr(err, "cause", None)  # RayTaskError keeps the task's own exception here
+        if isinstance(cause, BaseException):
+            err = cause
+        elif isinstance(err, InputError):
+            return err
+        elif (inner := err.__cause__ or err.__context__) is not None:
+            err = inner
+        else:
+            break
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return InputError(f"the Ray job failed: {type(err).__name__}: {first}")
+
+
+def connect(address: str | None, quiet: bool) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray for this run."""
+    context = DataContext.get_current()
+    # Off a terminal Ray logs progress as INFO lines instead of bars: too much for a command.
+    context.enable_progress_bars = not quiet and sys.stderr.isatty()
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # our summary says what happened
+    ray.init(
+        address=address,
+        include_dashboard=False if not (address or os.environ.get("RAY_ADDRESS")) else None,
+        logging_level=logging.ERROR if quiet else logging.WARNING,
+        log_to_driver=not quiet,
+        configure_logging=True,
+    )
+
+
+def score_dataset(
+    model: Path,
+    inputs: list[str],
+    output: str,
+    fmt: str,
+    *,
+    batch_size: int,
+    provider: str,
+    probabilities: bool,
+    skipped: list[str] | None,
+    quiet: bool,
+    ray_address: str | None,
+    actors: int | None,
+    **_: Any,
+) -> tuple[int, np.ndarray]:
+    """Score inputs on Ray into a directory of part files: (rows, confusion matrix)."""
+    paths, names = plan_inputs(inputs, skipped)
+    connect(ray_address, quiet)
+    try:
+        pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        source = DigitsDatasource(paths, names, batch_size, skipped is not None)
+        # Reads and writes ask for no CPU, since the pool may hold every CPU; bounding how many
+        # run at once keeps Ray from starting a worker process for each (a second of CPU each).
+        side = max(1, pool // 2)
+        scored = ray.data.read_datasource(source, num_cpus=0, concurrency=side).map_batches(
+            OnnxScorer,
+            fn_constructor_kwargs={"model": model.read_bytes(), "provider": provider},
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=pool),
+            num_cpus=1,
+        )
+        with output_root(output) as (fs, root):
+            sink = ScoreSink(fs, root, fmt, probabilities)
+            try:
+                scored.write_datasink(sink, ray_remote_args={"num_cpus": 0}, concurrency=side)
+            except Exception as err:  # Ray wraps what its tasks raise
+                raise one_line(err) from None
+    finally:
+        ray.shutdown()
+    if skipped is not None:
+        skipped += sink.tally.skipped
+    return sink.tally.rows, sink.tally.matrix

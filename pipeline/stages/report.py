@@ -215,12 +215,13 @@ def compress_section(report: dict[str, Any] | None) -> list[str]:
         lines.append(f"- {name}: {figures['reached']:.4g} (target {figures['target']:.4g})")
     deployed = report.get("deployed")
     if deployed:
+        entries = deployed["preprocess_map_entries"]
+        where = f"kept apart ({entries:,} entries)" if entries else "folded into the first layer"
         lines += [
             "",
-            f"Learned-weight sparsity {percent(report['sparsity'])}; the exported graph has "
-            f"{deployed['weights_nonzero']:,} nonzero weights, a preprocessing map of "
-            f"{deployed['preprocess_map_entries']:,} entries kept apart (0: folded), "
-            f"{deployed['macs_per_image']:,} multiply-adds per image.",
+            f"Learned-weight sparsity {percent(report['sparsity'])}; the compressed model "
+            f"computes with {deployed['weights_nonzero']:,} nonzero weights, its preprocessing "
+            f"map {where}: {deployed['macs_per_image']:,} multiply-adds per image.",
         ]
     return lines
 

@@ -131,10 +131,10 @@ def allocate_sparsity(
     for _ in range(60):
         mid = (low + high) / 2
         low, high = (mid, high) if pruned(mid) < goal else (low, mid)
-    shares = allocation(high)
-    # Bisection overshoots a little: scale back so the layers remove exactly the target share.
+    # Bisection stops a little over the goal (pruned(high) >= goal): scale the shares back so
+    # the layers remove exactly the target share.
     scale = goal / max(pruned(high), 1e-12)
-    return [min(s * scale, s) for s in shares]
+    return [share * scale for share in allocation(high)]
 
 
 def sparsity_schedule(target: float, steps: int) -> list[float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -58,11 +59,7 @@ def prune_magnitude(model: MLP, sparsity: float, scope: Scope = "global") -> Non
     """
     linears = model.linears()
     if scope == "layer":
-        for linear in linears:
-            more = round(sparsity * linear.weight.numel()) - pruned_count(linear)
-            if more > 0:
-                scores = effective_weight(linear).abs()
-                prune.l1_unstructured(linear, "weight", amount=more, importance_scores=scores)
+        prune_layers(model, [sparsity] * len(linears))
         return
     total = sum(linear.weight.numel() for linear in linears)
     more = round(sparsity * total) - sum(pruned_count(linear) for linear in linears)
@@ -73,6 +70,71 @@ def prune_magnitude(model: MLP, sparsity: float, scope: Scope = "global") -> Non
             importance_scores={(lin, "weight"): effective_weight(lin).abs() for lin in linears},
             amount=more,
         )
+
+
+def prune_layers(model: MLP, sparsities: list[float]) -> None:
+    """Mask each Linear's smallest-|w| weights (in place) until its own share is masked."""
+    for linear, sparsity in zip(model.linears(), sparsities, strict=True):
+        more = round(sparsity * linear.weight.numel()) - pruned_count(linear)
+        if more > 0:
+            scores = effective_weight(linear).abs()
+            prune.l1_unstructured(linear, "weight", amount=more, importance_scores=scores)
+
+
+def layer_sensitivity(
+    model: MLP, score: Callable[[MLP], float], levels: tuple[float, ...]
+) -> list[list[float]]:
+    """Per Linear, the drop of `score` when that layer alone is one-shot pruned to each level."""
+    base = score(model)
+    drops = []
+    for index in range(len(model.linears())):
+        row = []
+        for level in levels:
+            pruned = plain_copy(model).eval()
+            sparsities = [0.0] * len(pruned.linears())
+            sparsities[index] = level
+            prune_layers(pruned, sparsities)
+            row.append(base - score(pruned))
+        drops.append(row)
+    return drops
+
+
+def affordable_sparsity(levels: tuple[float, ...], drops: list[float], budget: float) -> float:
+    """The highest sparsity whose (interpolated, made non-decreasing) drop is within budget."""
+    xs = [0.0, *levels]
+    ys = list(np.maximum.accumulate([0.0, *drops]))  # a deeper cut never costs less
+    for i in range(1, len(xs)):
+        if ys[i] > budget:  # the budget runs out inside this segment (ys[i - 1] <= budget)
+            return xs[i - 1] + (xs[i] - xs[i - 1]) * (budget - ys[i - 1]) / (ys[i] - ys[i - 1])
+    return xs[-1]
+
+
+def allocate_sparsity(
+    levels: tuple[float, ...], drops: list[list[float]], sizes: list[int], target: float
+) -> list[float]:
+    """Per-layer sparsities reaching `target` overall where pruning costs least (Han et al. 2015).
+
+    Every layer is pruned as far as one shared budget of measured drop allows; the smallest
+    budget whose pruned weights reach the global target is found by bisection.
+    """
+    goal = target * sum(sizes)
+
+    def allocation(budget: float) -> list[float]:
+        return [affordable_sparsity(levels, row, budget) for row in drops]
+
+    def pruned(budget: float) -> float:
+        return sum(s * n for s, n in zip(allocation(budget), sizes, strict=True))
+
+    low, high = 0.0, max(1e-12, max(max(row) for row in drops) if drops else 0.0)
+    if pruned(high) < goal:  # even the deepest measured cuts fall short: take them all
+        return allocation(high)
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if pruned(mid) < goal else (low, mid)
+    # Bisection stops a little over the goal (pruned(high) >= goal): scale the shares back so
+    # the layers remove exactly the target share.
+    scale = goal / max(pruned(high), 1e-12)
+    return [share * scale for share in allocation(high)]
 
 
 def sparsity_schedule(target: float, steps: int) -> list[float]:
@@ -157,6 +219,49 @@ def fold_preprocess(model: MLP) -> MLP:
     folded = MLP(dataclasses.replace(source.spec, preprocess=False, features=PIXELS))
     folded.load_state_dict(state)
     return folded.eval()
+
+
+def preprocess_costs(model: MLP) -> dict:
+    """Size of the first layer with the fixed map kept in front vs folded in (weights, MACs).
+
+    Kept: the map (dense MatMul, 784 x k multiply-adds per image, plus the 784-entry mean) and
+    the first layer's nonzero weights. Folded: the nonzero weights of W @ matrix.T, which is
+    dense whenever the map mixes pixels (PCA, ZCA), however sparse W was.
+    """
+    # No network is built here: building one draws from torch's RNG, and the default path
+    # must draw exactly as it did before this choice existed.
+    W = effective_weight(model.linears()[0])  # (out, k)
+    M = model.preprocess.matrix  # (784, k)
+    folded = int((W.double() @ M.double().T).float().count_nonzero())  # as fold_preprocess does
+    kept = M.numel() + PIXELS + int(W.count_nonzero())
+    return {
+        "map_shape": list(M.shape),
+        "map_entries": M.numel(),
+        "kept_params": kept,
+        "folded_params": folded,
+        "fold": folded <= kept,
+    }
+
+
+def fold_preprocess_if_smaller(model: MLP) -> tuple[MLP, dict]:
+    """Fold the fixed map into the first Linear only when that makes the model smaller."""
+    if not model.spec.preprocess:
+        return plain_copy(model).eval(), {"folded": False, "map_entries": 0}
+    costs = preprocess_costs(model)
+    folded = costs.pop("fold")
+    result = fold_preprocess(model) if folded else plain_copy(model).eval()
+    return result, {"folded": folded, **costs}
+
+
+def deployed_size(model: MLP) -> dict:
+    """What inference computes with: nonzero Linear weights, the kept map, MACs per image."""
+    weights = sum(int(effective_weight(lin).count_nonzero()) for lin in model.linears())
+    map_entries = model.preprocess.matrix.numel() if model.spec.preprocess else 0
+    return {
+        "weights_nonzero": weights,
+        "preprocess_map_entries": map_entries,
+        "macs_per_image": weights + map_entries,  # the map is a dense MatMul
+    }
 
 
 def max_logit_diff(a: nn.Module, b: nn.Module, x: np.ndarray) -> float:

@@ -16,7 +16,12 @@ from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dyna
 from torch import nn
 
 from digits.atomic import atomic_path
-from pipeline.compression import fold_batchnorm, fold_preprocess, has_batchnorm, plain_copy
+from pipeline.compression import (
+    fold_batchnorm,
+    fold_preprocess_if_smaller,
+    has_batchnorm,
+    plain_copy,
+)
 from pipeline.network import MLP, PIXELS
 
 INPUT = "pixels"
@@ -40,12 +45,16 @@ class Classifier(nn.Module):
 
 
 def inference_ready(model: MLP) -> MLP:
-    """An eval-mode copy with pruning masks, batchnorm and preprocessing folded into the Linears."""
+    """An eval-mode copy with masks and batchnorm folded, and the fixed map too if that is smaller.
+
+    A map that mixes pixels (PCA, ZCA) would make a sparse first layer dense; when keeping it as
+    its own MatMul costs less, the graph computes (pixels - mean) @ matrix first.
+    """
     model = plain_copy(model)
     if has_batchnorm(model):
         model = fold_batchnorm(model)
     if model.spec.preprocess:
-        model = fold_preprocess(model)
+        model, _ = fold_preprocess_if_smaller(model)
     return model.eval()
 
 

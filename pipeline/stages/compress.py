@@ -2,7 +2,8 @@
 
 Reads: models/mlp.pt, data/prepared/{train,dev}.npz, params.yaml `base`, `train`, `compress`.
 Writes: models/mlp-compressed.pt (pruned, BN- and preprocessing-folded checkpoint),
-reports/compress.json (sparsity, accuracy per step, per-layer detail, folding errors),
+reports/compress.json (learned-weight sparsity, accuracy per step, per-layer detail, folding
+errors, the size of what is deployed, whether the targets were met),
 logs/compress.json (seconds),
 reports/compress-sweep.json (dev accuracy vs sparsity of one-shot magnitude pruning, a plot).
 Run: `digits compress`
@@ -12,10 +13,15 @@ The recipe, in order (a step whose param is 0 is skipped):
 2. l1: fine-tune with an L1 penalty, so the prune steps find many weights already near 0;
 3. prune: magnitude-prune to `sparsity` of the remaining Linear weights in `steps` rising
    steps, fine-tuning with the masks fixed after each (`step_epochs`, `final_epochs` after the
-   last step: Han et al. 2015);
+   last step: Han et al. 2015); `scope` ranks weights across all layers (global), within each
+   (layer), or gives each layer its own share by measured sensitivity (sensitivity);
 4. polish: fine-tune `polish_epochs` at `polish_lr` without augmentation, masks fixed;
-5. fold BatchNorm, then the preprocessing, into the Linears; each fold is checked on dev.
+5. fold BatchNorm, then the fixed preprocessing map, into the Linears; the map is folded only
+   when that makes the model smaller (a PCA/ZCA map would make a pruned first layer dense), and
+   each fold is checked on dev.
 Fine-tuning is `pipeline.training.fit` with the `train:` params, less `epochs`, `lr` and `l1`.
+Pruning acts on the learned weights only, so `sparsity` is learned-weight sparsity. A run that
+misses `sparsity` or `max_dev_drop` says so (and fails, writing nothing, with `strict`).
 """
 
 from __future__ import annotations
@@ -25,20 +31,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import click
 
 from digits.atomic import write_json
 from pipeline import metrics
 from pipeline.compression import (
-    Scope,
+    allocate_sparsity,
     count_below,
+    deployed_size,
     fold_batchnorm,
-    fold_preprocess,
+    fold_preprocess_if_smaller,
     has_batchnorm,
+    layer_sensitivity,
+    layer_summary,
     max_logit_diff,
     model_summary,
     plain_copy,
+    prune_layers,
     prune_magnitude,
     shrink_hidden,
     sparsity_schedule,
@@ -48,6 +59,10 @@ from pipeline.network import MLP, load_checkpoint, predict_logits, save_checkpoi
 from pipeline.options import params_option, path_option, prepared_option
 from pipeline.run_log import write_run_log
 from pipeline.training import Data, TrainParams, fit, load_data
+
+PruneScope = Literal["global", "layer", "sensitivity"]
+# Learned-weight sparsity may fall short of the target by rounding alone (per layer, per step).
+SPARSITY_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -60,7 +75,10 @@ class CompressParams:
     l1_epochs: int = 1
     l1_threshold: float = 1e-3  # |w| below this counts as driven to zero by the penalty
     sparsity: float = 0.9  # target zero share of the Linear weights left after step 1
-    scope: Scope = "global"
+    scope: PruneScope = "global"
+    sensitivity_levels: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+    max_dev_drop: float = 0.5  # percentage points of dev accuracy the whole recipe may cost
+    strict: bool = False  # fail (writing nothing) when a target is missed, instead of warning
     steps: int = 4
     step_epochs: int = 3
     final_epochs: int = 8  # fine-tune epochs after the last prune step, where most is lost
@@ -86,6 +104,13 @@ class CompressParams:
         require(self.lr > 0, "compress.lr", "must be > 0")
         require(self.polish_lr > 0, "compress.polish_lr", "must be > 0")
         require(all(0 <= s < 1 for s in self.sweep), "compress.sweep", "levels must be in [0, 1)")
+        levels = self.sensitivity_levels
+        require(
+            len(levels) >= 1 and all(0 < s < 1 for s in levels) and list(levels) == sorted(levels),
+            "compress.sensitivity_levels",
+            "must be rising levels in (0, 1)",
+        )
+        require(self.max_dev_drop >= 0, "compress.max_dev_drop", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -147,12 +172,35 @@ def l1_step(model: MLP, tuning: Tuning, params: CompressParams) -> dict:
     return row
 
 
-def prune_steps(model: MLP, tuning: Tuning, params: CompressParams) -> list[dict]:
-    """Iterative magnitude pruning to the target sparsity, fine-tuning after each step."""
+def sensitivity_step(model: MLP, dev: Data, params: CompressParams) -> dict:
+    """Dev drop of pruning each layer alone at each level, and the per-layer shares it implies."""
+    levels = params.sensitivity_levels
+    drops = layer_sensitivity(model, lambda m: dev_accuracy(m, dev), levels)
+    sizes = [linear.weight.numel() for linear in model.linears()]
+    shares = allocate_sparsity(levels, drops, sizes, params.sparsity)
+    names = [row["layer"] for row in layer_summary(model)]
+    return {
+        "levels": list(levels),
+        "dev_drop": dict(zip(names, drops, strict=True)),
+        "allocation": dict(zip(names, shares, strict=True)),
+    }
+
+
+def prune_steps(
+    model: MLP, tuning: Tuning, params: CompressParams, shares: list[float] | None = None
+) -> list[dict]:
+    """Iterative magnitude pruning to the target sparsity, fine-tuning after each step.
+
+    With `shares` (one target per Linear), each layer follows its own rising schedule.
+    """
     rows = []
+    schedules = [sparsity_schedule(share, params.steps) for share in shares or []]
     for k, target in enumerate(sparsity_schedule(params.sparsity, params.steps), 1):
         before = dev_accuracy(model, tuning.dev)
-        prune_magnitude(model, target, params.scope)
+        if shares is None:
+            prune_magnitude(model, target, params.scope)
+        else:
+            prune_layers(model, [schedule[k - 1] for schedule in schedules])
         cut = dev_accuracy(model, tuning.dev)
         epochs = params.final_epochs if k == params.steps else params.step_epochs
         fine_tune(model, tuning, epochs, params.lr)
@@ -171,10 +219,10 @@ def polish_step(model: MLP, tuning: Tuning, params: CompressParams) -> dict:
 
 
 def fold(model: MLP, dev: Data) -> tuple[MLP, dict]:
-    """Fold BatchNorm then preprocessing; max |Δlogit| of each fold and accuracy on dev."""
+    """Fold BatchNorm, then preprocessing if smaller; max |Δlogit| of each fold, dev accuracy."""
     unfolded = plain_copy(model).eval()
     no_bn = fold_batchnorm(unfolded)
-    folded = fold_preprocess(no_bn)
+    folded, preprocess = fold_preprocess_if_smaller(no_bn)
     return folded, {
         "batchnorm_max_abs_logit_diff": max_logit_diff(unfolded, no_bn, dev[0]),
         "preprocess_max_abs_logit_diff": max_logit_diff(no_bn, folded, dev[0]),
@@ -183,15 +231,53 @@ def fold(model: MLP, dev: Data) -> tuple[MLP, dict]:
         "dev_accuracy_after": dev_accuracy(folded, dev),
         "batchnorm_left": has_batchnorm(folded),
         "preprocess_left": folded.spec.preprocess,
+        "preprocess": preprocess,
     }
 
 
-def sweep(dense: MLP, dev: Data, levels: tuple[float, ...], scope: Scope) -> list[dict]:
+def learned_sparsity(model: MLP) -> dict:
+    """Zero share of the learned Linear weights (the fixed preprocessing map not folded in)."""
+    layers = layer_summary(model)  # masks applied; no copy, so no draw from torch's RNG
+    weights = sum(row["weights"] for row in layers)
+    nonzero = sum(row["nonzero"] for row in layers)
+    return {
+        "sparsity": 1 - nonzero / weights,
+        "learned_weights": weights,
+        "learned_nonzero": nonzero,
+    }
+
+
+def check_targets(report: dict, params: CompressParams) -> dict:
+    """Whether the run reached its sparsity target and stayed within its dev-drop budget."""
+    sparsity_met = report["sparsity"] >= params.sparsity - SPARSITY_TOLERANCE
+    drop_met = report["dev_accuracy_drop_pp"] <= params.max_dev_drop
+    return {
+        "sparsity": {"target": params.sparsity, "reached": report["sparsity"], "met": sparsity_met},
+        "max_dev_drop_pp": {
+            "target": params.max_dev_drop,
+            "reached": report["dev_accuracy_drop_pp"],
+            "met": drop_met,
+        },
+    }
+
+
+def missed_targets(report: dict) -> str:
+    """One line naming each missed target, or "" when all were met."""
+    missed = [
+        f"{name} {figures['reached']:.4g} (target {figures['target']:.4g})"
+        for name, figures in report["targets"].items()
+        if not figures["met"]
+    ]
+    return "; ".join(missed)
+
+
+def sweep(dense: MLP, dev: Data, levels: tuple[float, ...], scope: PruneScope) -> list[dict]:
     """Dev accuracy of the dense model one-shot magnitude-pruned to each level (no tuning)."""
     rows = []
     for level in levels:
         pruned = plain_copy(dense).eval()
-        prune_magnitude(pruned, level, scope)
+        # One-shot sensitivity allocation per level would cost a sweep per level: rank globally.
+        prune_magnitude(pruned, level, "global" if scope == "sensitivity" else scope)
         rows.append({"sparsity": level, "dev_accuracy": dev_accuracy(pruned, dev)})
     return rows
 
@@ -204,17 +290,23 @@ def compress(dense: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, d
         steps.append(row)
     if params.l1 and params.l1_epochs:
         steps.append(l1_step(model, tuning, params))
-    if params.sparsity:
+    sensitivity = None
+    if params.sparsity and params.scope == "sensitivity":
+        sensitivity = sensitivity_step(model, tuning.dev, params)
+        shares = list(sensitivity["allocation"].values())
+        steps.extend(prune_steps(model, tuning, params, shares))
+    elif params.sparsity:
         steps.extend(prune_steps(model, tuning, params))
     if params.polish_epochs:
         steps.append(polish_step(model, tuning, params))
     folded, folding = fold(model, tuning.dev)
     before, after = dev_accuracy(dense, tuning.dev), dev_accuracy(folded, tuning.dev)
     summary = model_summary(folded)
+    del summary["sparsity"]  # of the folded weights: a folded PCA/ZCA map would count as learned
     dense_summary = model_summary(dense)
     del dense_summary["layers"]
     report = {
-        "sparsity": summary.pop("sparsity"),
+        **learned_sparsity(model),
         "dev_accuracy_before": before,
         "dev_accuracy_after": after,
         "dev_accuracy_drop_pp": 100 * (before - after),
@@ -223,7 +315,12 @@ def compress(dense: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, d
         "dense": dense_summary,
         "steps": steps,
         "folding": folding,
+        "deployed": deployed_size(folded),
     }
+    if sensitivity is not None:
+        report["sensitivity"] = sensitivity
+    report["targets"] = check_targets(report, params)
+    report["targets_met"] = all(target["met"] for target in report["targets"].values())
     return folded, report
 
 
@@ -235,8 +332,8 @@ def echo_epoch(row: dict) -> None:
     )
 
 
-def run_stage(params_file: Path, prepared: Path, model_path: Path) -> tuple[MLP, dict, list]:
-    """Load everything, compress, sweep; return the model, the report and the sweep rows."""
+def run_stage(params_file: Path, prepared: Path, model_path: Path) -> tuple[MLP, dict, list, bool]:
+    """Load everything, compress, sweep; return the model, report, sweep rows, strictness."""
     base = load_group(BaseParams, "base", params_file)
     train_params = load_group(TrainParams, "train", params_file)
     params = load_group(CompressParams, "compress", params_file)
@@ -245,7 +342,7 @@ def run_stage(params_file: Path, prepared: Path, model_path: Path) -> tuple[MLP,
     dense, _ = load_checkpoint(model_path)
     tuning = Tuning(train, dev, train_params, base.seed, log=echo_epoch)
     folded, report = compress(dense, tuning, params)
-    return folded, report, sweep(dense, dev, params.sweep, params.scope)
+    return folded, report, sweep(dense, dev, params.sweep, params.scope), params.strict
 
 
 @click.command("compress")
@@ -262,8 +359,11 @@ def compress_command(
 ) -> None:
     """Shrink, prune, fine-tune and fold the dense MLP; write the compressed checkpoint."""
     started = time.perf_counter()
-    folded, report, rows = run_stage(params_file, prepared, model)
+    folded, report, rows, strict = run_stage(params_file, prepared, model)
     seconds = round(time.perf_counter() - started, 1)  # a run log: not part of the metrics
+    missed = missed_targets(report)
+    if missed and strict:  # before any write: a failed run leaves no outputs behind
+        raise click.ClickException(f"compress missed its targets (compress.strict): {missed}")
     save_checkpoint(out, folded, sparsity=report["sparsity"])
     write_json(metrics_file, report)
     write_json(sweep_file, rows)
@@ -278,3 +378,5 @@ def compress_command(
         f"hidden {report['hidden']}, dev accuracy {report['dev_accuracy_before']:.4f} -> "
         f"{report['dev_accuracy_after']:.4f} -> {out}"
     )
+    if missed:
+        click.echo(f"warning: compress missed its targets: {missed}", err=True)

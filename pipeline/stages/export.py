@@ -27,11 +27,20 @@ from digits import __version__
 from digits.atomic import atomic_path, write_json
 from digits.golden import Golden, golden_path, write_golden
 from digits.npz import read_split
+from pipeline.compression import deployed_size
 from pipeline.config import BaseParams, load_group, read_params, require, seed_everything
 from pipeline.metrics import accuracy
 from pipeline.model_card import render_card
 from pipeline.network import CLASSES, MLP, PIXELS, load_checkpoint, predict_logits
-from pipeline.onnx_model import INPUT, INPUT_SPEC, OUTPUTS, build_onnx, quantize_int8, save_onnx
+from pipeline.onnx_model import (
+    INPUT,
+    INPUT_SPEC,
+    OUTPUTS,
+    build_onnx,
+    inference_ready,
+    quantize_int8,
+    save_onnx,
+)
 from pipeline.options import params_option, path_option
 from pipeline.run_log import write_run_log
 
@@ -211,6 +220,7 @@ def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any])
         quantize_int8(proto, int8, params.per_channel, params.weight_type)
         report = {"model": params.model, "opset": params.opset, **verify(model, fp32, int8, x, y)}
         report["metadata"] = props
+        report["deployed"] = deployed_size(inference_ready(model))  # what the graph computes
         check_parity(report, params.max_prob_diff)
         version = props["model_version"]
         write_golden(fp32_golden, golden_vectors(fp32, x, version))

@@ -1,8 +1,8 @@
 """Stage `report`: a Markdown report with PNG figures that explains the models without running them.
 
-Reads: reports/evaluate.json, reports/evaluate/detail.json, reports/learning_curve.json (its
-section is skipped when absent), data/prepared/test.npz (images of the worst errors), params.yaml
-`report` (the seed band this run is compared with).
+Reads: reports/evaluate.json, reports/evaluate/detail.json, reports/learning_curve.json and
+reports/compress.json (each one's section is skipped when absent), data/prepared/test.npz
+(images of the worst errors), params.yaml `report` (the seed band this run is compared with).
 Writes: reports/figures/ (confusion.png, reliability.png, learning_curve.png,
 worst_errors.png), then reports/report.md.
 Run: `digits report`
@@ -203,6 +203,29 @@ def curve_section(rows: list[dict[str, Any]] | None) -> list[str]:
     return lines
 
 
+def compress_section(report: dict[str, Any] | None) -> list[str]:
+    """Markdown: whether compression met its targets, and what the compressed model computes."""
+    if report is None:
+        return ["Not computed: run `digits compress` (or `dvc repro compress`)."]
+    targets = report.get("targets", {})
+    missed = [name for name, figures in targets.items() if not figures["met"]]
+    verdict = "met" if not missed else f"**MISSED** ({', '.join(missed)})"
+    lines = [f"Compression targets: {verdict}.", ""]
+    for name, figures in targets.items():
+        lines.append(f"- {name}: {figures['reached']:.4g} (target {figures['target']:.4g})")
+    deployed = report.get("deployed")
+    if deployed:
+        entries = deployed["preprocess_map_entries"]
+        where = f"kept apart ({entries:,} entries)" if entries else "folded into the first layer"
+        lines += [
+            "",
+            f"Learned-weight sparsity {percent(report['sparsity'])}; the compressed model "
+            f"computes with {deployed['weights_nonzero']:,} nonzero weights, its preprocessing "
+            f"map {where}: {deployed['macs_per_image']:,} multiply-adds per image.",
+        ]
+    return lines
+
+
 def band_section(summary: dict[str, Any], band: ReportParams) -> list[str]:
     """Where this run's test accuracy falls in the band measured over several seeds."""
     seeds = ", ".join(str(seed) for seed in band.seeds)
@@ -230,6 +253,7 @@ def render_markdown(
     details: dict[str, Any],
     curve: list[dict[str, Any]] | None,
     band: ReportParams,
+    compressed: dict[str, Any] | None = None,
 ) -> str:
     """The whole report as Markdown, figures linked from figures/."""
     test = summary["compressed"]["test_accuracy"]
@@ -243,6 +267,10 @@ def render_markdown(
         "## Metrics",
         "",
         *metrics_table(summary),
+        "",
+        "## Compression",
+        "",
+        *compress_section(compressed),
         "",
         "## This run against the seed band",
         "",
@@ -285,6 +313,8 @@ def write_report(reports: Path, test_images: np.ndarray, band: ReportParams) -> 
     details = {name: detail[name] for name in MODELS}
     curve_file = reports / "learning_curve.json"
     curve = json.loads(curve_file.read_text()) if curve_file.exists() else None
+    compress_file = reports / "compress.json"
+    compressed = json.loads(compress_file.read_text()) if compress_file.exists() else None
     figures = {
         "confusion": plot_confusion(details),
         "reliability": plot_reliability(details),
@@ -294,7 +324,7 @@ def write_report(reports: Path, test_images: np.ndarray, band: ReportParams) -> 
         bayes = detail["params"]["bayes_error"]
         figures["learning_curve"] = plot_learning_curve(curve, bayes, summary["dense"])
     # Rendered before any write: bad input writes nothing.
-    markdown = render_markdown(summary, details, curve, band)
+    markdown = render_markdown(summary, details, curve, band, compressed)
     with atomic_dir(reports / "figures", FIGURES, "digits report") as tmp:
         for name, fig in figures.items():
             fig.savefig(tmp / f"{name}.png", dpi=100)

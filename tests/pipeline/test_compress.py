@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 import yaml
 from click.testing import CliRunner
 
 from digits.cli import cli
-from pipeline.compression import has_batchnorm, max_logit_diff
+from pipeline.compression import effective_weight, has_batchnorm, max_logit_diff
 from pipeline.config import ParamError, parse_group
 from pipeline.metrics import accuracy
 from pipeline.network import (
@@ -22,6 +23,7 @@ from pipeline.network import (
     predict_logits,
     save_checkpoint,
 )
+from pipeline.onnx_model import to_onnx
 from pipeline.stages.compress import CompressParams, Tuning, compress
 from pipeline.training import TrainParams, fit
 from pipeline.transform import fit_transform
@@ -139,6 +141,10 @@ def test_with_every_step_off_compress_only_folds(workdir):
         ("scope", "row"),
         ("steps", 0),
         ("polish_lr", 0.0),
+        ("sensitivity_levels", [0.9, 0.5]),
+        ("sensitivity_levels", [0.5, 1.0]),
+        ("max_dev_drop", -0.1),
+        ("strict", "yes"),
     ],
 )
 def test_bad_params_name_the_key(key, value):
@@ -160,3 +166,133 @@ def test_missing_model_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["compress", "--model", str(tmp_path / "none.pt")])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def learned_zero_share(model) -> float:
+    """Zero share of the model's Linear weights (the fixed map, when kept, is not one of them)."""
+    weights = [effective_weight(linear) for linear in model.linears()]
+    return sum(int((W == 0).sum()) for W in weights) / sum(W.numel() for W in weights)
+
+
+# One cheap recipe for every whitening option: prune to 90 % in one step, one fine-tune epoch.
+QUICK = CompressParams(
+    structured_fraction=0, l1=0, sparsity=0.9, steps=1, final_epochs=1, polish_epochs=0, sweep=()
+)
+
+
+@pytest.mark.parametrize(
+    ("data_options", "hidden", "map_kept"),
+    [
+        ({}, (32, 16), False),
+        ({"whitening": "pca", "components": 20}, (32, 16), True),
+        pytest.param(  # wide enough that folding the map would make the model larger
+            {"whitening": "zca"}, (1600, 16), True, marks=pytest.mark.slow
+        ),
+    ],
+    ids=["none", "pca20", "zca"],
+)
+def test_every_whitening_option_compresses_honestly_and_exports_in_parity(
+    tmp_path, data_options, hidden, map_kept
+):
+    train, dev = flat_digits(600, 1), flat_digits(200, 2)
+    transform, _ = fit_transform(train[0], "standardize", **data_options)
+    torch.manual_seed(0)
+    dense = build_mlp(ModelParams(hidden=hidden), transform)
+    fit(dense, train, dev, TrainParams(epochs=1, batch_size=64))
+    tuning = Tuning(train, dev, TrainParams(**TINY_TRAIN), seed=0)
+    folded, report = compress(dense, tuning, QUICK)
+    save_checkpoint(tmp_path / "c.pt", folded, sparsity=report["sparsity"])
+    model, _ = load_checkpoint(tmp_path / "c.pt")
+    assert model.spec.preprocess is map_kept
+    assert report["folding"]["preprocess"]["folded"] is not map_kept
+    assert report["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert report["sparsity"] == pytest.approx(learned_zero_share(model))
+    nonzero = sum(int(effective_weight(linear).count_nonzero()) for linear in model.linears())
+    map_entries = 784 * transform.matrix.shape[1] if map_kept else 0
+    assert report["deployed"] == {
+        "weights_nonzero": nonzero,
+        "preprocess_map_entries": map_entries,
+        "macs_per_image": nonzero + map_entries,
+    }
+    assert report["folding"]["total_max_abs_logit_diff"] <= 1e-4
+    to_onnx(model, tmp_path / "c.onnx", opset=18)
+    session = ort.InferenceSession(str(tmp_path / "c.onnx"), providers=["CPUExecutionProvider"])
+    probs = session.run(["probabilities"], {"pixels": dev[0].astype(np.float32)})[0]
+    oracle = torch.softmax(torch.from_numpy(predict_logits(model, dev[0])), dim=1).numpy()
+    assert np.abs(probs - oracle).max() <= 1e-5
+
+
+def write_params(workdir: Path, name: str, **compress_options) -> str:
+    """A params file like the module's, with some compress options changed; its name."""
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["compress"].update(compress_options)
+    (workdir / name).write_text(yaml.safe_dump(params))
+    return name
+
+
+# Every fine-tune and the steps around pruning off: the targets, not the recipe, are under test.
+PRUNE_ONLY = {
+    "structured_fraction": 0,
+    "l1": 0,
+    "steps": 1,
+    "step_epochs": 0,
+    "final_epochs": 0,
+    "polish_epochs": 0,
+}
+# Sensitivity allocation capped at 50 % per layer cannot reach 90 %: a sure miss of sparsity.
+UNREACHABLE = {
+    **PRUNE_ONLY,
+    "scope": "sensitivity",
+    "sensitivity_levels": [0.5],
+    "sparsity": 0.9,
+    "max_dev_drop": 100.0,
+}
+
+
+def test_a_missed_target_warns_and_says_so_in_the_report(workdir):
+    code, output = invoke(workdir, "miss", params=write_params(workdir, "miss.yaml", **UNREACHABLE))
+    assert code == 0, output
+    warnings = [line for line in output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "sparsity" in warnings[0]
+    assert "max_dev_drop" not in warnings[0]
+    report = json.loads((workdir / "miss.json").read_text())
+    assert report["targets_met"] is False
+    assert report["targets"]["sparsity"]["met"] is False
+    assert report["targets"]["max_dev_drop_pp"]["met"] is True
+    assert report["sensitivity"]["allocation"] == pytest.approx(
+        {"blocks.0.linear": 0.5, "blocks.1.linear": 0.5, "head": 0.5}
+    )
+
+
+def test_a_missed_target_with_strict_fails_in_one_line_and_writes_nothing(workdir):
+    name = write_params(workdir, "strict.yaml", strict=True, **UNREACHABLE)
+    args = ["compress", "--params", str(workdir / name), "--data", str(workdir / "prepared")]
+    args += ["--model", str(workdir / "mlp.pt"), "--out", str(workdir / "strict.pt")]
+    args += ["--metrics", str(workdir / "strict.json"), "--sweep", str(workdir / "strict-s.json")]
+    result = CliRunner().invoke(cli, args)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "compress.strict" in errors[0] and "sparsity" in errors[0]
+    assert "Traceback" not in result.output
+    assert not list(workdir.glob("strict*.json")) and not (workdir / "strict.pt").exists()
+
+
+def test_met_targets_say_so_without_a_warning(workdir):
+    name = write_params(workdir, "met.yaml", **PRUNE_ONLY, max_dev_drop=100.0, sparsity=0.5)
+    code, output = invoke(workdir, "met", params=name)
+    assert code == 0 and "warning" not in output, output
+    assert json.loads((workdir / "met.json").read_text())["targets_met"] is True
+
+
+def test_sensitivity_scope_reaches_the_global_target_with_the_reported_per_layer_shares(workdir):
+    options = {**PRUNE_ONLY, "scope": "sensitivity", "max_dev_drop": 100.0, "final_epochs": 1}
+    name = write_params(workdir, "sens.yaml", **options)
+    code, output = invoke(workdir, "sens", params=name)
+    assert code == 0, output
+    report = json.loads((workdir / "sens.json").read_text())
+    allocation = report["sensitivity"]["allocation"]
+    assert report["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    for layer in report["layers"]:  # standardize folds losslessly: these are the learned zeros
+        share = allocation[layer["layer"]]  # masks hold whole weights: off by rounding at most
+        assert layer["sparsity"] == pytest.approx(share, abs=0.5 / layer["weights"] + 1e-9)
+    assert set(report["sensitivity"]["dev_drop"]) == set(allocation)

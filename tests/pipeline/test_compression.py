@@ -11,14 +11,20 @@ from torch import nn
 from torch.nn.utils import prune
 
 from pipeline.compression import (
+    affordable_sparsity,
+    allocate_sparsity,
     count_below,
+    deployed_size,
     effective_weight,
     fold_batchnorm,
     fold_preprocess,
+    fold_preprocess_if_smaller,
     has_batchnorm,
+    layer_sensitivity,
     max_logit_diff,
     model_summary,
     plain_copy,
+    prune_layers,
     prune_magnitude,
     shrink_hidden,
     sparsity_schedule,
@@ -41,9 +47,12 @@ def make_model(
     activation: str = "relu",
     seed: int = 0,
     hidden: tuple[int, ...] = (32, 16),
+    components: int | None = None,
 ) -> MLP:
     """A small BN MLP with non-trivial BN statistics and affine parameters (not fresh init)."""
-    transform, _ = fit_transform(data["train"][0], "standardize", whitening=whitening)
+    transform, _ = fit_transform(
+        data["train"][0], "standardize", whitening=whitening, components=components
+    )
     torch.manual_seed(seed)
     model = build_mlp(ModelParams(hidden=hidden, activation=activation), transform)
     for block in model.blocks:
@@ -298,3 +307,84 @@ def test_global_pruning_removes_a_single_weight_and_zero_sparsity_adds_no_mask(d
     prune_magnitude(model, 1 / total)
     layers = model_summary(model)["layers"]
     assert sum(row["nonzero"] for row in layers) == total - 1
+
+
+def test_allocation_gives_less_sparsity_to_the_layer_that_costs_more():
+    levels = (0.5, 0.8, 0.9)
+    drops = [[0.0, 0.01, 0.02], [0.05, 0.2, 0.4]]  # layer 1 hurts far more at every level
+    shares = allocate_sparsity(levels, drops, sizes=[1000, 1000], target=0.6)
+    assert shares[0] > shares[1]
+    assert shares[0] * 1000 + shares[1] * 1000 == pytest.approx(0.6 * 2000)
+
+
+def test_allocation_weighs_layers_by_size_and_reaches_the_global_target():
+    levels = (0.5, 0.9)
+    drops = [[0.01, 0.02], [0.01, 0.02]]  # equally sensitive: equal shares, whatever the sizes
+    shares = allocate_sparsity(levels, drops, sizes=[9000, 1000], target=0.7)
+    assert shares == pytest.approx([0.7, 0.7])
+
+
+def test_allocation_that_cannot_reach_the_target_stops_at_the_deepest_level():
+    assert allocate_sparsity((0.5, 0.9), [[0.1, 0.2]], sizes=[100], target=0.95) == [0.9]
+
+
+def test_affordable_sparsity_interpolates_and_never_trusts_a_cheaper_deeper_cut():
+    assert affordable_sparsity((0.5, 0.9), [0.1, 0.3], budget=0.2) == pytest.approx(0.7)
+    # A noisy measurement (deeper cut measured cheaper) counts at the shallower cut's cost.
+    assert affordable_sparsity((0.5, 0.9), [0.3, 0.1], budget=0.2) == pytest.approx(1 / 3)
+
+
+def test_layer_sensitivity_prunes_one_layer_at_a_time_and_leaves_the_model_alone(data):
+    model = make_model(data)
+    before = [effective_weight(linear).clone() for linear in model.linears()]
+    seen = []
+
+    def score(pruned: MLP) -> float:
+        seen.append(
+            [float((effective_weight(lin) == 0).float().mean()) for lin in pruned.linears()]
+        )
+        return 0.0
+
+    drops = layer_sensitivity(model, score, (0.5,))
+    assert drops == [[0.0]] * 3
+    assert seen[1:] == [
+        pytest.approx([0.5, 0, 0], abs=1e-3),
+        pytest.approx([0, 0.5, 0], abs=1e-3),
+        pytest.approx([0, 0, 0.5], abs=1e-3),
+    ]
+    for W, linear in zip(before, model.linears(), strict=True):
+        torch.testing.assert_close(effective_weight(linear), W)
+
+
+def test_prune_layers_hits_each_layers_own_share(data):
+    model = make_model(data)
+    prune_layers(model, [0.9, 0.5, 0.0])
+    shares = [float((effective_weight(lin) == 0).float().mean()) for lin in model.linears()]
+    assert shares == pytest.approx([0.9, 0.5, 0.0], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("whitening", "components", "hidden", "folded"),
+    [
+        ("none", None, (32, 16), True),  # a diagonal map keeps zeros: folding is free
+        ("pca", 20, (32, 16), False),  # 784x20 map + sparse W beats a dense (32, 784)
+        ("zca", None, (32, 16), True),  # 32 x 784 dense is still smaller than a 784x784 map
+        ("zca", None, (1600, 16), False),  # wide and sparse: the map is cheaper than densifying
+    ],
+)
+def test_fold_preprocess_if_smaller_picks_the_smaller_model_and_keeps_the_output(
+    data, whitening, components, hidden, folded
+):
+    model = fold_batchnorm(make_model(data, whitening, hidden=hidden, components=components))
+    prune_magnitude(model, 0.9)
+    result, costs = fold_preprocess_if_smaller(model)
+    assert costs["folded"] is folded and result.spec.preprocess is not folded
+    assert costs["folded_params"] == int(
+        effective_weight(fold_preprocess(model).linears()[0]).count_nonzero()
+    )
+    assert (costs["folded_params"] <= costs["kept_params"]) is folded
+    assert max_logit_diff(model, result, data["dev"][0]) <= 1e-4
+    size = deployed_size(result)
+    nonzero = sum(int(effective_weight(lin).count_nonzero()) for lin in result.linears())
+    assert size["weights_nonzero"] == nonzero
+    assert size["macs_per_image"] == nonzero + (0 if folded else costs["map_entries"])

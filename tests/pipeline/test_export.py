@@ -28,11 +28,11 @@ from pipeline.transform import fit_transform
 from tests.conftest import make_digits, write_mnist_idx
 
 
-def train_tiny(seed: int = 0) -> MLP:
-    """A BN + dropout MLP with a fitted transform, barely trained, half its weights pruned."""
+def train_tiny(seed: int = 0, sparsity: float = 0.5, **data_options) -> MLP:
+    """A BN + dropout MLP with a fitted transform, barely trained, `sparsity` of it pruned."""
     x, y = make_digits(500, seed=1)
     x = x.reshape(len(x), -1)
-    transform, _ = fit_transform(x, scaling="standardize")
+    transform, _ = fit_transform(x, scaling="standardize", **data_options)
     torch.manual_seed(seed)
     model = build_mlp(ModelParams(hidden=(24, 12), dropout=0.1), transform)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -41,7 +41,7 @@ def train_tiny(seed: int = 0) -> MLP:
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(X), Y).backward()
         optimizer.step()
-    prune_magnitude(model, 0.5)
+    prune_magnitude(model, sparsity)
     return model.eval()
 
 
@@ -72,7 +72,11 @@ def tiny_model() -> MLP:
 @pytest.fixture(scope="module")
 def exported(tiny_model: MLP, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run `digits export` once on a workspace of fixture files; return paths and result."""
-    root = tmp_path_factory.mktemp("export")
+    return export_workspace(tiny_model, tmp_path_factory.mktemp("export"))
+
+
+def export_workspace(tiny_model: MLP, root: Path) -> dict:
+    """Fixture files for `tiny_model` in `root`, `digits export` run once; paths and result."""
     write_mnist_idx(root / "raw", n_train=10, n_test=300)
     x, y = load_split(root / "raw", "t10k")
     np.savez(root / "test.npz", x=x, y=y)
@@ -280,3 +284,30 @@ def test_export_stage_writes_golden_vectors_that_verify_both_files(exported: dic
         result = CliRunner().invoke(cli, ["verify", str(models / name)])
         assert result.exit_code == 0, result.output
         assert "18 golden vectors agree" in result.output
+
+
+def test_export_keeps_a_pca_map_apart_from_a_sparse_first_layer_and_counts_it(tmp_path):
+    model = train_tiny(sparsity=0.9, whitening="pca", components=16)
+    done = export_workspace(model, tmp_path)
+    assert done["result"].exit_code == 0, done["result"].output
+    report = json.loads((tmp_path / "export.json").read_text())
+    assert report["max_abs_prob_diff"] <= 1e-5 and report["argmax_agreement"] == 1
+    nonzero = sum(int((lin.weight != 0).sum()) for lin in plain_copy(model).linears())
+    assert report["deployed"] == {
+        "weights_nonzero": nonzero,
+        "preprocess_map_entries": 784 * 16,
+        "macs_per_image": nonzero + 784 * 16,
+    }
+    graph = onnx.load(tmp_path / "models" / "digits.onnx").graph
+    shapes = [tuple(init.dims) for init in graph.initializer]
+    assert (784, 16) in shapes  # the fixed map, its own MatMul
+    first = [shape for shape in shapes if len(shape) == 2 and 784 in shape and shape != (784, 16)]
+    assert first == [], first  # no first layer over raw pixels: nothing was folded
+    card = (tmp_path / "models" / "MODEL_CARD.md").read_text()
+    assert "its own MatMul, 12,544 entries" in card and f"{nonzero + 784 * 16:,}" in card
+
+
+def test_the_model_card_says_a_diagonal_map_was_folded(exported: dict) -> None:
+    card = (exported["root"] / "models" / "MODEL_CARD.md").read_text()
+    assert "| preprocessing map | folded into the first layer |" in card
+    assert exported["result"].output.count("Error") == 0

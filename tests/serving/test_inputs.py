@@ -249,7 +249,7 @@ def ragged_csv(x: np.ndarray) -> bytes:
     [
         ("a-images-idx3-ubyte", encode_idx, lambda y: encode_idx(y.reshape(-1, 1)), "1-D IDX"),
         ("b-images-idx3-ubyte", encode_idx, lambda y: encode_idx(y) + b"\0", "trailing bytes"),
-        ("c-images-idx3-ubyte", encode_idx, lambda y: encode_idx(y[:-1]), "36 labels beside it for 37"),
+        ("c-images-idx3-ubyte", encode_idx, lambda y: encode_idx(y[:-1]), "36 labels beside it"),
         ("d-images-idx3-ubyte", encode_idx, lambda y: encode_idx(y)[:-3], "truncated"),
         (
             "e-images-idx3-ubyte.gz",

@@ -67,6 +67,19 @@ def training_nodes(proto: onnx.ModelProto) -> list[str]:
     ]
 
 
+def strip_trace_metadata(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's notes (per-node Python stack traces with absolute paths, scopes).
+
+    They make the file a function of where the checkout lives and of our line numbers, so the
+    same weights exported from two clones would differ; the graph itself keeps every name.
+    """
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    for entry in (*proto.graph.value_info, *proto.graph.input, *proto.graph.output):
+        del entry.metadata_props[:]
+    del proto.graph.metadata_props[:]  # torch.export's graph signature: its internals
+
+
 def build_onnx(model: MLP, opset: int = 17) -> onnx.ModelProto:
     """Export the folded network to an ONNX proto with a dynamic batch axis, shapes inferred."""
     folded = inference_ready(model)
@@ -85,6 +98,7 @@ def build_onnx(model: MLP, opset: int = 17) -> onnx.ModelProto:
             verbose=False,
         )
     proto = program.model_proto
+    strip_trace_metadata(proto)
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     found = training_nodes(proto)
     if found:

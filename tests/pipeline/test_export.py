@@ -275,6 +275,14 @@ def test_export_refuses_a_file_outside_tolerance_and_writes_nothing(
     assert sorted(p.name for p in models.iterdir()) == ["mlp-compressed.pt"]
 
 
+def test_exported_files_do_not_depend_on_where_the_checkout_lives(exported: dict) -> None:
+    root = Path(__file__).resolve().parents[2]
+    for name in ("digits.onnx", "digits-int8.onnx"):
+        data = (exported["root"] / "models" / name).read_bytes()
+        assert str(root).encode() not in data and b"stack_trace" not in data
+        assert str(exported["root"]).encode() not in data
+
+
 def test_export_stage_writes_golden_vectors_that_verify_both_files(exported: dict) -> None:
     models = exported["root"] / "models"
     for name in ("digits.onnx", "digits-int8.onnx"):

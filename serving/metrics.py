@@ -40,8 +40,8 @@ NO_DIGIT = PREDICTIONS.labels(digit="none")
 
 def observe_answers(P: np.ndarray) -> None:
     """Count each image's digit and record its confidence; P is probabilities (N, 10)."""
-    digits, confidence = P.argmax(axis=1), P.max(axis=1)
-    for digit, count in zip(*np.unique(digits, return_counts=True), strict=True):
-        DIGITS[digit].inc(int(count))
-    for value in confidence.tolist():
+    counts = np.bincount(P.argmax(axis=1), minlength=10)  # (10,)
+    for digit in np.flatnonzero(counts).tolist():
+        DIGITS[digit].inc(int(counts[digit]))
+    for value in P.max(axis=1).tolist():
         CONFIDENCE.observe(value)

@@ -50,6 +50,7 @@ from serving.settings import Settings
 __all__ = ["Batcher", "Digits", "InputError", "Settings", "to_pixels"]
 
 STATIC = Path(__file__).parent / "static"
+PREDICTION_ROUTES = ("/predict", "/predict_image")
 POLL_S = 0.05  # how often a request waiting on image decoding checks that its client is still there
 # Requests this small (a few digit-sized images) are decoded on the event loop, in well under 1 ms.
 INLINE_PIXELS = 4 * 64 * 64
@@ -187,33 +188,15 @@ POOL = ThreadPoolExecutor(SETTINGS.decode_threads, thread_name_prefix="digits-de
 
 
 class PixelsJSON(bentoml.IODescriptor):
-    """/predict's input: pixels parsed and checked by serving.bodies, or why they were refused."""
+    """/predict's input as BentoML's client and schema see it (PredictionRoutes parses HTTP)."""
 
     pixels: Any
 
-    @classmethod
-    async def from_http_request(cls, request: Request, serde: Any) -> PixelsJSON:
-        """Read the body ourselves: BentoML's parser would answer bad input with a traceback."""
-        try:
-            return cls.model_construct(
-                pixels=await read_pixels(request, SETTINGS.max_images, in_pool(POOL))
-            )
-        except InputError as err:
-            return cls.model_construct(pixels=err)
-
 
 class ImagesForm(bentoml.IODescriptor):
-    """/predict_image's input: the uploaded files' bytes, or why they were refused."""
+    """/predict_image's input: files, so BentoML's client sends them as multipart."""
 
-    images: list[Path]  # files, so BentoML's client sends them as multipart
-
-    @classmethod
-    async def from_http_request(cls, request: Request, serde: Any) -> ImagesForm:
-        """Read the form ourselves: BentoML's parser fails with a 500 on unexpected fields."""
-        try:
-            return cls.model_construct(images=await read_images(request, SETTINGS.max_images))
-        except InputError as err:
-            return cls.model_construct(images=err)
+    images: list[Path]
 
 
 class AnswerJSON(bentoml.IODescriptor):
@@ -228,13 +211,6 @@ class AnswerJSON(bentoml.IODescriptor):
     async def to_http_response(cls, obj: Any, serde: Any) -> Response:
         """The answer dict as JSON, without a pydantic round trip."""
         return Response(orjson.dumps(obj), media_type="application/json")
-
-
-def accepted(value: Any) -> Any:
-    """The parsed input, or raise the refusal the input descriptor carried in its place."""
-    if isinstance(value, InputError):
-        raise value
-    return value
 
 
 @bentoml.asgi_app(PAGES, path="/")
@@ -260,23 +236,21 @@ class Digits:
         # full garbage collection walks them all, a 100+ ms pause in p99 latency.
         gc.freeze()
 
-    # BentoML's per-request pydantic validation and serialization cost more CPU than the model.
+    # Over HTTP, PredictionRoutes answers both routes; these serve BentoML's client and Python.
     @bentoml.api(input_spec=PixelsJSON, output_spec=AnswerJSON)
     async def predict(self, pixels: Any, ctx: bentoml.Context) -> dict[str, Any]:
         """Classify N images given as N×784 or N×28×28 pixel values 0–255."""
         try:
-            X = accepted(pixels)
-            if not isinstance(X, np.ndarray):  # called as a class, with plain lists
-                X = to_pixels(X, self.settings.max_images)
+            X = to_pixels(pixels, self.settings.max_images)
         except InputError as err:
             return refuse(ctx, "/predict", err)
         return answer(await self.batch(X), self.model.version)
 
     @bentoml.api(input_spec=ImagesForm, output_spec=AnswerJSON)
-    async def predict_image(self, images: Any, ctx: bentoml.Context) -> dict[str, Any]:
+    async def predict_image(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any]:
         """Classify uploaded PNG/JPEG images, each preprocessed the MNIST way."""
         try:
-            files = [p.read_bytes() if isinstance(p, Path) else p for p in accepted(images)]
+            files = [path.read_bytes() for path in images]
             check_count(len(files), self.settings.max_images)
             X = await self.decode(files, ctx.request)
         except (InputError, ImageError) as err:
@@ -318,41 +292,45 @@ class Digits:
         }
 
 
-class PredictRoute:
-    """ASGI middleware that serves POST /predict itself, in front of BentoML's request machinery.
+class PredictionRoutes:
+    """ASGI middleware that serves the prediction routes itself, before BentoML's request layers.
 
-    The same parsing, batching, answer, refusals and metrics as Digits.predict, which stays the
-    route's declaration (schema, BentoML's client, calls in Python). BentoML's routing, context and
-    IO-descriptor layers cost more CPU than the whole request does (README: load benchmark).
+    The same parsing, decoding, batching, answers, refusals and metrics as Digits.predict and
+    Digits.predict_image, which stay the routes' declarations (BentoML's client, calls in Python).
+    BentoML's routing, context and IO-descriptor layers cost more CPU than a one-image request
+    (README: load benchmark).
     """
 
-    def __init__(self, app: ASGIApp, path: str = "/predict") -> None:
-        self.app, self.path = app, path
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
+        path = scope.get("path")
+        if scope["type"] != "http" or path not in PREDICTION_ROUTES or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         try:
             service = bentoml.get_current_service()
         except BentoMLException:  # not instantiated yet: BentoML's route answers as it does then
             return await self.app(scope, receive, send)
-        status = 200
+        status, request = 200, Request(scope, receive)
         try:
-            X = await read_pixels(Request(scope, receive), SETTINGS.max_images, in_pool(POOL))
+            if path == "/predict":
+                X = await read_pixels(request, SETTINGS.max_images, in_pool(POOL))
+            else:
+                X = await service.decode(await read_images(request, SETTINGS.max_images), request)
             result = answer(await service.batch(X), service.model.version)
-        except InputError as err:
-            status, result = err.status, {"error": str(err)}
-            log_refusal(self.path, status, str(err))
+        except (InputError, ImageError) as err:
+            status, result = getattr(err, "status", 400), {"error": str(err)}
+            log_refusal(path, status, str(err))
         except Exception:  # as BentoML does: the traceback to the log, no internals to the client
-            log.exception("failed %s", self.path)
+            log.exception("failed %s", path)
             status, result = 500, {"error": FAILED}
         response = Response(orjson.dumps(result), status, media_type="application/json")
         await response(scope, receive, send)
 
 
-PREDICTION_ROUTES = ("/predict", "/predict_image")
-# Outermost first: the document costs nothing, then backpressure, the body limit, /predict.
+# Outermost first: the document costs nothing, then backpressure, the body limit, the routes.
 Digits.add_asgi_middleware(OpenAPIDocument, document=openapi.document(SETTINGS))
 Digits.add_asgi_middleware(Admission, max_queue=SETTINGS.max_queue, paths=PREDICTION_ROUTES)
 Digits.add_asgi_middleware(BodyLimit, max_bytes=SETTINGS.max_body_bytes)
-Digits.add_asgi_middleware(PredictRoute)
+Digits.add_asgi_middleware(PredictionRoutes)

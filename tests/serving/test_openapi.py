@@ -38,7 +38,10 @@ def schemathesis(url: str, examples: int, tmp_path: Path) -> subprocess.Complete
     command += ["--checks", "all", "--seed", "1"]
     command += ["--max-examples", str(examples), "--report", "junit"]
     command += ["--report-dir", str(tmp_path), "--no-color"]
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    # In tmp_path: schemathesis keeps a cache directory wherever it runs.
+    return subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
 
 
 def test_document_states_the_contract(url: str) -> None:

@@ -35,11 +35,12 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
-# Serve and score with the base install only; its `digits` comes first on PATH.
+# Serve and score with the base install only; its `digits` comes first on PATH. The slow tests
+# (Ray, the long schemathesis run) already ran in .venv and need nothing the base install lacks.
 test-serving: $(SERVING_VENV)/.installed browser
 	@$(SERVING_VENV)/bin/python -c 'import importlib.util as u, sys; \
 		sys.exit("torch is in the serving install" if u.find_spec("torch") else 0)'
-	PATH=$(abspath $(SERVING_VENV))/bin:$$PATH $(SERVING_VENV)/bin/python -m pytest tests/digits tests/serving
+	PATH=$(abspath $(SERVING_VENV))/bin:$$PATH $(SERVING_VENV)/bin/python -m pytest -m 'not slow' tests/digits tests/serving
 
 # pytest exits 5 when it collects nothing; that is a failure of the suite, not a pass.
 test: setup browser lint

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -26,19 +27,41 @@ class ImageError(ValueError):
     """Bytes that are not a usable image: unknown format, truncated, too large."""
 
 
-def load_image(data: bytes) -> Image.Image:
-    """Decode image bytes fully, refusing bombs, truncation and unsupported formats."""
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read an image's header only (cheap), refusing empty data and sizes over max_pixels."""
     if not data:
         raise ImageError("empty upload: no image data")
+    image = Image.open(io.BytesIO(data), formats=FORMATS)
+    if image.width * image.height > max_pixels:
+        raise ImageError(
+            f"image too large: {image.width}×{image.height} pixels (limit {max_pixels})"
+        )
+    return image
+
+
+def image_pixels(data: bytes, max_pixels: int = MAX_PIXELS) -> int:
+    """Width × height from the image's header, without decoding it; ImageError if unusable."""
+    width, height = decoded(lambda: open_image(data, max_pixels)).size
+    return width * height
+
+
+def load_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode image bytes fully, refusing bombs, truncation and unsupported formats."""
+
+    def load() -> Image.Image:
+        image = open_image(data, max_pixels)  # the size is checked before any decoding
+        image.load()
+        return image
+
+    return decoded(load)
+
+
+def decoded(read: Callable[[], Image.Image]) -> Image.Image:
+    """Run a Pillow read, turning its many failure types into ImageError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(
-                    f"image too large: {image.width}×{image.height} pixels (limit {MAX_PIXELS})"
-                )
-            image.load()
+            image = read()
     except ImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:

@@ -2,17 +2,21 @@
 
 Reads the ONNX model named by $DIGITS_MODEL (default models/digits.onnx) and its metadata; writes
 nothing. Run: `bentoml serve serving.service:Digits` or `digits serve` (sets the env vars below).
-Settings (env): DIGITS_MODEL, DIGITS_PROVIDER (auto|cuda|cpu), DIGITS_THREADS (1 per worker),
-DIGITS_WORKERS (1), DIGITS_MAX_IMAGES (1024 per request), DIGITS_MAX_BODY_BYTES (16 MiB, beyond
--> 413), DIGITS_ACCESS_LOG and DIGITS_TRACE (0; 1 turns on the access log / tracing spans).
+Settings (env, serving/settings.py): DIGITS_MODEL, DIGITS_PROVIDER (auto|cuda|cpu), DIGITS_THREADS
+(1 per worker), DIGITS_WORKERS (1), DIGITS_MAX_IMAGES (1024 per request), DIGITS_MAX_BODY_BYTES
+(16 MiB), DIGITS_MAX_IMAGE_PIXELS and DIGITS_MAX_REQUEST_PIXELS (4096×4096 each; over -> 400/413
+from the image headers, before decoding), DIGITS_DECODE_THREADS (1: the pool that decodes images
+and parses large JSON bodies), DIGITS_MAX_QUEUE (256 requests in flight per worker; past it ->
+503 with Retry-After), DIGITS_JSON_LOGS, DIGITS_ACCESS_LOG and DIGITS_TRACE (0).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections import deque
-from http import HTTPStatus
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,54 +28,65 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from digits.images import ImageError, load_image, pixel_problem, to_mnist
+from digits.images import ImageError, image_pixels, load_image, to_mnist
+from serving import openapi
+from serving.bodies import (
+    INLINE_BYTES,
+    InputError,
+    check_count,
+    in_pool,
+    read_images,
+    read_pixels,
+    to_pixels,
+)
+from serving.guards import Admission, BodyLimit, OpenAPIDocument
+from serving.logs import log, log_refusal, use_json_logs
+from serving.metrics import BATCH_SIZE, DECODE_SECONDS, observe_answers
 from serving.session import ModelError, OnnxModel, load_model
 from serving.settings import Settings
 from serving.verify import VerifyError, startup_check
 
+__all__ = ["Batcher", "Digits", "InputError", "Settings", "to_pixels"]
+
 STATIC = Path(__file__).parent / "static"
+PREDICTION_ROUTES = ("/predict", "/predict_image")
+POLL_S = 0.05  # how often a request waiting on image decoding checks that its client is still there
+# Requests this small (a few digit-sized images) are decoded on the event loop, in well under 1 ms.
+INLINE_PIXELS = 4 * 64 * 64
+FAILED = "An unexpected error has occurred, please check the server log."  # BentoML's words
 
 
-class InputError(ValueError):
-    """A request the service refuses; `status` is the HTTP code to answer with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def check_count(n: int, max_images: int) -> None:
-    """Refuse empty batches and batches over the per-request limit."""
-    if n == 0:
-        raise InputError("empty batch: send at least one image")
-    if n > max_images:
-        raise InputError(f"too many images: {n} (limit {max_images} per request)", 413)
+def header_pixels(images: list[bytes], max_image_pixels: int) -> int:
+    """Pixels in all images, read from their headers only; ImageError naming a bad image."""
+    total = 0
+    for i, data in enumerate(images):
+        try:
+            total += image_pixels(data, max_image_pixels)
+        except ImageError as err:
+            raise ImageError(f"image {i}: {err}") from None
+    return total
 
 
-def to_pixels(value: Any, max_images: int) -> np.ndarray:
-    """JSON pixels (N×784 or N×28×28 numbers 0–255) -> float32 (N, 784), or InputError."""
+def prepare_image(i: int, data: bytes, max_image_pixels: int) -> np.ndarray:
+    """Image bytes -> uint8 (28, 28) MNIST pixels, timed for the metrics."""
+    start = time.perf_counter()
     try:
-        X = np.asarray(value)
-    except ValueError:
-        raise InputError("pixels must be a rectangular array (rows of equal length)") from None
-    if X.dtype.kind not in "iuf":
-        raise InputError("pixels must be numbers (not strings, nulls, booleans or objects)")
-    if X.ndim and len(X) == 0:
-        raise InputError("empty batch: send at least one image")
-    if X.shape[1:] not in ((784,), (28, 28)):
-        raise InputError(f"pixels must have shape N×784 or N×28×28, got {list(X.shape)}")
-    check_count(len(X), max_images)
-    if problem := pixel_problem(X):
-        raise InputError(problem)
-    return X.reshape(len(X), 784).astype(np.float32)
+        pixels = to_mnist(load_image(data, max_image_pixels))
+    except ImageError as err:
+        raise ImageError(f"image {i}: {err}") from None
+    DECODE_SECONDS.observe(time.perf_counter() - start)
+    return pixels
 
 
-def images_to_pixels(paths: list[Path]) -> np.ndarray:
-    """Image files -> float32 (N, 784) MNIST-style pixels, or ImageError."""
-    digits = [to_mnist(load_image(path.read_bytes())) for path in paths]  # each (28, 28)
-    return np.stack(digits).reshape(len(paths), 784).astype(np.float32)
+async def disconnected(request: Request) -> None:
+    """Return once the client has gone away (never, for a request without a connection)."""
+    try:
+        while not await request.is_disconnected():
+            await asyncio.sleep(POLL_S)
+    except RuntimeError:  # a Request built in Python (the service called as a class)
+        await asyncio.Event().wait()
 
 
 class Batcher:
@@ -94,12 +109,14 @@ class Batcher:
         return await future
 
     def take(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
-        """The oldest pending requests, at least one, at most max_batch rows in all."""
-        jobs = [self.pending.popleft()]
-        rows = len(jobs[0][0])
-        while self.pending and rows + len(self.pending[0][0]) <= self.max_batch:
-            jobs.append(self.pending.popleft())
-            rows += len(jobs[-1][0])
+        """The oldest live requests, at most max_batch rows in all (at least one if any)."""
+        jobs: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
+        rows = 0
+        while self.pending and (not jobs or rows + len(self.pending[0][0]) <= self.max_batch):
+            X, future = self.pending.popleft()
+            if not future.done():  # a request cancelled while waiting costs no model time
+                jobs.append((X, future))
+                rows += len(X)
         return jobs
 
     async def run(self, ready: asyncio.Event) -> None:
@@ -109,7 +126,10 @@ class Batcher:
             jobs = self.take()
             if not self.pending:
                 ready.clear()
+            if not jobs:
+                continue
             X = np.concatenate([x for x, _ in jobs])  # (sum N, 784)
+            BATCH_SIZE.observe(len(X))
             try:
                 # Inline, not in a thread: a thread hop per batch costs more than a small model.
                 _, P = self.model.predict(X)
@@ -125,44 +145,22 @@ class Batcher:
                     future.set_result(result)
 
 
-class BodyLimit:
-    """ASGI middleware: answer 413 with a JSON error to bodies over the limit, before parsing."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_bytes:
-            return await self.too_large(scope, receive, send)
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # a chunked body gives no length up front
-                error = f"request body too large (limit {self.max_bytes} bytes)"
-                raise BentoMLException(error, error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-            return message
-
-        await self.app(scope, counted, send)
-
-    async def too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the 413 answer."""
-        error = f"request body too large (limit {self.max_bytes} bytes)"
-        await JSONResponse({"error": error}, status_code=413)(scope, receive, send)
-
-
 def answer(P: np.ndarray, version: str) -> dict[str, Any]:
     """The JSON answer: each digit, its probability vector, the model version."""
+    observe_answers(P)
     return {
         "digits": P.argmax(axis=1).tolist(),
         "probabilities": P.tolist(),
         "model_version": version,
     }
+
+
+def refuse(ctx: bentoml.Context, route: str, err: InputError | ImageError) -> dict[str, str]:
+    """Answer a refused request: its status, one log line, the error in JSON."""
+    status = getattr(err, "status", 400)
+    ctx.response.status_code = status
+    log_refusal(route, status, str(err))
+    return {"error": str(err)}
 
 
 async def page(_: Request) -> FileResponse:
@@ -182,21 +180,24 @@ async def docs(_: Request) -> FileResponse:
 
 # BentoML APIs are POST-only; the GET routes live in a small Starlette app mounted beside them.
 PAGES = Starlette(routes=[Route("/", page), Route("/info", info), Route("/docs", docs)])
+try:
+    SETTINGS = Settings.from_env()
+except ValueError as err:  # one line in the server's log, not a traceback through BentoML's import
+    raise SystemExit(f"digits service: {err}") from None
+# Image decoding and large JSON bodies: bounded, so a flood of them queues here, not in memory.
+POOL = ThreadPoolExecutor(SETTINGS.decode_threads, thread_name_prefix="digits-decode")
 
 
 class PixelsJSON(bentoml.IODescriptor):
-    """/predict's input: the body parsed by orjson, pixels left for numpy to check."""
+    """/predict's input as BentoML's client and schema see it (PredictionRoutes parses HTTP)."""
 
     pixels: Any
 
-    @classmethod
-    async def from_http_request(cls, request: Request, serde: Any) -> PixelsJSON:
-        """Parse the raw body; fall back to BentoML's parser (and its 400) when it is unusual."""
-        try:
-            body = orjson.loads(await request.body())
-            return cls.model_construct(pixels=body["pixels"])
-        except (orjson.JSONDecodeError, TypeError, KeyError):
-            return await super().from_http_request(request, serde)
+
+class ImagesForm(bentoml.IODescriptor):
+    """/predict_image's input: files, so BentoML's client sends them as multipart."""
+
+    images: list[Path]
 
 
 class AnswerJSON(bentoml.IODescriptor):
@@ -211,14 +212,6 @@ class AnswerJSON(bentoml.IODescriptor):
     async def to_http_response(cls, obj: Any, serde: Any) -> Response:
         """The answer dict as JSON, without a pydantic round trip."""
         return Response(orjson.dumps(obj), media_type="application/json")
-
-
-# BentoML's per-request pydantic validation and serialization cost more CPU than the model.
-PREDICT = {"input_spec": PixelsJSON, "output_spec": AnswerJSON}
-try:
-    SETTINGS = Settings.from_env()
-except ValueError as err:  # one line in the server's log, not a traceback through BentoML's import
-    raise SystemExit(f"digits service: {err}") from None
 
 
 def check_model_file(settings: Settings) -> str:
@@ -254,34 +247,65 @@ class Digits:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
         s = self.settings
+        if s.json_logs:
+            use_json_logs()
         self.model = load_model(s.model, s.provider, s.threads)
         self.verified = VERIFIED
         self.batch = Batcher(self.model, s.max_images)
         # Startup left ~1M long-lived objects (bentoml, pydantic, otel); without this every
         # full garbage collection walks them all, a 100+ ms pause in p99 latency.
         gc.freeze()
+        # Requests leave little cyclic garbage, but BentoML's timeout middleware keeps a timer
+        # and a future alive per request for its 30 s: at the default thresholds that meant
+        # ~50 collections a second under load, and full ones of ~6 ms over those live objects.
+        gc.set_threshold(10_000, 20, 10)
 
-    @bentoml.api(**PREDICT)
+    # Over HTTP, PredictionRoutes answers both routes; these serve BentoML's client and Python.
+    @bentoml.api(input_spec=PixelsJSON, output_spec=AnswerJSON)
     async def predict(self, pixels: Any, ctx: bentoml.Context) -> dict[str, Any]:
         """Classify N images given as N×784 or N×28×28 pixel values 0–255."""
         try:
             X = to_pixels(pixels, self.settings.max_images)
         except InputError as err:
-            ctx.response.status_code = err.status
-            return {"error": str(err)}
+            return refuse(ctx, "/predict", err)
         return answer(await self.batch(X), self.model.version)
 
-    @bentoml.api(output_spec=AnswerJSON)
+    @bentoml.api(input_spec=ImagesForm, output_spec=AnswerJSON)
     async def predict_image(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any]:
         """Classify uploaded PNG/JPEG images, each preprocessed the MNIST way."""
         try:
-            check_count(len(images), self.settings.max_images)
-            # Decoding a large image takes a while: keep the event loop serving meanwhile.
-            X = await asyncio.to_thread(images_to_pixels, images)
+            files = [path.read_bytes() for path in images]
+            check_count(len(files), self.settings.max_images)
+            X = await self.decode(files, ctx.request)
         except (InputError, ImageError) as err:
-            ctx.response.status_code = getattr(err, "status", 400)
-            return {"error": str(err)}
+            return refuse(ctx, "/predict_image", err)
         return answer(await self.batch(X), self.model.version)
+
+    async def decode(self, images: list[bytes], request: Request) -> np.ndarray:
+        """Image bytes -> float32 (N, 784), in the pool; dropped if the client goes away."""
+        s, run = self.settings, in_pool(POOL)
+        small = sum(map(len, images)) <= INLINE_BYTES  # a few small files: headers read in µs
+        total = header_pixels(images, s.max_image_pixels) if small else None
+        if total is None:
+            total = await run(header_pixels, images, s.max_image_pixels)
+        if total > s.max_request_pixels:
+            error = f"images too large: {total} pixels in all (limit {s.max_request_pixels})"
+            raise InputError(error, 413)
+        if small and total <= INLINE_PIXELS:  # a thread hop would cost more than the decoding
+            digits = [prepare_image(i, data, s.max_image_pixels) for i, data in enumerate(images)]
+            return np.stack(digits).reshape(len(images), 784).astype(np.float32)
+        jobs = [run(prepare_image, i, data, s.max_image_pixels) for i, data in enumerate(images)]
+        everything, gone = asyncio.gather(*jobs), asyncio.ensure_future(disconnected(request))
+        try:
+            await asyncio.wait({everything, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not everything.done():
+                raise InputError("client went away while its images were decoded", 499)
+            digits = everything.result()  # each (28, 28)
+        finally:  # on refusal, timeout or disconnect: images not yet started are never decoded
+            gone.cancel()
+            for job in jobs:
+                job.cancel()
+        return np.stack(digits).reshape(len(images), 784).astype(np.float32)
 
     def info(self) -> dict[str, Any]:
         """Model metadata and the ONNX Runtime provider in use."""
@@ -293,4 +317,45 @@ class Digits:
         }
 
 
+class PredictionRoutes:
+    """ASGI middleware that serves the prediction routes itself, before BentoML's request layers.
+
+    The same parsing, decoding, batching, answers, refusals and metrics as Digits.predict and
+    Digits.predict_image, which stay the routes' declarations (BentoML's client, calls in Python).
+    BentoML's routing, context and IO-descriptor layers cost more CPU than a one-image request
+    (README: load benchmark).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if scope["type"] != "http" or path not in PREDICTION_ROUTES or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        try:
+            service = bentoml.get_current_service()
+        except BentoMLException:  # not instantiated yet: BentoML's route answers as it does then
+            return await self.app(scope, receive, send)
+        status, request = 200, Request(scope, receive)
+        try:
+            if path == "/predict":
+                X = await read_pixels(request, SETTINGS.max_images, in_pool(POOL))
+            else:
+                X = await service.decode(await read_images(request, SETTINGS.max_images), request)
+            result = answer(await service.batch(X), service.model.version)
+        except (InputError, ImageError) as err:
+            status, result = getattr(err, "status", 400), {"error": str(err)}
+            log_refusal(path, status, str(err))
+        except Exception:  # as BentoML does: the traceback to the log, no internals to the client
+            log.exception("failed %s", path)
+            status, result = 500, {"error": FAILED}
+        response = Response(orjson.dumps(result), status, media_type="application/json")
+        await response(scope, receive, send)
+
+
+# Outermost first: the document costs nothing, then backpressure, the body limit, the routes.
+Digits.add_asgi_middleware(OpenAPIDocument, document=openapi.document(SETTINGS))
+Digits.add_asgi_middleware(Admission, max_queue=SETTINGS.max_queue, paths=PREDICTION_ROUTES)
 Digits.add_asgi_middleware(BodyLimit, max_bytes=SETTINGS.max_body_bytes)
+Digits.add_asgi_middleware(PredictionRoutes)

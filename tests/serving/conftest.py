@@ -21,8 +21,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(model: Path, log: Path, **settings: int) -> Iterator[str]:
+def running_server(model: Path, log: Path, **settings: int | str) -> Iterator[str]:
     """`digits serve` on `model` (DIGITS_<KEY> env for each setting); yields its base URL."""
+    with server_process(model, log, **settings) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(
+    model: Path, log: Path, **settings: int | str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`digits serve` on `model`; yields its base URL and process (which a test may signal)."""
     port = free_port()
     env = {**os.environ, **{f"DIGITS_{k.upper()}": str(v) for k, v in settings.items()}}
     command = ["digits", "serve", "--model", str(model), "--port", str(port), "--host", "127.0.0.1"]
@@ -35,9 +44,10 @@ def running_server(model: Path, log: Path, **settings: int) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:

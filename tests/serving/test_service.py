@@ -176,6 +176,11 @@ def test_serve_refuses_cuda_without_it(linear_onnx: Path) -> None:
         ("ACCESS_LOG", "maybe", "1 or 0"),
         ("THREADS", "-1", "a whole number"),
         ("MAX_BODY_BYTES", "0", "at least 1"),
+        ("MAX_IMAGE_PIXELS", "0", "at least 1"),
+        ("MAX_REQUEST_PIXELS", "lots", "a whole number"),
+        ("DECODE_THREADS", "0", "at least 1"),
+        ("MAX_QUEUE", "0", "at least 1"),
+        ("JSON_LOGS", "json", "1 or 0"),
     ],
 )
 def test_settings_name_every_bad_value(key: str, value: str, words: str) -> None:

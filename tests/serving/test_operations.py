@@ -1,0 +1,110 @@
+"""What operations see of a started server: /metrics after a few requests, log lines, JSON logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from digits.images import load_image, to_mnist
+from tests.conftest import write_linear_onnx
+from tests.serving.conftest import running_server
+
+pytestmark = pytest.mark.e2e
+
+
+def samples(url: str) -> dict[str, float]:
+    """Every digits_* sample on /metrics, by name with labels."""
+    text = httpx.get(f"{url}/metrics").text
+    return {k: float(v) for k, v in re.findall(r"^(digits_\S+) (\S+)$", text, re.M)}
+
+
+def png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 grayscale image."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_metrics_after_a_few_requests(tmp_path: Path) -> None:
+    model = write_linear_onnx(tmp_path / "digits.onnx", seed=5)
+    pixels = np.random.default_rng(0).integers(0, 256, size=(7, 784)).astype(np.float32)
+    image = png(pixels[0].reshape(28, 28).astype(np.uint8))
+    with running_server(model, tmp_path / "server.log") as url:
+        assert httpx.post(f"{url}/predict", json={"pixels": pixels[:3].tolist()}).is_success
+        assert httpx.post(f"{url}/predict", json={"pixels": pixels[3:].tolist()}).is_success
+        files = [("images", ("x.png", image, "image/png"))] * 2
+        assert httpx.post(f"{url}/predict_image", files=files).is_success
+        assert httpx.post(f"{url}/predict", json={"pixels": []}).status_code == 400
+        m = samples(url)
+    # The oracle: the same model on the same pixels, in a separate session.
+    from_image = to_mnist(load_image(image)).reshape(1, 784).astype(np.float32)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    P = session.run(
+        ["probabilities"], {"pixels": np.concatenate([pixels, from_image, from_image])}
+    )[0]
+    by_digit = [m[f'digits_predictions_total{{digit="{d}"}}'] for d in range(10)]
+    assert by_digit == np.bincount(P.argmax(axis=1), minlength=10).tolist()
+    assert m['digits_predictions_total{digit="none"}'] == 0  # present before any such answer
+    assert m["digits_confidence_count"] == 9
+    assert m["digits_confidence_sum"] == pytest.approx(P.max(axis=1).sum(), rel=1e-5)
+    assert m["digits_image_decode_seconds_count"] == 2
+    assert m["digits_batch_size_count"] == 3 and m["digits_batch_size_sum"] == 9
+    assert m['digits_batch_size_bucket{le="4.0"}'] == 3  # rows 3, 4 and 2
+    assert m['digits_refused_requests_total{route="/predict",status="400"}'] == 1
+
+
+def broken_model(path: Path) -> Path:
+    """A model with the digits contract that fails at run time (a reshape the Gemm rejects)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    W = numpy_helper.from_array(np.zeros((784, 10), np.float32), "W")
+    shape = numpy_helper.from_array(np.array([2, -1], np.int64), "shape")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["pixels", "shape"], ["halves"]),
+            helper.make_node("MatMul", ["halves", "W"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "broken",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 784])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, None),
+        ],
+        [W, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_json_logs_one_line_per_4xx_and_a_traceback_for_5xx(tmp_path: Path) -> None:
+    model, log = broken_model(tmp_path / "broken.onnx"), tmp_path / "server.log"
+    with running_server(model, log, json_logs=1) as url:
+        refused = httpx.post(f"{url}/predict", json={"pixels": [[1] * 10]})
+        failed = httpx.post(f"{url}/predict", json={"pixels": [[1] * 784]})
+        time.sleep(0.5)  # the worker's lines reach the file through BentoML's arbiter
+    assert refused.status_code == 400 and failed.status_code == 500
+    assert "server log" in failed.json()["error"]  # BentoML's words: no internals to the client
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    refusals = [line for line in lines if "refused" in line["message"]]
+    assert len(refusals) == 1
+    assert refusals[0]["level"] == "WARNING" and "traceback" not in refusals[0]
+    assert (
+        refusals[0]["message"]
+        == "refused /predict 400: pixels must have shape N×784 or N×28×28, got [1, 10]"
+    )
+    errors = [line for line in lines if line["level"] == "ERROR"]
+    assert len(errors) == 1 and "Traceback" in errors[0]["traceback"]
+    assert "/predict" in errors[0]["message"]

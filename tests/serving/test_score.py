@@ -238,6 +238,15 @@ def npy_header(n: int) -> bytes:
     return buffer.getvalue()
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default, as a terminal's foreground job has it.
+
+    A shell that runs the suite in the background (`make test &`) ignores SIGINT, the child
+    inherits that, and Python then installs no KeyboardInterrupt handler at all.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def open_write_end(fifo: Path, proc: subprocess.Popen, deadline: float) -> int:
     """A non-blocking write end of the FIFO, once `proc` has opened it for reading."""
     while True:
@@ -260,7 +269,9 @@ def test_interrupted_run_leaves_no_partial_output(linear_onnx: Path, tmp_path: P
     fifo, out, n = tmp_path / "endless.npy", tmp_path / "out.csv", 2_000_000
     os.mkfifo(fifo)
     cmd = [DIGITS, "score", linear_onnx, fifo, "-o", out, "--batch-size", "64", "--provider", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint
+    )
     deadline = time.monotonic() + 120
     fd = open_write_end(fifo, proc, deadline)
     try:

@@ -17,7 +17,11 @@ import subprocess
 from pathlib import Path
 
 import click
-from seed_band import cpu_name, experiments  # same folder: the one reader of `dvc exp show`
+from seed_band import (  # same folder: the one reader of `dvc exp show`
+    cpu_name,
+    experiments,
+    figures,
+)
 
 from digits.atomic import write_json
 
@@ -43,17 +47,6 @@ def run_experiment(whitening: str, seed: int, components: int) -> None:
     if whitening == "pca":  # k < 784: the map is 784 x k, kept apart from a sparse first layer
         command += ["-S", f"data.components={components}"]
     subprocess.run(command, check=True)
-
-
-def figures(metrics: dict[str, dict]) -> dict[str, float]:
-    """The figures FIGURES names, from one experiment's metrics."""
-    out = {}
-    for name, (path, keys) in FIGURES.items():
-        value = metrics[path]
-        for key in keys:
-            value = value[key]
-        out[name] = value
-    return out
 
 
 def summarize(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -108,7 +101,7 @@ def main(whitening: tuple[str, ...], seeds: tuple[int, ...], components: int, ou
                 run_experiment(option, seed, components)
     found = experiments()
     runs = {
-        option: {seed: figures(found[experiment_name(option, seed)]) for seed in seeds}
+        option: {seed: figures(found[experiment_name(option, seed)], FIGURES) for seed in seeds}
         for option in whitening
     }
     summary = {option: summarize(list(runs[option].values())) for option in whitening}

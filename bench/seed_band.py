@@ -54,10 +54,12 @@ def workspace() -> tuple[int, dict[str, dict]]:
     return load_group(BaseParams, "base").seed, metrics
 
 
-def figures(metrics: dict[str, dict]) -> dict[str, float]:
-    """The figures FIGURES names, from one experiment's metrics."""
+def figures(
+    metrics: dict[str, dict], wanted: dict[str, tuple[str, tuple[str, ...]]] = FIGURES
+) -> dict[str, float]:
+    """The figures `wanted` names (name -> metrics file, key path), from one run's metrics."""
     out = {}
-    for name, (path, keys) in FIGURES.items():
+    for name, (path, keys) in wanted.items():
         value = metrics[path]
         for key in keys:
             value = value[key]

@@ -82,7 +82,7 @@ def cli() -> None:
     """digits: a reproducible MNIST train-to-serve pipeline.
 
     Stages, in the order `dvc repro` runs them: fetch, prepare, train, compress,
-    evaluate, export. Serving: serve, score.
+    evaluate, export. Serving: serve, score, verify.
     """
 
 

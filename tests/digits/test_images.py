@@ -15,6 +15,7 @@ from digits.images import (
     MAX_PIXELS,
     MIN_CONTRAST,
     ImageError,
+    image_pixels,
     load_image,
     pixel_problem,
     to_gray,
@@ -282,3 +283,24 @@ def test_wide_top_heavy_digit_is_centred_by_mass() -> None:
     pixels[30:70, 48:50] = 255  # a thin stem below: 40 tall in all, mass near the top
     cy, cx = centroid(to_mnist(Image.fromarray(pixels)).astype(float))
     assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+@pytest.mark.parametrize(
+    ("size", "fmt"), [((37, 23), "PNG"), ((640, 480), "JPEG"), ((1, 1), "GIF")]
+)
+def test_image_pixels_reads_the_size_from_the_header_alone(size: tuple[int, int], fmt: str) -> None:
+    data = encode(Image.new("L", size, 200), fmt)
+    assert image_pixels(data) == size[0] * size[1]
+
+
+def test_image_pixels_refuses_what_load_image_refuses() -> None:
+    data = encode(Image.new("L", (100, 50)))
+    assert image_pixels(data, max_pixels=5000) == 5000  # the limit is inclusive
+    with pytest.raises(ImageError, match=r"^image too large: 100×50 pixels \(limit 4999\)$"):
+        image_pixels(data, max_pixels=4999)
+    with pytest.raises(ImageError, match="^empty upload: no image data$"):
+        image_pixels(b"")
+    with pytest.raises(ImageError, match="not one of PNG, JPEG, BMP, GIF"):
+        image_pixels(b"not an image at all")
+    with pytest.raises(ImageError, match=r"^image too large \(decompression bomb\)"):
+        image_pixels(png_header(20_000, 20_000))

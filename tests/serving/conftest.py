@@ -11,6 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pytest
+
+from digits.idx import encode_idx
+from tests.conftest import make_digits
 
 
 def free_port() -> int:
@@ -61,3 +66,13 @@ def ready(url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+@pytest.fixture
+def idx_pair(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """50 test images as raw IDX, with the labels file beside them."""
+    x, y = make_digits(50, seed=3)
+    images = tmp_path / "t10k-images-idx3-ubyte"
+    images.write_bytes(encode_idx(x))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(encode_idx(y))
+    return images, x, y

@@ -55,16 +55,6 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture
-def idx_pair(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
-    """50 test images as raw IDX, with the labels file beside them."""
-    x, y = make_digits(50, seed=3)
-    images = tmp_path / "t10k-images-idx3-ubyte"
-    images.write_bytes(encode_idx(x))
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(encode_idx(y))
-    return images, x, y
-
-
 def test_format_rows_csv_matches_probabilities_and_quotes_ids() -> None:
     probs = np.random.default_rng(0).dirichlet(np.ones(10), size=5).astype(np.float32)
     ids = np.array([b"a.idx:0", b"a.idx:1", b'odd,"name".png', b"b:3", b"c.png"], dtype="S")

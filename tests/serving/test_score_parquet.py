@@ -10,9 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from digits.cli import cli
-from digits.idx import encode_idx
 from serving import score as score_module
-from tests.conftest import assert_one_line_error, make_digits
+from tests.conftest import assert_one_line_error
 from tests.serving.test_score import oracle, read_csv_rows, run
 
 try:
@@ -32,21 +31,11 @@ def write_parquet(path: Path, x: np.ndarray, y: np.ndarray | None = None) -> Pat
     return path
 
 
-@pytest.fixture
-def images(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
-    """60 IDX images with labels beside them."""
-    x, y = make_digits(60, seed=5)
-    path = tmp_path / "t10k-images-idx3-ubyte"
-    path.write_bytes(encode_idx(x))
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(encode_idx(y))
-    return path, x, y
-
-
 @needs_pyarrow
 def test_parquet_output_has_the_csv_columns_and_exact_probabilities(
-    linear_onnx: Path, images, tmp_path: Path
+    linear_onnx: Path, idx_pair, tmp_path: Path
 ) -> None:
-    path, x, _ = images
+    path, x, _ = idx_pair
     for name in ("s.csv", "s.parquet"):
         result = run(linear_onnx, path, "-o", tmp_path / name, "--probabilities", "-q")
         assert result.exit_code == 0, result.output
@@ -62,24 +51,24 @@ def test_parquet_output_has_the_csv_columns_and_exact_probabilities(
 
 @needs_pyarrow
 def test_parquet_input_scores_like_idx_with_its_labels(
-    linear_onnx: Path, images, tmp_path: Path
+    linear_onnx: Path, idx_pair, tmp_path: Path
 ) -> None:
-    _, x, y = images
+    _, x, y = idx_pair
     source = write_parquet(tmp_path / "in.parquet", x, y)
     result = run(linear_onnx, source, "-o", tmp_path / "p.csv", "--batch-size", "16")
     assert result.exit_code == 0, result.output
-    assert "/60 labelled images)" in result.output
+    assert "/50 labelled images)" in result.output
     rows = read_csv_rows(tmp_path / "p.csv")
-    assert [r["source"] for r in rows] == [f"{source}:{i}" for i in range(60)]
+    assert [r["source"] for r in rows] == [f"{source}:{i}" for i in range(50)]
     assert [int(r["digit"]) for r in rows] == oracle(linear_onnx, x).argmax(axis=1).tolist()
 
 
 @needs_pyarrow
 def test_skipped_input_leaves_no_rows_even_after_row_groups_were_written(
-    linear_onnx: Path, images, tmp_path: Path, monkeypatch
+    linear_onnx: Path, idx_pair, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setattr(score_module, "ROW_GROUP", 8)  # the bad file's rows reach the file first
-    path, x, _ = images
+    path, x, _ = idx_pair
     bad = write_parquet(tmp_path / "bad.parquet", x[:40])
     data = bytearray(bad.read_bytes())
     data[100:20000] = bytes(19900)  # damage the pages, keep the footer: fails mid-read
@@ -89,7 +78,7 @@ def test_skipped_input_leaves_no_rows_even_after_row_groups_were_written(
     assert result.exit_code == 0, result.output
     assert "skipped 1 bad input(s)" in result.stderr and "bad.parquet" in result.stderr
     table = pq.read_table(out)
-    assert table.column("source").to_pylist() == [f"{path}:{i}" for i in range(60)] * 2
+    assert table.column("source").to_pylist() == [f"{path}:{i}" for i in range(50)] * 2
     assert pq.ParquetFile(out).metadata.num_row_groups > 1
 
 
@@ -109,19 +98,19 @@ def test_bad_parquet_inputs_are_one_line(linear_onnx: Path, tmp_path: Path) -> N
 
 
 def test_parquet_without_pyarrow_names_the_extra(
-    linear_onnx: Path, images, tmp_path: Path, monkeypatch
+    linear_onnx: Path, idx_pair, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now fails
-    result = run(linear_onnx, images[0], "-o", tmp_path / "o.parquet")
+    result = run(linear_onnx, idx_pair[0], "-o", tmp_path / "o.parquet")
     assert_one_line_error(result, "pip install 'digits[parquet]'")
 
 
 def test_ray_engine_options_fail_in_one_line(
-    linear_onnx: Path, images, tmp_path: Path, monkeypatch
+    linear_onnx: Path, idx_pair, tmp_path: Path, monkeypatch
 ) -> None:
     runner = CliRunner()
-    args = ["score", str(linear_onnx), str(images[0]), "-o", str(tmp_path / "o.csv")]
-    labels = runner.invoke(cli, [*args, "--engine", "ray", "--labels", str(images[0])])
+    args = ["score", str(linear_onnx), str(idx_pair[0]), "-o", str(tmp_path / "o.csv")]
+    labels = runner.invoke(cli, [*args, "--engine", "ray", "--labels", str(idx_pair[0])])
     assert_one_line_error(labels, "--labels", "--engine local", code=2)
     monkeypatch.setitem(sys.modules, "ray", None)
     monkeypatch.delitem(sys.modules, "serving.ray_score", raising=False)

@@ -27,6 +27,7 @@ COMMANDS = {
     "learning-curve": "pipeline.stages.learning_curve:learning_curve_command",
     "report": "pipeline.stages.report:report_command",
     "export": "pipeline.stages.export:export_command",
+    "robustness": "pipeline.stages.robustness:robustness_command",
     "score": "serving.score:score",
     "serve": "serving.serve:serve",
     "verify": "serving.verify:verify",
@@ -82,7 +83,7 @@ def cli() -> None:
     """digits: a reproducible MNIST train-to-serve pipeline.
 
     Stages, in the order `dvc repro` runs them: fetch, prepare, train, compress,
-    evaluate, export. Serving: serve, score, verify.
+    evaluate, export, robustness, report. Serving: serve, score, verify.
     """
 
 

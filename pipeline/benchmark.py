@@ -1,24 +1,44 @@
-"""The robustness benchmark's image sets, and the way they reach a model: as PNG files read back
-through the deployed image path (digits/images.py), exactly as `digits score` reads a photo.
+"""The robustness benchmark's params and test-split sets, and the way every set reaches a model:
+as PNG files read back through the deployed image path (digits/images.py), as `digits score`
+reads a photo.
 
-Sets: `clean` (a seeded subsample of the test split), one per corruption in
-pipeline/corruptions.py (the same subsample, corrupted with the benchmark seed) and `fonts`
-(pipeline/font_digits.py). Writes PNG files only into the directory it is given.
+Sets: `clean` (a seeded subsample of the test split) and one per corruption in
+pipeline/corruptions.py (the same subsample, corrupted with the benchmark seed); the font set
+comes from pipeline/font_digits.py. Writes PNG files only into the directory it is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from digits.images import load_image, to_mnist
+from pipeline.config import require
 from pipeline.corruptions import CORRUPTIONS, corrupt
-from pipeline.font_digits import font_digits
 
 ImageSet = tuple[list[np.ndarray], np.ndarray]  # images (any size, uint8 gray), labels (N,)
+
+
+@dataclass(frozen=True)
+class RobustnessParams:
+    """params.yaml `robustness:` group: which images the benchmark is made of."""
+
+    # Its own seed, not base.seed: every model, whatever seed trained it, meets the same images.
+    seed: int = 0
+    per_kind: int = 1000  # test images per set: a seeded subsample of the test split
+    font_sizes: tuple[int, ...] = (16, 28, 40)  # pixels per em on the 64×64 font canvas
+    examples: int = 3  # images per set shown with their answers in the report
+
+    def __post_init__(self) -> None:
+        require(self.seed >= 0, "robustness.seed", "must be >= 0")
+        require(self.per_kind >= 1, "robustness.per_kind", "must be >= 1")
+        sizes = self.font_sizes
+        require(all(8 <= s <= 44 for s in sizes), "robustness.font_sizes", "must be in 8..44")
+        require(self.examples >= 0, "robustness.examples", "must be >= 0")
 
 
 def subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -38,10 +58,9 @@ def corruption_sets(x: np.ndarray, y: np.ndarray, per_kind: int, seed: int) -> d
     return sets
 
 
-def font_set(sizes: tuple[int, ...]) -> ImageSet:
-    """The printed digits of every bundled font, size and position."""
-    images, labels, _ = font_digits(sizes)
-    return images, labels
+def image_file(directory: Path, index: int) -> Path:
+    """Where through_image_files writes image `index` of a set."""
+    return directory / f"{index:05d}.png"
 
 
 def through_image_files(images: Sequence[np.ndarray], directory: Path) -> np.ndarray:
@@ -49,7 +68,7 @@ def through_image_files(images: Sequence[np.ndarray], directory: Path) -> np.nda
     directory.mkdir(parents=True, exist_ok=True)
     pixels = np.zeros((len(images), 784), np.uint8)
     for i, image in enumerate(images):
-        path = directory / f"{i:05d}.png"
+        path = image_file(directory, i)
         Image.fromarray(image).save(path)
         pixels[i] = to_mnist(load_image(path.read_bytes())).reshape(-1)
     return pixels

@@ -128,7 +128,13 @@ def plus_neighbours(image: np.ndarray) -> np.ndarray:
     """(5, 28, 28): each pixel and its four edge neighbours (zero outside the image)."""
     padded = np.pad(image, 1)
     return np.stack(
-        [padded[1:-1, 1:-1], padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
+        [
+            padded[1:-1, 1:-1],
+            padded[:-2, 1:-1],
+            padded[2:, 1:-1],
+            padded[1:-1, :-2],
+            padded[1:-1, 2:],
+        ]
     )
 
 

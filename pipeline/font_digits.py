@@ -41,7 +41,9 @@ def font_file(name: str) -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
 
 
-def render_digit(font: ImageFont.FreeTypeFont, digit: int, centre: tuple[float, float]) -> np.ndarray:
+def render_digit(
+    font: ImageFont.FreeTypeFont, digit: int, centre: tuple[float, float]
+) -> np.ndarray:
     """uint8 (64, 64): one digit, black on white, its ink box centred at `centre` (fractions)."""
     page = Image.new("L", (CANVAS, CANVAS), 255)
     xy = (centre[0] * CANVAS, centre[1] * CANVAS)

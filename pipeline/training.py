@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from digits.atomic import atomic_path
 from digits.npz import read_split
 from pipeline import metrics
+from pipeline.augment import add_noise, blur_some, elastic_distort, vary_strokes
 from pipeline.config import require
 from pipeline.network import MLP, predict_logits, read_torch_file
 from pipeline.optim import Optimizer, Schedule, make_optimizer, make_scheduler
@@ -65,6 +66,15 @@ class TrainParams:
     augment_degrees: float = 10.0
     augment_shift: float = 2.0  # pixels
     augment_scale: float = 0.1
+    # Robustness augmentations (pipeline/augment.py), applied after the affine when `augment`
+    # is on; each is off at 0, and off draws no random numbers, so old runs repeat exactly.
+    augment_elastic: float = 0.0  # elastic distortion: alpha, displacement scale in pixels
+    augment_elastic_sigma: float = 4.0  # its smoothing, pixels (Simard et al. 2003: 34 and 4)
+    augment_stroke: float = 0.0  # share of images whose strokes are thickened or thinned
+    augment_blur: float = 0.0  # share of images blurred
+    augment_blur_sigma: float = 1.0  # their Gaussian sigma is uniform in (0, this]
+    augment_noise: float = 0.0  # share of images given Gaussian pixel noise
+    augment_noise_std: float = 40.0  # its std, uniform in [0, this], pixel levels 0–255
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -89,6 +99,12 @@ class TrainParams:
         require(self.augment_degrees >= 0, "train.augment_degrees", "must be >= 0")
         require(self.augment_shift >= 0, "train.augment_shift", "must be >= 0")
         require(0 <= self.augment_scale < 1, "train.augment_scale", "must be in [0, 1)")
+        require(self.augment_elastic >= 0, "train.augment_elastic", "must be >= 0")
+        require(self.augment_elastic_sigma > 0, "train.augment_elastic_sigma", "must be > 0")
+        for key in ("augment_stroke", "augment_blur", "augment_noise"):
+            require(0 <= getattr(self, key) <= 1, f"train.{key}", "must be in [0, 1]")
+        require(self.augment_blur_sigma > 0, "train.augment_blur_sigma", "must be > 0")
+        require(self.augment_noise_std >= 0, "train.augment_noise_std", "must be >= 0")
 
 
 def data_loss(logits: torch.Tensor, y: torch.Tensor, params: TrainParams) -> torch.Tensor:
@@ -112,7 +128,7 @@ def penalty(model: MLP, l1: float, l2: float = 0.0) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, params: TrainParams, gen: torch.Generator) -> torch.Tensor:
-    """Random small rotation, shift and scale of each image: (N, 784) -> (N, 784)."""
+    """Random small rotation, shift and scale of each image, then robustness_augment: (N, 784)."""
     n = x.shape[0]
     angle = (torch.rand(n, generator=gen) * 2 - 1) * np.deg2rad(params.augment_degrees)
     scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * params.augment_scale
@@ -123,7 +139,20 @@ def augment_batch(x: torch.Tensor, params: TrainParams, gen: torch.Generator) ->
     )
     grid = F.affine_grid(theta, (n, 1, 28, 28), align_corners=False)  # (N, 28, 28, 2)
     images = F.grid_sample(x.view(n, 1, 28, 28), grid, align_corners=False)
-    return images.view(n, -1)
+    return robustness_augment(images.view(n, -1), params, gen)
+
+
+def robustness_augment(x: torch.Tensor, params: TrainParams, gen: torch.Generator) -> torch.Tensor:
+    """The elastic, stroke, blur and noise augmentations that are on: (N, 784) -> (N, 784)."""
+    if params.augment_elastic:
+        x = elastic_distort(x, params.augment_elastic, params.augment_elastic_sigma, gen)
+    if params.augment_stroke:
+        x = vary_strokes(x, params.augment_stroke, gen)
+    if params.augment_blur:
+        x = blur_some(x, params.augment_blur, params.augment_blur_sigma, gen)
+    if params.augment_noise:
+        x = add_noise(x, params.augment_noise, params.augment_noise_std, gen)
+    return x
 
 
 def evaluate(model: nn.Module, data: Data) -> dict[str, float]:

@@ -1,15 +1,18 @@
 """Stage `report`: a Markdown report with PNG figures that explains the models without running them.
 
-Reads: reports/evaluate.json, reports/evaluate/detail.json, reports/learning_curve.json and
-reports/compress.json (each one's section is skipped when absent), data/prepared/test.npz
-(images of the worst errors), params.yaml `report` (the seed band this run is compared with).
+Reads: reports/evaluate.json, reports/evaluate/detail.json, reports/learning_curve.json,
+reports/compress.json, reports/robustness.json and reports/robustness/examples.json (each one's
+section is skipped when absent), data/prepared/test.npz (images of the worst errors),
+params.yaml `report` (the seed band this run is compared with).
 Writes: reports/figures/ (confusion.png, reliability.png, learning_curve.png,
-worst_errors.png), then reports/report.md.
+worst_errors.png, robustness.png), then reports/report.md.
 Run: `digits report`
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 from matplotlib.ticker import NullLocator
+from PIL import Image
 
 from digits.atomic import atomic_dir, refuse_foreign, write_bytes
 from digits.npz import read_split
@@ -29,7 +33,13 @@ from pipeline.options import params_option, path_option, prepared_option
 MODELS = ("dense", "compressed")
 STYLES = {"dense": "o-", "compressed": "x--"}
 # What `digits report` draws into reports/figures/, and so may replace there.
-FIGURES = ("confusion.png", "reliability.png", "worst_errors.png", "learning_curve.png")
+FIGURES = (
+    "confusion.png",
+    "reliability.png",
+    "worst_errors.png",
+    "learning_curve.png",
+    "robustness.png",
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,55 @@ def plot_worst_errors(errors: list[dict[str, Any]], images: np.ndarray, columns:
         ax.set_title(title, fontsize=9)
     fig.suptitle("Most confidently wrong test images: true → predicted (confidence)")
     return fig
+
+
+def plot_robustness(examples: list[dict[str, Any]], sets_per_row: int = 6) -> Figure:
+    """Example images of each robustness set as written to file, titled `label → answer`."""
+    names = list(dict.fromkeys(example["set"] for example in examples))
+    per_set = max(sum(e["set"] == name for e in examples) for name in names)
+    bands = -(-len(names) // sets_per_row)
+    fig = Figure(figsize=(1.7 * sets_per_row, 1.75 * bands * per_set), layout="constrained")
+    axes = fig.subplots(bands * per_set, sets_per_row, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, name in enumerate(names):
+        band, column = divmod(k, sets_per_row)
+        shown = [e for e in examples if e["set"] == name]
+        for row, example in enumerate(shown):
+            ax = axes[band * per_set + row, column]
+            image = Image.open(io.BytesIO(base64.b64decode(example["png"]))).convert("L")
+            ax.imshow(np.asarray(image), cmap="gray", vmin=0, vmax=255)
+            mark = "" if example["answer"] == example["label"] else " ✗"
+            title = f"{name}\n{example['label']} → {example['answer']}{mark}"
+            ax.set_title(title, fontsize=8, color="black" if not mark else "red")
+    fig.suptitle("Robustness sets as image files: true → answer of the deployed model")
+    return fig
+
+
+def robustness_section(report: dict[str, Any] | None) -> list[str]:
+    """Markdown: accuracy on each corruption and on the font set, and the examples figure."""
+    if report is None:
+        return ["Not computed: run `digits robustness` (or `dvc repro robustness`)."]
+    lines = [
+        "The exported ONNX model on test images written as PNG files and read back through the "
+        "image path (`digits score`, `POST /predict_image`): clean, under each corruption "
+        "(`pipeline/corruptions.py`, one fixed severity each, seeded), and digits printed in "
+        "the fonts matplotlib ships (`pipeline/font_digits.py`).",
+        "",
+        f"Clean {percent(report['clean_accuracy'])}; mean over corruptions "
+        f"**{percent(report['mean_corruption_accuracy'])}** (worst: "
+        f"{report['worst_corruption']}, {percent(report['worst_corruption_accuracy'])}); "
+        f"font set **{percent(report['font_accuracy'])}**.",
+        "",
+        "| set | accuracy |",
+        "|---|---|",
+        f"| clean | {percent(report['clean_accuracy'])} |",
+    ]
+    lines += [f"| {name} | {percent(value)} |" for name, value in report["corruptions"].items()]
+    lines += [f"| fonts | {percent(report['font_accuracy'])} |", ""]
+    fonts = ", ".join(f"{name} {percent(value)}" for name, value in report["fonts"].items())
+    lines += [f"Per font: {fonts}.", "", "![robustness examples](figures/robustness.png)"]
+    return lines
 
 
 def metrics_table(summary: dict[str, Any]) -> list[str]:
@@ -254,6 +313,7 @@ def render_markdown(
     curve: list[dict[str, Any]] | None,
     band: ReportParams,
     compressed: dict[str, Any] | None = None,
+    robustness: dict[str, Any] | None = None,
 ) -> str:
     """The whole report as Markdown, figures linked from figures/."""
     test = summary["compressed"]["test_accuracy"]
@@ -301,6 +361,10 @@ def render_markdown(
         "## Worst errors (compressed model, test)",
         "",
         "![worst errors](figures/worst_errors.png)",
+        "",
+        "## Robustness (deployed model, image files)",
+        "",
+        *robustness_section(robustness),
     ]
     return "\n".join(lines) + "\n"
 
@@ -315,6 +379,9 @@ def write_report(reports: Path, test_images: np.ndarray, band: ReportParams) -> 
     curve = json.loads(curve_file.read_text()) if curve_file.exists() else None
     compress_file = reports / "compress.json"
     compressed = json.loads(compress_file.read_text()) if compress_file.exists() else None
+    robustness_file = reports / "robustness.json"
+    robustness = json.loads(robustness_file.read_text()) if robustness_file.exists() else None
+    examples_file = reports / "robustness" / "examples.json"
     figures = {
         "confusion": plot_confusion(details),
         "reliability": plot_reliability(details),
@@ -323,8 +390,10 @@ def write_report(reports: Path, test_images: np.ndarray, band: ReportParams) -> 
     if curve is not None:
         bayes = detail["params"]["bayes_error"]
         figures["learning_curve"] = plot_learning_curve(curve, bayes, summary["dense"])
+    if robustness is not None and examples_file.exists():
+        figures["robustness"] = plot_robustness(json.loads(examples_file.read_text()))
     # Rendered before any write: bad input writes nothing.
-    markdown = render_markdown(summary, details, curve, band, compressed)
+    markdown = render_markdown(summary, details, curve, band, compressed, robustness)
     with atomic_dir(reports / "figures", FIGURES, "digits report") as tmp:
         for name, fig in figures.items():
             fig.savefig(tmp / f"{name}.png", dpi=100)

@@ -1,0 +1,148 @@
+"""Stage `robustness`: the deployed ONNX model on corrupted and printed digits, read as image files.
+
+A seeded subsample of the test split, clean and under each corruption of pipeline/corruptions.py,
+and the digits of several fonts (pipeline/font_digits.py) are written as PNG files and read back
+through the image path `digits score` and `POST /predict_image` use (digits/images.py), then
+scored by the ONNX file on ONNX Runtime: the deployed path end to end.
+Reads: models/digits.onnx, data/prepared/test.npz, params.yaml `base`, `robustness`.
+Writes: reports/robustness.json (metrics: accuracy per set, the corruptions' mean, the font set's
+and each font's), reports/robustness/examples.json (a few of each set's PNG files, base64, with
+the model's answers; `digits report` draws them).
+Run: `digits robustness`
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import onnxruntime as ort
+
+from digits.atomic import atomic_dir, write_json
+from digits.npz import read_split
+from pipeline.benchmark import (
+    RobustnessParams,
+    corruption_sets,
+    image_file,
+    through_image_files,
+)
+from pipeline.config import BaseParams, load_group, seed_everything
+from pipeline.font_digits import font_digits
+from pipeline.options import params_option, path_option, prepared_option
+
+BATCH = 4096
+# What `digits robustness` writes into --examples, and so may replace there.
+OUTPUTS = ("examples.json",)
+Answers = tuple[np.ndarray, np.ndarray]  # predicted digits (N,), their probabilities (N,)
+
+
+def onnx_answers(session: ort.InferenceSession, pixels: np.ndarray) -> Answers:
+    """Digit and confidence for each row of raw pixels (N, 784), in batches."""
+    name = session.get_inputs()[0].name
+    chunks = [
+        session.run(["probabilities"], {name: pixels[i : i + BATCH].astype(np.float32)})[0]
+        for i in range(0, len(pixels), BATCH)
+    ]
+    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
+    return probabilities.argmax(axis=1), probabilities.max(axis=1)
+
+
+def accuracy_by(groups: list[str], correct: np.ndarray) -> dict[str, float]:
+    """Accuracy within each group name, in the order the names first appear."""
+    names = np.array(groups)
+    return {group: float(correct[names == group].mean()) for group in dict.fromkeys(groups)}
+
+
+def summarize(accuracy: dict[str, float], fonts: dict[str, float], version: str) -> dict:
+    """The metrics: clean, per corruption, their mean and worst, the font set and each font."""
+    corruptions = {
+        name: value for name, value in accuracy.items() if name not in ("clean", "fonts")
+    }
+    worst = min(corruptions, key=corruptions.__getitem__)
+    return {
+        "model_version": version,
+        "clean_accuracy": accuracy["clean"],
+        "mean_corruption_accuracy": float(np.mean(list(corruptions.values()))),
+        "worst_corruption": worst,
+        "worst_corruption_accuracy": corruptions[worst],
+        "font_accuracy": accuracy["fonts"],
+        "corruptions": corruptions,
+        "fonts": fonts,
+    }
+
+
+def pick_examples(name: str, directory: Path, labels: np.ndarray, answers: Answers, k: int) -> list:
+    """k image files spread evenly over one set, each with its label and the model's answer."""
+    picked = np.unique(np.linspace(0, len(labels) - 1, k).astype(int)) if k and len(labels) else []
+    digits, confidence = answers
+    return [
+        {
+            "set": name,
+            "label": int(labels[i]),
+            "answer": int(digits[i]),
+            "confidence": round(float(confidence[i]), 4),
+            "png": base64.b64encode(image_file(directory, i).read_bytes()).decode(),
+        }
+        for i in picked
+    ]
+
+
+def benchmark(session: ort.InferenceSession, test: tuple, params: RobustnessParams) -> tuple:
+    """Score every set through image files; return the metrics and the report's examples."""
+    sets = corruption_sets(*test, params.per_kind, params.seed)
+    font_images, font_labels, font_names = font_digits(params.font_sizes)
+    sets["fonts"] = (font_images, font_labels)
+    correct: dict[str, np.ndarray] = {}
+    examples: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (images, labels) in sets.items():
+            directory = Path(tmp) / name
+            answers = onnx_answers(session, through_image_files(images, directory))
+            correct[name] = answers[0] == labels
+            examples += pick_examples(name, directory, labels, answers, params.examples)
+    accuracy = {name: float(hits.mean()) for name, hits in correct.items()}
+    fonts = accuracy_by(font_names, correct["fonts"])
+    version = session.get_modelmeta().custom_metadata_map.get("model_version", "unknown")
+    return summarize(accuracy, fonts, version), examples
+
+
+@click.command("robustness")
+@params_option
+@prepared_option("Prepared splits (the test split is corrupted).")
+@path_option(
+    "--model", default="models/digits.onnx", help="ONNX model.", exists=True, dir_okay=False
+)
+@path_option(
+    "--metrics",
+    "metrics_file",
+    default="reports/robustness.json",
+    help="Metrics JSON to write.",
+    dir_okay=False,
+)
+@path_option(
+    "--examples",
+    "examples_dir",
+    default="reports/robustness",
+    help="Directory for examples.json (the report's figure).",
+    file_okay=False,
+)
+def robustness_command(
+    params_file: Path, prepared: Path, model: Path, metrics_file: Path, examples_dir: Path
+) -> None:
+    """Score the ONNX model on corrupted test images and printed digits, as image files."""
+    seed_everything(load_group(BaseParams, "base", params_file).seed)
+    params = load_group(RobustnessParams, "robustness", params_file)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    report, examples = benchmark(session, read_split(prepared / "test.npz"), params)
+    with atomic_dir(examples_dir, OUTPUTS, "digits robustness") as tmp:
+        write_json(tmp / "examples.json", examples)
+    write_json(metrics_file, report)
+    click.echo(
+        f"clean {report['clean_accuracy']:.4f}, mean over corruptions "
+        f"{report['mean_corruption_accuracy']:.4f} (worst {report['worst_corruption']} "
+        f"{report['worst_corruption_accuracy']:.4f}), fonts {report['font_accuracy']:.4f}"
+    )

@@ -6,7 +6,7 @@ They are deliberately not the corruption benchmark's (pipeline/corruptions.py): 
 other parameters. Elastic distortion has no benchmark counterpart; strokes are thickened or
 thinned by a random fraction of a 3×3 square dilation/erosion (benchmark: a full 3×3 cross
 erosion, or a square-then-cross dilation of two pixels); blur is a Gaussian of sigma at most
-`blur_sigma` (default 1; benchmark: 1–1.5); noise is additive Gaussian on every pixel
+below `blur_sigma` (default 1; benchmark: 1–1.5); noise is additive Gaussian on every pixel
 (benchmark: Poisson noise on the ink, and salt and pepper).
 Reads and writes nothing.
 """
@@ -78,12 +78,14 @@ def vary_strokes(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.T
 def blur_some(
     x: torch.Tensor, share: float, max_sigma: float, gen: torch.Generator
 ) -> torch.Tensor:
-    """Gaussian blur of a `share` of the images, sigma uniform in (0, max_sigma]."""
+    """Gaussian blur of a `share` of the images, sigma uniform in [0, max_sigma)."""
     n = x.shape[0]
     chosen = torch.rand(n, generator=gen) < share
-    sigma = torch.rand(n, generator=gen) * max_sigma * chosen  # 0 -> a delta kernel: unchanged
-    blurred = smooth(x.view(n, 1, SIDE, SIDE), sigma)
-    return blurred.view(n, -1)
+    sigma = torch.rand(n, generator=gen) * max_sigma
+    picked = chosen.nonzero().squeeze(1)  # only these are computed: the rest stay exact
+    out = x.clone()
+    out[picked] = smooth(x[picked].view(-1, 1, SIDE, SIDE), sigma[picked]).view(-1, SIDE * SIDE)
+    return out
 
 
 def add_noise(x: torch.Tensor, share: float, max_std: float, gen: torch.Generator) -> torch.Tensor:

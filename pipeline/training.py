@@ -72,7 +72,7 @@ class TrainParams:
     augment_elastic_sigma: float = 4.0  # its smoothing, pixels (Simard et al. 2003: 34 and 4)
     augment_stroke: float = 0.0  # share of images whose strokes are thickened or thinned
     augment_blur: float = 0.0  # share of images blurred
-    augment_blur_sigma: float = 1.0  # their Gaussian sigma is uniform in (0, this]
+    augment_blur_sigma: float = 1.0  # their Gaussian sigma is uniform in [0, this)
     augment_noise: float = 0.0  # share of images given Gaussian pixel noise
     augment_noise_std: float = 40.0  # its std, uniform in [0, this], pixel levels 0–255
 

@@ -32,6 +32,7 @@ TINY_PARAMS: dict[str, dict] = {
         "sweep": [0.5, 0.9],
     },
     "learning_curve": {"fractions": [0.5, 1.0], "epochs": 1.0, "max_epochs": 2},
+    "robustness": {"per_kind": 50, "font_sizes": [28]},
 }
 
 
@@ -96,6 +97,13 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_left_to_do(scratch_repo):
     assert export["max_abs_prob_diff"] <= 1e-5
     metrics = run(["dvc", "metrics", "show", "--json"], repo, env)
     assert "test_accuracy" in metrics and "sparsity" in metrics
+    assert "mean_corruption_accuracy" in metrics and "font_accuracy" in metrics
+    robustness = json.loads((repo / "reports" / "robustness.json").read_text())
+    assert len(robustness["corruptions"]) >= 12
+    assert (
+        "![robustness examples](figures/robustness.png)" in (repo / "reports/report.md").read_text()
+    )
+    assert (repo / "reports" / "figures" / "robustness.png").is_file()
     run(["dvc", "plots", "show", "-o", str(repo / "plots-html")], repo, env)
     assert (repo / "plots-html" / "index.html").is_file()
     second = run(["dvc", "repro"], repo, env)
@@ -159,7 +167,9 @@ def test_dvc_reruns_only_the_stages_a_param_change_affects(repo_copy):
 def test_dvc_reruns_only_the_later_stages_a_late_param_affects(repo_copy):
     repo, env, stages = repo_copy
     affected = downstream(repo, env, "export")
-    assert affected == {"export"}  # the last stage: nothing reads its outputs
+    # robustness reads the ONNX file and report draws robustness's figure; the file's metadata
+    # (params digest) changes, so robustness reruns, and its metrics name the model's version.
+    assert affected == {"export", "robustness", "report"}
     ran, skipped = repro_with(repo, env, "export", "weight_type", "qint8")
     assert ran == affected
     assert skipped == stages - affected
@@ -167,10 +177,12 @@ def test_dvc_reruns_only_the_later_stages_a_late_param_affects(repo_copy):
     assert {p.key: p.value for p in int8.metadata_props}["quantization"].startswith("dynamic qint8")
     # bayes_error moves the avoidable-bias figure in evaluate.json, which report and export read.
     affected = downstream(repo, env, "evaluate")
-    assert affected == {"evaluate", "report", "export"}
+    assert affected == {"evaluate", "report", "export", "robustness"}
     ran, skipped = repro_with(repo, env, "evaluate", "bayes_error", 0.003)
-    assert ran == affected
-    assert skipped == stages - affected
+    # export reruns but writes the same ONNX bytes (bayes_error is not in the model), so DVC
+    # skips robustness: it reads only that file.
+    assert ran == affected - {"robustness"}
+    assert skipped == stages - ran
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from digits.cli import cli
 from pipeline.network import ModelParams, build_mlp, save_checkpoint
 from pipeline.transform import AffineTransform
-from tests.conftest import assert_one_line_error, flat_digits
+from tests.conftest import assert_one_line_error, flat_digits, write_linear_onnx
 
 PARAMS = {
     "model": {"hidden": [16], "dropout": 0.0},
@@ -29,7 +29,7 @@ PARAMS = {
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny workspace: prepared splits, transform, a checkpoint, params and recorded reports."""
+    """A tiny workspace: splits, transform, checkpoint, ONNX model, params, recorded reports."""
     root = tmp_path_factory.mktemp("good")
     prepared = root / "prepared"
     prepared.mkdir()
@@ -46,6 +46,7 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
         json.dumps({"compressed": {"dev_accuracy": 0.5, "test_accuracy": 0.5}})
     )
     (root / "compress.json").write_text(json.dumps({"sparsity": 0.5}))
+    write_linear_onnx(root / "digits.onnx")
     return root
 
 
@@ -107,6 +108,9 @@ def stage_args(command: str, good: Path, out: Path, prepared: Path, model: Path)
         return ["lr-find", *params, "--data", prepared, "--out", out / "lr.json"]
     if command == "learning-curve":
         return ["learning-curve", *params, "--data", prepared, "--out", out / "lc.json"]
+    if command == "robustness":
+        return ["robustness", *params, "--data", prepared, "--model", good / "digits.onnx",
+                "--metrics", out / "r.json", "--examples", out / "r"]  # fmt: skip
     assert command == "report"
     return ["report", "--reports", good, "--data", prepared]
 
@@ -159,7 +163,8 @@ NPZ = {
 }
 # The split each command reads first.
 READS = {"train": "train", "compress": "train", "evaluate": "train", "lr-find": "train",
-         "learning-curve": "train", "export": "test", "report": "test"}  # fmt: skip
+         "learning-curve": "train", "export": "test", "report": "test",
+         "robustness": "test"}  # fmt: skip
 
 
 @pytest.mark.parametrize("command", list(READS))

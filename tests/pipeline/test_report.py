@@ -1,8 +1,14 @@
-"""The report's compression section: targets met or missed, and the deployed size, in words."""
+"""The report's compression and robustness sections: what was measured, in words and figures."""
 
 from __future__ import annotations
 
-from pipeline.stages.report import compress_section
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from pipeline.stages.report import compress_section, plot_robustness, robustness_section
 
 TARGETS = {
     "sparsity": {"target": 0.9, "reached": 0.9, "met": True},
@@ -28,3 +34,47 @@ def test_met_targets_and_a_folded_map_say_so():
 
 def test_without_a_compress_report_the_section_says_how_to_make_one():
     assert "digits compress" in compress_section(None)[0]
+
+
+ROBUSTNESS = {
+    "model_version": "v",
+    "clean_accuracy": 0.99,
+    "mean_corruption_accuracy": 0.9,
+    "worst_corruption": "fog",
+    "worst_corruption_accuracy": 0.7,
+    "font_accuracy": 0.95,
+    "corruptions": {"fog": 0.7, "blur": 0.95, "inversion": 0.99},  # mean 0.88: the report's own
+    "fonts": {"DejaVuSans": 1.0, "cmti10": 0.7},
+}
+
+
+def test_the_robustness_section_gives_each_set_the_recorded_mean_and_the_figure():
+    lines = robustness_section(ROBUSTNESS)
+    text = "\n".join(lines)
+    assert "mean over corruptions **90.00%** (worst: fog, 70.00%); font set **95.00%**" in text
+    assert "| fog | 70.00% |" in lines and "| clean | 99.00% |" in lines
+    assert lines.index("| clean | 99.00% |") < lines.index("| fog | 70.00% |")
+    assert "Per font: DejaVuSans 100.00%, cmti10 70.00%." in lines
+    assert lines[-1] == "![robustness examples](figures/robustness.png)"
+
+
+def test_without_a_robustness_report_the_section_says_how_to_make_one():
+    assert "digits robustness" in robustness_section(None)[0]
+
+
+def png_base64(value: int) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((28, 28), value, np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_the_robustness_figure_draws_each_example_titled_with_its_answer():
+    examples = [
+        {"set": "clean", "label": 3, "answer": 3, "confidence": 0.9, "png": png_base64(0)},
+        {"set": "fog", "label": 3, "answer": 8, "confidence": 0.6, "png": png_base64(200)},
+    ]
+    fig = plot_robustness(examples, sets_per_row=2)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["clean\n3 → 3", "fog\n3 → 8 ✗"]
+    drawn = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    assert [int(image.mean()) for image in drawn] == [0, 200]  # the files' own pixels

@@ -32,29 +32,28 @@ from pipeline.benchmark import (
 )
 from pipeline.config import BaseParams, load_group, seed_everything
 from pipeline.font_digits import font_digits
+from pipeline.metrics import accuracy
 from pipeline.options import params_option, path_option, prepared_option
 
 BATCH = 4096
 # What `digits robustness` writes into --examples, and so may replace there.
 OUTPUTS = ("examples.json",)
-Answers = tuple[np.ndarray, np.ndarray]  # predicted digits (N,), their probabilities (N,)
 
 
-def onnx_answers(session: ort.InferenceSession, pixels: np.ndarray) -> Answers:
-    """Digit and confidence for each row of raw pixels (N, 784), in batches."""
+def onnx_probabilities(session: ort.InferenceSession, pixels: np.ndarray) -> np.ndarray:
+    """Probabilities (N, 10) of raw pixels (N, 784), in batches."""
     name = session.get_inputs()[0].name
     chunks = [
         session.run(["probabilities"], {name: pixels[i : i + BATCH].astype(np.float32)})[0]
         for i in range(0, len(pixels), BATCH)
     ]
-    probabilities = np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
-    return probabilities.argmax(axis=1), probabilities.max(axis=1)
+    return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
 
 
-def accuracy_by(groups: list[str], correct: np.ndarray) -> dict[str, float]:
+def accuracy_by(groups: list[str], probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Accuracy within each group name, in the order the names first appear."""
     names = np.array(groups)
-    return {group: float(correct[names == group].mean()) for group in dict.fromkeys(groups)}
+    return {g: accuracy(probs[names == g], y[names == g]) for g in dict.fromkeys(groups)}
 
 
 def summarize(accuracy: dict[str, float], fonts: dict[str, float], version: str) -> dict:
@@ -75,16 +74,17 @@ def summarize(accuracy: dict[str, float], fonts: dict[str, float], version: str)
     }
 
 
-def pick_examples(name: str, directory: Path, labels: np.ndarray, answers: Answers, k: int) -> list:
+def pick_examples(
+    name: str, directory: Path, labels: np.ndarray, probs: np.ndarray, k: int
+) -> list:
     """k image files spread evenly over one set, each with its label and the model's answer."""
     picked = np.unique(np.linspace(0, len(labels) - 1, k).astype(int)) if k and len(labels) else []
-    digits, confidence = answers
     return [
         {
             "set": name,
             "label": int(labels[i]),
-            "answer": int(digits[i]),
-            "confidence": round(float(confidence[i]), 4),
+            "answer": int(probs[i].argmax()),
+            "confidence": round(float(probs[i].max()), 4),
             "png": base64.b64encode(image_file(directory, i).read_bytes()).decode(),
         }
         for i in picked
@@ -96,18 +96,17 @@ def benchmark(session: ort.InferenceSession, test: tuple, params: RobustnessPara
     sets = corruption_sets(*test, params.per_kind, params.seed)
     font_images, font_labels, font_names = font_digits(params.font_sizes)
     sets["fonts"] = (font_images, font_labels)
-    correct: dict[str, np.ndarray] = {}
+    probs: dict[str, np.ndarray] = {}
     examples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (images, labels) in sets.items():
             directory = Path(tmp) / name
-            answers = onnx_answers(session, through_image_files(images, directory))
-            correct[name] = answers[0] == labels
-            examples += pick_examples(name, directory, labels, answers, params.examples)
-    accuracy = {name: float(hits.mean()) for name, hits in correct.items()}
-    fonts = accuracy_by(font_names, correct["fonts"])
+            probs[name] = onnx_probabilities(session, through_image_files(images, directory))
+            examples += pick_examples(name, directory, labels, probs[name], params.examples)
+    scores = {name: accuracy(probs[name], labels) for name, (_, labels) in sets.items()}
+    fonts = accuracy_by(font_names, probs["fonts"], font_labels)
     version = session.get_modelmeta().custom_metadata_map.get("model_version", "unknown")
-    return summarize(accuracy, fonts, version), examples
+    return summarize(scores, fonts, version), examples
 
 
 @click.command("robustness")

@@ -47,7 +47,16 @@ CONFIGS = {
     },
     "elastic": {"augment_elastic": 34.0, "augment_elastic_sigma": 4.0},
     "pixel": {"augment_stroke": 0.5, "augment_blur": 0.3, "augment_noise": 0.3},
+    "pixel_strong": {"augment_stroke": 0.8, "augment_blur": 0.5, "augment_noise": 0.5},
 }
+
+
+def cpu_name() -> str:
+    """The CPU model, as lscpu names it."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def run_digits(args: list[str], cwd: Path) -> None:
@@ -64,21 +73,8 @@ def train_and_compress(params: dict, prepared: Path, work: Path) -> tuple[Path, 
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     common = ["--params", "params.yaml", "--data", str(prepared)]
     run_digits(["train", *common, "--out", "mlp.pt", "--metrics", "train.json"], work)
-    run_digits(
-        [
-            "compress",
-            *common,
-            "--model",
-            "mlp.pt",
-            "--out",
-            "mlp-compressed.pt",
-            "--metrics",
-            "compress.json",
-            "--sweep",
-            "sweep.json",
-        ],
-        work,
-    )
+    outputs = "--model mlp.pt --out mlp-compressed.pt --metrics compress.json --sweep sweep.json"
+    run_digits(["compress", *common, *outputs.split()], work)
     return work / "mlp-compressed.pt", json.loads((work / "compress.json").read_text())
 
 
@@ -157,7 +153,7 @@ def main(configs: tuple[str, ...], seeds: tuple[int, ...], prepared: Path, out: 
                     "train": CONFIGS[config],
                     "dev_accuracy": report["dev_accuracy_after"],
                     **measure(checkpoint, test, sets),
-                    "cpu": platform.processor(),
+                    "cpu": cpu_name(),
                 }
             rows.append(row)
             with out.open("a") as f:

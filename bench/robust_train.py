@@ -162,7 +162,7 @@ def main(configs: tuple[str, ...], seeds: tuple[int, ...], prepared: Path, out: 
                 f"{config} seed {seed}: test {row['test_accuracy']:.4f}, mean corruption "
                 f"{row['mean_corruption_accuracy']:.4f}, fonts {row['font_accuracy']:.4f}"
             )
-    click.echo(json.dumps(summary(rows), indent=1))
+    click.echo(json.dumps(summary(rows), indent=1, ensure_ascii=False))
 
 
 if __name__ == "__main__":

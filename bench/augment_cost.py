@@ -2,13 +2,12 @@
 
 The train stage's epoch loop (pipeline.training.train_epoch) on the same samples of
 data/prepared/train.npz with the network of params.yaml `model:`, under: no augmentation, the
-default affine, the affine plus each robustness augmentation alone, and all of them (the
-settings of bench/robust_train.py's `all`). Rounds alternate between the settings so load
-changes on a shared machine hit all alike; the fastest round of each counts, in wall and in
-process CPU time.
+default affine, the affine plus each robustness augmentation alone, and the combinations
+bench/robust_train.py calls `pixel` and `all` (same settings). Rounds alternate between the
+settings so load changes on a shared machine hit all alike; the fastest round of each counts,
+in wall and in process CPU time.
 Writes bench/results/augment_cost.json; prints one line per setting.
-Run: `python bench/augment_cost.py [--samples 20000] [--rounds 3]`
-"""
+Run: `python bench/augment_cost.py [--samples 20000] [--rounds 3]`"""
 
 from __future__ import annotations
 
@@ -37,11 +36,13 @@ ROBUST = {
     "augment_blur": 0.3,
     "augment_noise": 0.3,
 }
+PIXEL = {key: ROBUST[key] for key in ("augment_stroke", "augment_blur", "augment_noise")}
 SETTINGS = {
     "none": {"augment": False},
     "affine (default)": {"augment": True},
     **{f"affine + {key.removeprefix('augment_')}": {key: value} for key, value in ROBUST.items()},
-    "affine + all four": ROBUST,
+    "affine + stroke, blur, noise (pixel)": PIXEL,
+    "affine + all four (all)": ROBUST,
 }
 
 

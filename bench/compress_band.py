@@ -1,10 +1,11 @@
 """Compression over whitening options and seeds: the pipeline per (whitening, base.seed) pair.
 
 Each pair runs `dvc exp run --temp -n compress-<whitening>-seed-<N> -S data.whitening=<w>
--S base.seed=<N>` (plus `-S data.components=<k>` for pca); an experiment already named so is
-reused, so an interrupted run continues. The figures come from `dvc exp show`: learned-weight
-sparsity, dev accuracy drop (mean and worst), compressed test accuracy (mean ± std), whether
-the targets were met, and multiply-adds per image. Rankings use dev; test is reported only.
+-S base.seed=<N>` (plus `-S data.components=<k>` for pca; none runs are named seed-<N>); an
+experiment already named so is reused, so an interrupted run continues. The figures come
+from `dvc exp show`: learned-weight sparsity, dev accuracy drop (mean and worst), compressed
+test accuracy (mean ± std), whether the targets were met, and multiply-adds per image.
+Rankings use dev; test is reported only.
 Writes bench/results/compress_band.json and prints one line per whitening option.
 Needs the data fetched (dvc repro fetch).
 Run: `python bench/compress_band.py` (9 full pipelines: about an hour on 2 cores)
@@ -36,8 +37,12 @@ FIGURES = {
 
 
 def experiment_name(whitening: str, seed: int) -> str:
-    """The DVC experiment name of one (whitening, seed) pair."""
-    return f"compress-{whitening}-seed-{seed}"
+    """The DVC experiment name of one (whitening, seed) pair.
+
+    Whitening none is the default pipeline, so its runs are the seed band's own (seed-N):
+    `python bench/seed_band.py --seeds 0 1 2` then reuses them instead of running them again.
+    """
+    return f"seed-{seed}" if whitening == "none" else f"compress-{whitening}-seed-{seed}"
 
 
 def run_experiment(whitening: str, seed: int, components: int) -> None:

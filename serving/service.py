@@ -332,6 +332,8 @@ class Digits:
             "provider": self.model.provider,
             "verified": self.verified,
             "version": self.model.version,
+            "confidence_threshold": str(self.model.threshold),  # in use: the model's or default
+            "deskew": str(self.model.deskew).lower(),
             **self.model.metadata,
         }
 

@@ -32,6 +32,7 @@ from ray.data.extensions import ArrowTensorArray
 from digits.atomic import atomic_dir
 from digits.idx import GZIP_MAGIC
 from digits.images import ImageError, load_image, prepare
+from serving.answers import answer_rows, no_digit_reasons
 from serving.inputs import (
     NPY_HEADERS,
     PIXELS,
@@ -47,7 +48,6 @@ from serving.inputs import (
     row_ids,
     scorable,
 )
-from serving.answers import answer_rows, no_digit_reasons
 from serving.score import arrow_rows, empty_schema, format_rows, header, record
 from serving.score import tally as score_tally
 from serving.session import DEFAULT_THRESHOLD, load_model

@@ -280,7 +280,9 @@ def tally(labels: np.ndarray, digits: np.ndarray, answered: np.ndarray) -> np.nd
 def summarize(matrix: np.ndarray) -> str:
     """Accuracy, the confusion matrix with per-class recall, and the most common mistakes."""
     total, right = int(matrix.sum()), int(np.trace(matrix[:, :10]))
-    lines = [f"accuracy {right / total:.4f} ({right}/{total} labelled images; no digit is wrong)"]
+    lines = [f"accuracy {right / total:.4f} ({right}/{total} labelled images)"]
+    if none := int(matrix[:, 10].sum()):
+        lines.append(f"no digit found in {none} labelled images (counted as wrong)")
     lines.append("confusion (rows: true digit, columns: answer; last: recall)")
     lines.append("     " + "".join(f"{d:>6}" for d in [*range(10), "none"]))
     for d, row in enumerate(matrix):

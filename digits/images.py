@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from digits.ink import MIN_CONTRAST, to_gray, to_ink
-from digits.strokes import normalized_strokes
+from digits.strokes import in_band, normalized_strokes
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 MAX_PIXELS = 4096 * 4096  # far above any digit photo; stops decompression bombs before decoding
@@ -100,11 +100,10 @@ def fit_box(crop: np.ndarray) -> np.ndarray:
     h, w = crop.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    restroked = normalized_strokes(crop, size)
-    if restroked is not None:
-        return restroked
     box = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
-    return np.clip(np.asarray(box), 0, 255)
+    digit = np.clip(np.asarray(box), 0, 255)
+    # MNIST-like strokes pass as they are; a hairline or a blob is redrawn from the crop.
+    return digit if in_band(digit) else normalized_strokes(crop, size)
 
 
 def place(digit: np.ndarray) -> np.ndarray:

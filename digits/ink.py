@@ -24,7 +24,7 @@ SPECKLED = 0.05  # share of ink in specks past which impulse noise needs a media
 DUST = 0.02  # runs of ink rows or columns, apart from the rest, holding less than this share
 MIN_FILL = 0.005  # strokes cover at least this share of their box (a pen line on a page: ~2 %)
 MIN_MARK = 0.04  # a mark shorter than this share of the picture's longer side is not a digit
-SURFACE_FROM = 48  # pictures at least this large a side get a lighting surface, not a constant
+SURFACE_FROM = 48  # pictures at least this large a side get a curved lighting surface
 CELLS = 32  # the background is fitted to a grid of at most CELLS × CELLS block medians
 SIXTEEN_BIT = 65535 / 255
 
@@ -83,27 +83,40 @@ def composite(rgba: np.ndarray) -> np.ndarray:
     return gray * alpha + field * (1 - alpha)
 
 
+def window_sum(values: np.ndarray, edge: bool) -> np.ndarray:
+    """Sum over each pixel's 3×3 window, edges repeated or zero: (H, W) -> (H, W) float32."""
+    h, w = values.shape
+    padded = np.zeros((h + 2, w + 2), np.float32)  # np.pad costs more than the sums on digits
+    padded[1:-1, 1:-1] = values
+    if edge:
+        padded[0, 1:-1], padded[-1, 1:-1] = values[0], values[-1]
+        padded[:, 0], padded[:, -1] = padded[:, 1], padded[:, -2]
+    rows = padded[:-2] + padded[1:-1] + padded[2:]  # (H, W + 2)
+    return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+
+
 def box_mean(values: np.ndarray) -> np.ndarray:
     """3×3 mean with edges repeated: (H, W) -> (H, W)."""
-    padded = np.pad(values, 1, mode="edge")
-    h, w = values.shape
-    return sum(padded[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9
+    return window_sum(values, edge=True) / 9
 
 
 def neighbours(mask: np.ndarray) -> np.ndarray:
-    """How many of each pixel's 8 neighbours are set: (H, W) bool -> (H, W) int."""
-    padded = np.pad(mask, 1).astype(np.int8)
-    h, w = mask.shape
-    shifts = [(i, j) for i in range(3) for j in range(3) if (i, j) != (1, 1)]
-    return sum(padded[i : i + h, j : j + w] for i, j in shifts)
+    """How many of each pixel's 8 neighbours are set: (H, W) bool -> (H, W) float32."""
+    return window_sum(mask, edge=False) - mask
 
 
-def ink_is_dark(gray: np.ndarray) -> bool:
+def ink_is_dark(gray: np.ndarray, smooth: np.ndarray) -> bool:
     """Whether the ink is darker than the paper: the extreme farther from the border's level."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    paper = float(np.median(border))
-    smooth = box_mean(gray)  # lone noisy pixels must not decide it
+    paper = middle(border)
+    # Extremes of the 3×3-averaged picture: lone noisy pixels must not decide it.
     return paper - float(smooth.min()) > float(smooth.max()) - paper
+
+
+def middle(values: np.ndarray) -> float:
+    """The median (the upper one of an even count): a partition, cheaper than np.median."""
+    k = len(values) // 2
+    return float(np.partition(values, k)[k])
 
 
 def block_medians(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,7 +125,7 @@ def block_medians(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     by, bx = max(1, h // CELLS), max(1, w // CELLS)
     ny, nx = h // by, w // bx
     blocks = gray[: ny * by, : nx * bx].reshape(ny, by, nx, bx)
-    medians = np.median(blocks, axis=(1, 3))  # (ny, nx)
+    medians = blocks[:, 0, :, 0] if by == bx == 1 else np.median(blocks, axis=(1, 3))  # (ny, nx)
     return (np.arange(ny) + 0.5) * by - 0.5, (np.arange(nx) + 0.5) * bx - 0.5, medians
 
 
@@ -125,39 +138,33 @@ def fit_background(gray: np.ndarray) -> np.ndarray:
     """The paper's level at each pixel (ink bright): a robust fit that leaves the ink out."""
     h, w = gray.shape
     ys, xs, values = block_medians(gray)
-    if min(h, w) < SURFACE_FROM:  # too small for lighting to vary: one level
-        terms = [np.ones_like(values)]
-        at = [np.ones((h, w))]
-    else:  # smooth lighting: a quadratic surface in coordinates scaled to -1…1
-        u, v = ys[:, None] / h * 2 - 1, xs[None, :] / w * 2 - 1
-        terms = quadratic_terms(u, v)
-        at = quadratic_terms(np.arange(h)[:, None] / h * 2 - 1, np.arange(w)[None, :] / w * 2 - 1)
-    A = np.stack([t.ravel() for t in terms], axis=1)  # (cells, k)
     b = values.ravel()
-    kept = b <= np.median(b)  # start from the darker half: the paper, as ink is the minority
+    kept = b <= middle(b)  # start from the darker half: the paper, as ink is the minority
+    paper = b[kept]
+    if paper.min() == paper.max():  # flat, noiseless paper (renders, canvases, MNIST): no fit
+        return np.full((h, w), paper[0], np.float64)
+    # Smooth lighting in coordinates scaled to -1…1: a plane on small pictures (where a curved
+    # surface could bend into a digit that fills them), a quadratic surface on larger ones.
+    k = 3 if min(h, w) < SURFACE_FROM else 6
+    terms = quadratic_terms(ys[:, None] / h * 2 - 1, xs[None, :] / w * 2 - 1)[:k]
+    at = quadratic_terms(np.arange(h)[:, None] / h * 2 - 1, np.arange(w)[None, :] / w * 2 - 1)[:k]
+    A = np.stack([t.ravel() for t in terms], axis=1)  # (cells, k)
     for _ in range(6):  # refit on the cells that look like paper, as ink is found
-        coef = fit_level(A[kept], b[kept])
+        Ak = A[kept]
+        coef = np.linalg.solve(Ak.T @ Ak + 1e-9 * np.eye(len(A[0])), Ak.T @ b[kept])  # (k,)
         residual = b - A @ coef
-        below = -residual[kept & (residual <= 0)]
-        spread = 1.4826 * float(np.median(below)) if below.size else 0.0
-        now = residual <= max(NOISE_SIGMAS * spread, MIN_THRESHOLD)
+        now = residual <= max(NOISE_SIGMAS * noise_level(residual[kept]), MIN_THRESHOLD)
         if now.sum() < len(coef) or (now == kept).all():
             break
         kept = now
     return sum(c * t for c, t in zip(coef, at, strict=True))
 
 
-def fit_level(A: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Coefficients of the paper's level: the median for a constant, else least squares."""
-    if A.shape[1] == 1:  # exact on clean paper, where a mean would lift it by the faintest ink
-        return np.array([np.median(b)])
-    return np.linalg.lstsq(A, b, rcond=None)[0]
-
-
 def noise_level(residual: np.ndarray) -> float:
     """The paper's noise deviation, from the pixels below the background (ink is only above)."""
-    below = -residual[residual < 0]
-    return 1.4826 * float(np.median(below)) if below.size else 0.0
+    below = residual[residual < 0]
+    # Paper noise is symmetric about the background: below it, its mean is σ·√(2/π).
+    return -1.2533 * float(below.mean()) if below.size else 0.0
 
 
 def stretch(residual: np.ndarray) -> np.ndarray | None:
@@ -166,7 +173,8 @@ def stretch(residual: np.ndarray) -> np.ndarray | None:
     above = residual[residual > threshold]
     if above.size == 0:
         return None
-    stroke = float(np.percentile(above, STROKE_PERCENTILE))
+    k = (above.size - 1) * STROKE_PERCENTILE // 100
+    stroke = float(np.partition(above, k)[k])
     if stroke < MIN_CONTRAST - 1e-6:  # the fitted background carries rounding error
         return None
     span = max(stroke - threshold, 1.0)
@@ -191,9 +199,9 @@ def island_span(profile: np.ndarray) -> slice:
     return slice(starts[big[0]], stops[big[-1]]) if big.size else slice(0, 0)
 
 
-def without_dust(ink: np.ndarray) -> np.ndarray:
-    """Ink with specks and far-off islands of dust (rows or columns apart from the digit) gone."""
-    ink = np.where(specks(ink > 0), 0.0, ink)
+def without_dust(ink: np.ndarray, speck: np.ndarray) -> np.ndarray:
+    """Ink without its specks and far-off islands of dust (rows or columns apart from the rest)."""
+    ink = np.where(speck, 0.0, ink)
     rows, cols = island_span(ink.sum(axis=1)), island_span(ink.sum(axis=0))
     kept = np.zeros_like(ink)
     kept[rows, cols] = ink[rows, cols]
@@ -206,19 +214,15 @@ def bright_ink(gray: np.ndarray) -> np.ndarray | None:
     if ink is None:
         return None
     marked = ink > 0
-    if specks(marked).sum() > SPECKLED * marked.sum():  # impulse noise: a median filter's job
+    speck = specks(marked)
+    if speck.sum() > SPECKLED * marked.sum():  # impulse noise: a median filter's job
         filtered = Image.fromarray(gray.astype(np.float32), mode="F")
         gray = np.asarray(filtered.filter(ImageFilter.MedianFilter(3)))
         ink = stretch(gray - fit_background(gray))
         if ink is None:
             return None
-    return without_dust(ink)
-
-
-def contrast(gray: np.ndarray) -> float:
-    """Levels between the picture's darkest and brightest (3×3-averaged) places."""
-    smooth = box_mean(gray)
-    return float(smooth.max() - smooth.min())
+        speck = specks(ink > 0)
+    return without_dust(ink, speck)
 
 
 def to_ink(gray: np.ndarray) -> tuple[np.ndarray | None, str | None]:
@@ -226,9 +230,10 @@ def to_ink(gray: np.ndarray) -> tuple[np.ndarray | None, str | None]:
     h, w = gray.shape
     if min(h, w) < MIN_SIDE:
         return None, f"too small: {w}×{h} pixels cannot hold a digit (at least {MIN_SIDE} a side)"
-    if contrast(gray) < MIN_CONTRAST:
+    smooth = box_mean(gray)
+    if float(smooth.max() - smooth.min()) < MIN_CONTRAST:
         return None, BLANK
-    ink = bright_ink(255 - gray if ink_is_dark(gray) else gray)
+    ink = bright_ink(255 - gray if ink_is_dark(gray, smooth) else gray)
     if ink is None or not ink.any():
         return None, NOISE
     rows, cols = np.nonzero(ink)

@@ -58,10 +58,12 @@ def restroke(ink: np.ndarray, width: float) -> np.ndarray:
     return np.asarray(image)
 
 
-def normalized_strokes(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
-    """The crop scaled to (width, height) with MNIST-like strokes; None when already MNIST-like."""
+def in_band(digit: np.ndarray) -> bool:
+    """Whether a digit scaled into the box has strokes as wide as MNIST's commonly are."""
+    return BAND[0] <= stroke_width(digit) <= BAND[1]
+
+
+def normalized_strokes(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The crop scaled to (width, height), its strokes grown or thinned to MNIST's width."""
     fine = fine_copy(crop, size)
-    width = stroke_width(fine)
-    if BAND[0] * FINE <= width <= BAND[1] * FINE:
-        return None
-    return resized(restroke(fine, width), size, Image.Resampling.BOX)
+    return resized(restroke(fine, stroke_width(fine)), size, Image.Resampling.BOX)

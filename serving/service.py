@@ -218,7 +218,9 @@ class AnswerJSON(bentoml.IODescriptor):
     """The answer of both prediction routes, serialized by orjson."""
 
     digits: list[int | None] = []
-    probabilities: list[list[float] | None] = []
+    # Rows of 10 floats, null for an image with no digit: BentoML's client reads a nullable
+    # list as a list and fails on the null, so it is declared loosely here (openapi.py is exact).
+    probabilities: list[Any] = []
     reasons: list[str | None] = []
     low_confidence: list[bool] = []
     model_version: str = ""

@@ -1,7 +1,7 @@
 """The image path against the pixel path: MNIST test digits as files; pictures with no digit.
 
 Reads the raw MNIST test IDX files and an ONNX model; writes a JSON result (default
-bench/image_path.json) and prints a summary. Each test image is encoded as a file the way real
+bench/results/image_path.json) and prints a summary. Each test image is encoded as a file the way real
 pictures come (plain PNG, 16-bit, dark ink on lit paper, a scan at 8×, a canvas export, a JPEG
 photo), decoded and prepared by digits.images exactly as `digits score` and /predict_image do,
 and scored; accuracy is compared with the raw pixels scored directly. Blank, one-colour, noise
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/digits.onnx"))
     parser.add_argument("--images", type=int, default=10_000, help="test images to use")
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="MNIST's IDX files")
-    parser.add_argument("--out", type=Path, default=Path("bench/image_path.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/image_path.json"))
     args = parser.parse_args()
     model = load_model(args.model, "cpu")
     x = read_idx(args.raw / "t10k-images-idx3-ubyte")[: args.images]

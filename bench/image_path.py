@@ -1,11 +1,12 @@
 """The image path against the pixel path: MNIST test digits as files; pictures with no digit.
 
 Reads the raw MNIST test IDX files and an ONNX model; writes a JSON result (default
-bench/results/image_path.json) and prints a summary. Each test image is encoded as a file the way real
-pictures come (plain PNG, 16-bit, dark ink on lit paper, a scan at 8×, a canvas export, a JPEG
-photo), decoded and prepared by digits.images exactly as `digits score` and /predict_image do,
-and scored; accuracy is compared with the raw pixels scored directly. Blank, one-colour, noise
-and 1×1 pictures show what the image path answers when there is no digit.
+bench/results/image_path.json) and prints a summary. Each test image is encoded as a file the
+way real pictures come (plain PNG, 16-bit, dark ink on lit paper, a scan at 8×, a thin pen, a
+fat marker, low resolution, a canvas export, a JPEG photo), decoded and prepared by
+digits.images exactly as `digits score` and /predict_image do, and scored; accuracy is compared
+with the raw pixels scored directly. Blank, one-colour, noise and 1×1 pictures show what the
+image path answers when there is no digit.
 
     python bench/image_path.py --model models/digits.onnx [--images 10000]
 
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter, ImageOps
 
 from digits import images
 from digits.idx import read_idx
@@ -49,12 +50,28 @@ def canvas(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(rgba, mode="RGBA")
 
 
+def thin_pen(pixels: np.ndarray) -> Image.Image:
+    """A 224-px scan of a thin pen: the digit 8× larger, strokes eroded to about a third."""
+    big = Image.fromarray(pixels).resize((224, 224), Image.Resampling.BICUBIC)
+    return ImageOps.invert(big.filter(ImageFilter.MinFilter(9)))
+
+
+def marker(pixels: np.ndarray) -> Image.Image:
+    """A fat marker on white: strokes grown by a pixel on each side."""
+    return ImageOps.invert(Image.fromarray(pixels).filter(ImageFilter.MaxFilter(3)))
+
+
 RENDERINGS: dict[str, Callable[[np.ndarray], bytes]] = {
     "png": lambda x: encoded(Image.fromarray(x)),
     "16-bit dark on white": lambda x: encoded(Image.fromarray(65535 - x.astype(np.uint16) * 257)),
     "dark ink on lit paper": lambda x: encoded(on_lit_paper(x)),
     "scan at 8x (224 px)": lambda x: encoded(
         Image.fromarray(255 - x).resize((224, 224), Image.Resampling.BICUBIC)
+    ),
+    "thin pen, 224 px scan": lambda x: encoded(thin_pen(x)),
+    "fat marker": lambda x: encoded(marker(x)),
+    "low resolution (14 px)": lambda x: encoded(
+        Image.fromarray(255 - x).resize((14, 14), Image.Resampling.BOX)
     ),
     "canvas export (alpha)": lambda x: encoded(canvas(x)),
     "JPEG photo (grey paper)": lambda x: encoded(

@@ -117,7 +117,7 @@ def place(digit: np.ndarray) -> np.ndarray:
     return out
 
 
-def prepare(image: Image.Image, deskew: bool = False) -> Prepared:
+def prepare(image: Image.Image) -> Prepared:
     """Any picture of one digit -> MNIST pixels the MNIST way, or the reason it has no digit."""
     ink, reason = to_ink(to_gray(image))
     if ink is None:
@@ -128,13 +128,12 @@ def prepare(image: Image.Image, deskew: bool = False) -> Prepared:
     digit = fit_box(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
     if digit.sum() == 0:
         return Prepared(np.zeros((SIZE, SIZE), np.uint8), "too little ink to place a digit")
-    pixels = place(digit)
-    return Prepared(upright(pixels) if deskew else pixels)
+    return Prepared(place(digit))
 
 
-def to_mnist(image: Image.Image, deskew: bool = False) -> np.ndarray:
+def to_mnist(image: Image.Image) -> np.ndarray:
     """Any picture of one digit -> uint8 (28, 28) the MNIST way; zeros when it has no digit."""
-    return prepare(image, deskew).pixels
+    return prepare(image).pixels
 
 
 def upright(pixels: np.ndarray) -> np.ndarray:
@@ -160,6 +159,12 @@ def upright(pixels: np.ndarray) -> np.ndarray:
         image.size, Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR
     )
     return np.clip(np.round(np.asarray(sheared)), 0, 255).astype(np.uint8)
+
+
+def upright_rows(pixels: np.ndarray) -> np.ndarray:
+    """Rows of pixels (N, 784) or (N, 28, 28), 0–255, each deskewed: float32 (N, 784)."""
+    images = np.clip(np.round(pixels.reshape(len(pixels), SIZE, SIZE)), 0, 255).astype(np.uint8)
+    return np.stack([upright(i) for i in images]).reshape(len(pixels), -1).astype(np.float32)
 
 
 def blank_rows(pixels: np.ndarray) -> np.ndarray:

@@ -257,15 +257,13 @@ def read_csv(path: Path, batch: int) -> Iterator[Chunk]:
             start += len(table)
 
 
-def read_images(
-    paths: list[Path], batch: int, skipped: list[str] | None, deskew: bool = False
-) -> Iterator[Chunk]:
+def read_images(paths: list[Path], batch: int, skipped: list[str] | None) -> Iterator[Chunk]:
     """Decode image files into MNIST pixels, `batch` at a time; bad ones go to `skipped`."""
     for group in (paths[i : i + batch] for i in range(0, len(paths), batch)):
         ids, pixels, reasons = [], [], []
         for path in group:
             try:
-                prepared = prepare(load_image(path.read_bytes()), deskew)
+                prepared = prepare(load_image(path.read_bytes()))
                 pixels.append(prepared.pixels.reshape(PIXELS))
                 reasons.append(prepared.reason)
                 ids.append(os.fsencode(path))

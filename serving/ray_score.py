@@ -97,11 +97,9 @@ def check_gzip(fs: pafs.FileSystem, path: str, name: Path) -> None:
 class DigitsDatasource(FileBasedDatasource):
     """Ray read tasks over digits inputs: one block per chunk; bad files fail or become a row."""
 
-    def __init__(
-        self, paths: list[str], names: dict[str, str], batch: int, skip_bad: bool, deskew: bool
-    ):
+    def __init__(self, paths: list[str], names: dict[str, str], batch: int, skip_bad: bool):
         super().__init__(paths, partition_filter=lambda found: [p for p in found if wanted(p)])
-        self.names, self.batch, self.skip_bad, self.deskew = names, batch, skip_bad, deskew
+        self.names, self.batch, self.skip_bad = names, batch, skip_bad
 
     def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> Any:
         # Random access: sizes are checked before scoring, and Parquet needs it for its footer.
@@ -127,7 +125,7 @@ class DigitsDatasource(FileBasedDatasource):
         kind = kind_of(name)
         if kind == "image":
             try:
-                prepared = prepare(load_image(f.read()), self.deskew)
+                prepared = prepare(load_image(f.read()))
             except ImageError as err:
                 raise InputError(f"{name}: {err}") from None
             pixels = prepared.pixels.reshape(1, PIXELS)
@@ -371,7 +369,6 @@ def score_dataset(
     ray_address: str | None,
     actors: int | None,
     threshold: float = DEFAULT_THRESHOLD,
-    deskew: bool = False,
     **_: Any,
 ) -> tuple[int, np.ndarray]:
     """Score inputs on Ray into a directory of part files: (rows, confusion matrix)."""
@@ -379,7 +376,7 @@ def score_dataset(
     connect(ray_address, quiet)
     try:
         pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        source = DigitsDatasource(paths, names, batch_size, skipped is not None, deskew)
+        source = DigitsDatasource(paths, names, batch_size, skipped is not None)
         # Reads and writes ask for no CPU, since the pool may hold every CPU; bounding how many
         # run at once keeps Ray from starting a worker process for each (a second of CPU each).
         side = max(1, pool // 2)

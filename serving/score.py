@@ -338,7 +338,7 @@ class Scorer:
         """Score one file or a run of image files; with skipping on, a failure leaves no rows."""
         mark, rows, matrix = self.out.mark(), self.rows, self.matrix.copy()
         if kind_of(paths[0]) == "image":
-            chunks = read_images(paths, self.batch, self.skipped, self.model.deskew)
+            chunks = read_images(paths, self.batch, self.skipped)
         else:
             chunks = read_file(paths[0], self.batch)
         try:
@@ -444,8 +444,8 @@ def score_on_ray(
             raise
         hint = "--engine ray needs the ray extra: pip install 'digits[ray]'"
         raise click.ClickException(hint) from None
-    answering = {"threshold": checked.threshold, "deskew": checked.deskew}
-    return ray_score.score_dataset(model, list(inputs), output, fmt, **answering, **options)
+    threshold = checked.threshold  # the sink flags answers under it
+    return ray_score.score_dataset(model, list(inputs), output, fmt, threshold=threshold, **options)
 
 
 def local_output(output: str) -> Path:

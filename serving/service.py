@@ -70,11 +70,11 @@ def header_pixels(images: list[bytes], max_image_pixels: int) -> int:
     return total
 
 
-def prepare_image(i: int, data: bytes, max_image_pixels: int, deskew: bool) -> Prepared:
+def prepare_image(i: int, data: bytes, max_image_pixels: int) -> Prepared:
     """Image bytes -> uint8 (28, 28) MNIST pixels or why there is no digit, timed for metrics."""
     start = time.perf_counter()
     try:
-        prepared = prepare(load_image(data, max_image_pixels), deskew)
+        prepared = prepare(load_image(data, max_image_pixels))
     except ImageError as err:
         raise ImageError(f"image {i}: {err}") from None
     DECODE_SECONDS.observe(time.perf_counter() - start)
@@ -303,7 +303,7 @@ class Digits:
         self, images: list[bytes], request: Request
     ) -> tuple[np.ndarray, list[str | None]]:
         """Image bytes -> float32 (N, 784) and reasons for no digit; dropped if the client goes."""
-        s, run, deskew = self.settings, in_pool(POOL), self.model.deskew
+        s, run = self.settings, in_pool(POOL)
         small = sum(map(len, images)) <= INLINE_BYTES  # a few small files: headers read in µs
         total = header_pixels(images, s.max_image_pixels) if small else None
         if total is None:
@@ -312,10 +312,8 @@ class Digits:
             error = f"images too large: {total} pixels in all (limit {s.max_request_pixels})"
             raise InputError(error, 413)
         if small and total <= INLINE_PIXELS:  # a thread hop would cost more than the decoding
-            return stacked(
-                [prepare_image(i, d, s.max_image_pixels, deskew) for i, d in enumerate(images)]
-            )
-        jobs = [run(prepare_image, i, d, s.max_image_pixels, deskew) for i, d in enumerate(images)]
+            return stacked([prepare_image(i, d, s.max_image_pixels) for i, d in enumerate(images)])
+        jobs = [run(prepare_image, i, d, s.max_image_pixels) for i, d in enumerate(images)]
         everything, gone = asyncio.gather(*jobs), asyncio.ensure_future(disconnected(request))
         try:
             await asyncio.wait({everything, gone}, return_when=asyncio.FIRST_COMPLETED)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from digits.images import upright_rows
+
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
@@ -46,10 +48,12 @@ class OnnxModel:
     metadata: dict[str, str]
     version: str
     threshold: float = DEFAULT_THRESHOLD  # answers under it are flagged as low confidence
-    deskew: bool = False  # images are deskewed (digits.images.upright) before the model
+    deskew: bool = False  # inputs are deskewed (digits.images.upright) before the model
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Float32 (N, 784) pixels 0–255 -> (logits, probabilities), each (N, 10)."""
+        if self.deskew:  # a model trained on deskewed digits sees every input deskewed
+            pixels = upright_rows(pixels)
         logits, probabilities = self.session.run(["logits", "probabilities"], {"pixels": pixels})
         return logits, probabilities
 

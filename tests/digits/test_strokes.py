@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digits.images import center_of_mass, to_mnist, upright
+from digits.images import center_of_mass, to_mnist, upright, upright_rows
 from digits.strokes import BAND, MNIST_WIDTH, stroke_width
 
 
@@ -81,7 +81,9 @@ def test_upright_is_pure_and_leaves_upright_and_blank_digits_alone() -> None:
     np.testing.assert_array_equal(upright(blank), blank)
 
 
-def test_to_mnist_deskews_only_when_asked() -> None:
-    image = Image.fromarray(slanted_bar(0.4))
-    np.testing.assert_array_equal(to_mnist(image, deskew=True), upright(to_mnist(image)))
-    assert not np.array_equal(to_mnist(image, deskew=True), to_mnist(image))
+def test_upright_rows_deskews_each_row_of_any_numeric_type() -> None:
+    rows = np.stack([slanted_bar(0.4), slanted_bar(-0.3)]).reshape(2, 784).astype(np.float64)
+    out = upright_rows(rows)
+    assert out.shape == (2, 784) and out.dtype == np.float32
+    for row, image in zip(out, (slanted_bar(0.4), slanted_bar(-0.3)), strict=True):
+        np.testing.assert_array_equal(row.reshape(28, 28), upright(image))

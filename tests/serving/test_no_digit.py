@@ -15,12 +15,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 from digits.cli import cli
-from digits.images import load_image, to_mnist
+from digits.images import load_image, to_mnist, upright_rows
 from serving.session import DEFAULT_THRESHOLD, ModelError, load_model
 from tests.conftest import write_linear_onnx
 from tests.serving.conftest import running_server
@@ -197,3 +198,17 @@ def test_http_blank_pixel_rows_have_no_digit_and_none_is_counted(url: str) -> No
     assert answer["reasons"][0].startswith("blank") and answer["reasons"][2] is None
     assert httpx.get(f"{url}/info").json()["confidence_threshold"] == "0.3"
     assert none_count() == before + 2
+
+
+def test_a_model_trained_deskewed_sees_every_input_deskewed(tmp_path: Path) -> None:
+    path = write_linear_onnx(tmp_path / "d.onnx", seed=4, metadata={"deskew": "true"})
+    X = np.zeros((2, 28, 28), np.float32)
+    for row in range(4, 24):  # two bars leaning opposite ways
+        X[0, row, 10 + row // 2 : 13 + row // 2] = 255
+        X[1, row, 22 - row // 2 : 25 - row // 2] = 255
+    X = X.reshape(2, 784)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    upright = session.run(["probabilities"], {"pixels": upright_rows(X)})[0]
+    slanted = session.run(["probabilities"], {"pixels": X})[0]
+    np.testing.assert_allclose(load_model(path, "cpu").predict(X)[1], upright, atol=1e-6)
+    assert not np.allclose(upright, slanted, atol=1e-3)

@@ -50,7 +50,7 @@ from serving.inputs import (
 )
 from serving.score import arrow_rows, empty_schema, format_rows, header, record
 from serving.score import tally as score_tally
-from serving.session import DEFAULT_THRESHOLD, load_model
+from serving.session import load_model
 
 KINDS = {"idx", "npy", "parquet", "image"}  # what the Ray engine reads; .csv/.npz stay local
 OWNED = ("part-*", "_SUCCESS")  # what this engine writes into its output directory
@@ -368,7 +368,7 @@ def score_dataset(
     quiet: bool,
     ray_address: str | None,
     actors: int | None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float,
     **_: Any,
 ) -> tuple[int, np.ndarray]:
     """Score inputs on Ray into a directory of part files: (rows, confusion matrix)."""

@@ -132,8 +132,7 @@ def format_rows(
 
 
 def column_names(all_p: bool) -> list[str]:
-    """The output columns, in every format: source, digit, confidence, p0…p9 if asked, reason,
-    low_confidence (new columns go last, so readers by position keep working)."""
+    """The output columns in every format; the newer ones last, for readers by position."""
     probabilities = [f"p{i}" for i in range(10)] * all_p
     return ["source", "digit", "confidence", *probabilities, "reason", "low_confidence"]
 
@@ -166,9 +165,8 @@ def arrow_rows(ids: np.ndarray, probabilities: np.ndarray, answers: Answers, all
         pa.array(answers.digits.astype(np.int64), mask=none),
         pa.array(answers.confidence.astype(np.float32), mask=none),
     ]
-    columns += [pa.array(probabilities[:, k].astype(np.float32), mask=none) for k in range(10)] * (
-        all_p
-    )
+    if all_p:
+        columns += [pa.array(probabilities[:, k].astype(np.float32), mask=none) for k in range(10)]
     columns += [pa.array(answers.reasons, pa.string()), pa.array(answers.low, pa.bool_())]
     return pa.table(columns, names=column_names(all_p))
 

@@ -26,8 +26,8 @@ import click
 import numpy as np
 from PIL import Image
 
-from serving.inputs import read_file
 from serving.answers import answer_rows, no_digit_reasons
+from serving.inputs import read_file
 from serving.score import format_rows
 from serving.session import load_model
 

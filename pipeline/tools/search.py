@@ -21,7 +21,7 @@ import click
 
 from digits.atomic import atomic_path, write_json
 from pipeline.config import BaseParams, read_params
-from pipeline.experiments import Experiment, dig, experiments, run_experiment, stage_seconds
+from pipeline.experiments import Experiment, experiments, run_experiment, stage_seconds
 from pipeline.network import ModelParams
 from pipeline.options import params_option, path_option
 from pipeline.search_space import (

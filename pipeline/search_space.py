@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from digits.atomic import atomic_path
-from pipeline.config import ParamError, parse_group
+from pipeline.config import ParamError, load_yaml, parse_group
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "integer", "choice")
 SPEC_KEYS = {"distribution", "low", "high", "choices", "when"}
@@ -195,7 +195,7 @@ def lookup(params: dict[str, Any], key: str) -> Any:
 def read_space(path: Path, defaults: dict[str, Any]) -> SearchSpace:
     """Read and check a search.yaml file."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = load_yaml(Path(path).read_text())
     except OSError as err:
         raise SpaceError(f"cannot read search space {path}: {err.strerror}") from None
     except yaml.YAMLError as err:

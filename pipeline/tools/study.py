@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from digits.atomic import atomic_path, write_json
-from pipeline.config import read_params
+from pipeline.config import load_yaml, read_params
 from pipeline.experiments import Experiment, experiments, read_at, run_experiment, stage_seconds
 from pipeline.options import params_option, path_option
 from pipeline.search_space import SpaceError, check_config, lookup
@@ -74,7 +73,7 @@ def parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"must be key=value, got {item!r}", param_hint="-S")
-        out[key] = yaml.safe_load(value)
+        out[key] = load_yaml(value)
     return out
 
 

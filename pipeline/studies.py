@@ -153,14 +153,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def welch_p(a: list[float], b: list[float]) -> float:
-    """Two-sided Welch's t-test p-value of equal means; 1 when both sets are identical."""
+    """Two-sided Welch's t-test p-value of equal means (nan under two seeds a side)."""
     if len(a) < 2 or len(b) < 2:
         return math.nan
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    # Zero spread on both sides: scipy gives nan; equal means are then no difference at all.
-    if math.isnan(p) and statistics.mean(a) == statistics.mean(b):
-        return 1.0
-    return 0.0 if math.isnan(p) else p
+    if statistics.variance(a) == 0 and statistics.variance(b) == 0:
+        # No spread (the t statistic is 0/0 or x/0): equal means are no difference at all.
+        return 1.0 if statistics.mean(a) == statistics.mean(b) else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def verdict(p: float, is_best: bool) -> str:

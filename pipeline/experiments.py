@@ -43,10 +43,23 @@ def run_command(command: list[str], cwd: Path | None = None) -> str:
     return done.stdout
 
 
+def baselines(cwd: Path | None = None) -> list[str]:
+    """The commits experiments were run on, from DVC's refs (refs/exps/<sha[:2]>/<sha[2:]>/...)."""
+    refs = run_command(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd).split()
+    parts = [ref.split("/") for ref in refs]
+    return sorted({p[2] + p[3] for p in parts if len(p) == 5 and len(p[2] + p[3]) == 40})
+
+
 def experiments(cwd: Path | None = None) -> dict[str, Experiment]:
     """Every named experiment of every commit, by name."""
     # Every commit's experiments: the ones of earlier commits count while the stages are the same.
-    shown = run_command(["dvc", "exp", "show", "--all-commits", "--json"], cwd)
+    # Only the commits that have some: `--all-commits` reads every commit's params and metrics,
+    # about a minute on this repo's history.
+    revs = baselines(cwd)
+    if not revs:
+        return {}
+    command = ["dvc", "exp", "show", "--json", *(arg for rev in revs for arg in ("--rev", rev))]
+    shown = run_command(command, cwd)
     found = {}
     for row in json.loads(shown.splitlines()[0]) if shown.strip() else []:
         for exp in row.get("experiments") or []:

@@ -170,8 +170,10 @@ def test_the_leaderboard_ranks_trials_by_their_dev_accuracy(searched):
 
 
 @pytest.mark.slow
-def test_a_rerun_runs_no_trial_twice(searched):
+def test_a_rerun_runs_no_trial_twice_even_on_a_later_commit(searched):
     repo, env, _, board = searched
+    (repo / "NOTES.md").write_text("a commit after the search\n")
+    commit(repo, env, "notes")  # the trials' baseline is now an earlier commit
     again = digits(["search"], repo, env)
     assert "4 of 4 trials already run; running 0" in again
     assert board["trials"][0]["name"] in again

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,9 @@ def pm(pair: list[float] | None, scale: float = 1.0, digits: int = 4) -> str:
     return f"{scale * pair[0]:.{digits}f} ± {scale * pair[1]:.{digits}f}"
 
 
-def table_markdown(study: Study, rows: list[dict[str, Any]], command: str) -> str:
+def table_markdown(
+    study: Study, rows: list[dict[str, Any]], command: str, plots: Sequence[str] = ()
+) -> str:
     """The study's table: dev accuracy, final losses, seconds, verdict against the best."""
     head = "| variant | seeds | dev accuracy % | train loss | dev loss | train s | vs best |"
     lines = [head, "|---|---|---|---|---|---|---|"]
@@ -209,7 +212,10 @@ def table_markdown(study: Study, rows: list[dict[str, Any]], command: str) -> st
         f"Welch's t-test of dev accuracy against the best, α = {ALPHA}.\n\n"
         f"`{command}`\n\n"
     )
-    return notes + "\n".join(lines) + f"\n\n![{study.name}]({study.name}.png)\n"
+    figure = f"\n\n![{study.name}]({study.name}.png)\n"
+    if plots:  # DVC draws the same runs' per-epoch curves from each experiment's dvclive files
+        figure += f"\nOne seed per variant in DVC's plots: `dvc plots diff {' '.join(plots)}`\n"
+    return notes + "\n".join(lines) + figure
 
 
 def parse_curve(tsv: str) -> list[float]:

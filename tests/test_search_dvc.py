@@ -289,6 +289,12 @@ def test_a_study_runs_each_variant_over_seeds_and_writes_its_table(search_repo):
     table = (repo / "reports" / "studies" / "batchnorm.md").read_text()
     assert "| variant | seeds | dev accuracy % |" in table and table in output + "\n"
     assert (repo / "reports" / "studies" / "batchnorm.png").read_bytes()[:4] == b"\x89PNG"
+    [plots] = [line for line in table.splitlines() if "`dvc plots diff" in line]
+    names = plots.split("`")[1].split()[3:]
+    assert sorted(names) == sorted(runs[0]["name"] for runs in result["runs"].values())
+    run(["dvc", "plots", "diff", *names, "-o", "study-plots"], repo, env)
+    html = (repo / "study-plots" / "index.html").read_text()
+    assert all(name in html for name in names)
     assert "0 of 4 runs already there" in output
     assert "4 of 4 runs already there; running 0" in digits(
         ["study", "batchnorm", "-s", "42", "-s", "1"], repo, env

@@ -153,7 +153,7 @@ def study_command(
     rows = summarize(figures)
     command = shlex.join(["digits", "study", name, *(f"-s{s}" for s in seeds),
                           *(f"-S{s}" for s in sets)])  # fmt: skip
-    text = table_markdown(study, rows, command)
+    text = table_markdown(study, rows, command, [runs[0]["name"] for runs in figures.values()])
     write_json(out / f"{study.name}.json", {"command": command, "rows": rows, "runs": figures})
     write_figure(out / f"{study.name}.png", study.name, curves)
     with atomic_path(out / f"{study.name}.md") as tmp:

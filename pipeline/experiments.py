@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,36 @@ def run_experiment(name: str, config: dict[str, Any], target: str | None = None)
     if proc.returncode != 0:
         tail = output.strip().splitlines()[-3:]
         raise ExperimentError(f"experiment {name} failed: {' / '.join(tail)}")
+
+
+def describe(config: dict[str, Any]) -> str:
+    """key=value pairs of a run's settings, floats to 4 significant digits."""
+    return " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()
+    )
+
+
+def run_missing(runs: list[tuple[str, dict[str, Any]]], target: str | None, what: str) -> list[str]:
+    """Run, in order, each (name, settings) that is not an experiment yet; the names that failed.
+
+    A failed run is reported and passed over (a rerun retries it); Ctrl-C propagates once DVC
+    has dropped the interrupted run.
+    """
+    done = set(experiments())
+    todo = [(name, config) for name, config in runs if name not in done]
+    click.echo(f"{len(runs) - len(todo)} of {len(runs)} {what} already run; running {len(todo)}")
+    failed = []
+    for count, (name, config) in enumerate(todo, 1):
+        started = time.perf_counter()
+        click.echo(f"[{count}/{len(todo)}] {name}: {describe(config)}")
+        try:
+            run_experiment(name, config, target)
+        except ExperimentError as err:
+            click.echo(f"    failed: {err.message}")
+            failed.append(name)
+            continue
+        click.echo(f"    done in {time.perf_counter() - started:.0f} s")
+    return failed
 
 
 def stage_seconds(name: str, stage: str = "train") -> float | None:

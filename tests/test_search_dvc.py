@@ -238,6 +238,25 @@ def test_bad_search_spaces_fail_with_one_line_and_run_nothing(search_repo, tmp_p
 
 
 @pytest.mark.slow
+def test_a_failing_trial_is_reported_and_the_next_one_still_runs(search_repo, tmp_path: Path):
+    repo, env = search_repo
+    # data's checks live in the prepare stage, so these pass the space's checks and fail in DVC
+    components = {"data.components": {"distribution": "integer", "low": 5, "high": 9}}
+    space = tmp_path / "failing.yaml"
+    space.write_text(
+        yaml.safe_dump({**SPACE, "name": "failing", "trials": 2, "params": components})
+    )
+    result = subprocess.run(
+        ["digits", "search", "--space", str(space)], cwd=repo, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.count("needs whitening pca or zca") == 2  # both tried
+    assert result.stderr.startswith("Error: 2 trials failed (a rerun retries them)")
+    assert not any(name.startswith("failing-") for name in shown(repo, env))
+
+
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_a_rerun_continues(search_repo, tmp_path: Path):
     repo, env = search_repo
     space = tmp_path / "ctrlc.yaml"
@@ -295,8 +314,8 @@ def test_a_study_runs_each_variant_over_seeds_and_writes_its_table(search_repo):
     run(["dvc", "plots", "diff", *names, "-o", "study-plots"], repo, env)
     html = (repo / "study-plots" / "index.html").read_text()
     assert all(name in html for name in names)
-    assert "0 of 4 runs already there" in output
-    assert "4 of 4 runs already there; running 0" in digits(
+    assert "0 of 4 runs already run" in output
+    assert "4 of 4 runs already run; running 0" in digits(
         ["study", "batchnorm", "-s", "42", "-s", "1"], repo, env
     )
 

@@ -13,7 +13,6 @@ Run: `digits search [--space search.yaml] [--trials N] [--refine]`
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import click
 
 from digits.atomic import atomic_path, write_json
 from pipeline.config import BaseParams, read_params
-from pipeline.experiments import Experiment, experiments, run_experiment, stage_seconds
+from pipeline.experiments import Experiment, experiments, run_missing, stage_seconds
 from pipeline.network import ModelParams
 from pipeline.options import params_option, path_option
 from pipeline.search_space import (
@@ -131,24 +130,6 @@ def refine_round(
     return fine, lines
 
 
-def run_trials(plan: list[tuple[str, Config]], space: SearchSpace, target: str | None) -> int:
-    """Run each planned trial not already an experiment; the number run."""
-    done = set(experiments())
-    todo = [(name, config) for name, config in plan if name not in done]
-    click.echo(f"{len(plan) - len(todo)} of {len(plan)} trials already run; running {len(todo)}")
-    for count, (name, config) in enumerate(todo, 1):
-        started = time.perf_counter()
-        click.echo(f"[{count}/{len(todo)}] {name}: {format_config(config)}")
-        run_experiment(name, {**dict(space.budget), **config}, target)
-        click.echo(f"    done in {time.perf_counter() - started:.0f} s")
-    return len(todo)
-
-
-def format_config(config: Config) -> str:
-    """key=value pairs of a trial, floats to 4 digits."""
-    return " ".join(f"{k}={format_cell(v)}" for k, v in config.items())
-
-
 def parse_shard(value: str) -> tuple[int, int]:
     """`K/N` -> (K, N): this machine runs trials whose index % N == K."""
     try:
@@ -191,8 +172,9 @@ def search_command(
     plan = plan_trials(space, space.trials if trials is None else trials, defaults, shard_of)
     for _, config in plan:
         check_config({**dict(space.budget), **config}, defaults, CHECKED_GROUPS)
+    runs = [(name, {**dict(space.budget), **config}) for name, config in plan]
     try:
-        run_trials(plan, space, None if target == "all" else target)
+        failed = run_missing(runs, None if target == "all" else target, "trials")
     except KeyboardInterrupt:
         click.echo("interrupted: finished trials are kept; rerun the command to continue", err=True)
         sys.exit(130)
@@ -201,3 +183,5 @@ def search_command(
     click.echo(leaderboard_markdown(space, rows))
     if rows:
         click.echo(f"best: {rows[0]['name']} (`dvc exp apply {rows[0]['name']}`, `dvc repro`)")
+    if failed:
+        raise click.ClickException(f"{len(failed)} trials failed (a rerun retries them): {failed}")

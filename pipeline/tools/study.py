@@ -22,7 +22,7 @@ import click
 
 from digits.atomic import atomic_path, write_json
 from pipeline.config import load_yaml, read_params
-from pipeline.experiments import Experiment, experiments, read_at, run_experiment, stage_seconds
+from pipeline.experiments import Experiment, experiments, read_at, run_missing, stage_seconds
 from pipeline.options import params_option, path_option
 from pipeline.search_space import SpaceError, check_config, lookup
 from pipeline.studies import (
@@ -137,13 +137,9 @@ def study_command(
         check_runs(runs, read_params(params_file))
     except SpaceError as err:
         raise click.ClickException(err.message.replace("search space: ", "study: ")) from None
-    done = set(experiments())
-    todo = [run for run in runs if run[2] not in done]
-    click.echo(f"{len(runs) - len(todo)} of {len(runs)} runs already there; running {len(todo)}")
     try:
-        for count, (_, _, run, config) in enumerate(todo, 1):
-            click.echo(f"[{count}/{len(todo)}] {run}")
-            run_experiment(run, config, None if target == "all" else target)
+        named = [(run, config) for _, _, run, config in runs]
+        failed = run_missing(named, None if target == "all" else target, "runs")
     except KeyboardInterrupt:
         click.echo("interrupted: finished runs are kept; rerun the command to continue", err=True)
         sys.exit(130)
@@ -159,3 +155,5 @@ def study_command(
     with atomic_path(out / f"{study.name}.md") as tmp:
         tmp.write_text(text)
     click.echo(text)
+    if failed:
+        raise click.ClickException(f"{len(failed)} runs failed (a rerun retries them): {failed}")

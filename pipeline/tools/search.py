@@ -22,7 +22,7 @@ from digits.atomic import atomic_path, write_json
 from pipeline.config import BaseParams, read_params
 from pipeline.experiments import Experiment, experiments, run_missing, stage_seconds
 from pipeline.network import ModelParams
-from pipeline.options import params_option, path_option
+from pipeline.options import path_option
 from pipeline.search_space import (
     Config,
     SearchSpace,
@@ -149,7 +149,6 @@ def write_leaderboard(out: Path, space: SearchSpace, rows: list[dict[str, Any]])
 
 
 @click.command("search")
-@params_option
 @path_option("--space", "space_file", default="search.yaml", help="Search space.", dir_okay=False)
 @path_option("--out", default="reports/search", help="Leaderboards go here.", file_okay=False)
 @click.option("--trials", type=click.IntRange(min=0), help="Trials (default: the space's).")
@@ -158,12 +157,12 @@ def write_leaderboard(out: Path, space: SearchSpace, rows: list[dict[str, Any]])
 @click.option("--shard", default="0/1", show_default=True, help="K/N: run every N-th trial from K.")
 @click.option("--target", default="train", show_default=True, help="Stage to run up to (all: all).")
 def search_command(
-    params_file: Path, space_file: Path, out: Path, trials: int | None, refine: bool,
+    space_file: Path, out: Path, trials: int | None, refine: bool,
     top_k: int | None, shard: str, target: str,
 ) -> None:  # fmt: skip
     """Random search: each trial a named DVC experiment; leaderboard ranked by dev accuracy."""
     shard_of = parse_shard(shard)
-    defaults = read_params(params_file)
+    defaults = read_params()  # DVC runs every experiment with params.yaml
     space = read_space(space_file, defaults)
     check_values(space, defaults, CHECKED_GROUPS)
     if refine:

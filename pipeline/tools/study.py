@@ -23,7 +23,7 @@ import click
 from digits.atomic import atomic_path, write_json
 from pipeline.config import load_yaml, read_params
 from pipeline.experiments import Experiment, experiments, read_at, run_missing, stage_seconds
-from pipeline.options import params_option, path_option
+from pipeline.options import path_option
 from pipeline.search_space import SpaceError, check_config, lookup
 from pipeline.studies import (
     SEEDS,
@@ -111,7 +111,6 @@ def resolve_study(name: str, leaderboard: Path) -> Study:
 
 @click.command("study")
 @click.argument("name")
-@params_option
 @path_option(
     "--out", default="reports/studies", help="Tables and figures go here.", file_okay=False
 )
@@ -125,16 +124,20 @@ def resolve_study(name: str, leaderboard: Path) -> Study:
 @click.option("--set", "-S", "sets", multiple=True, help="key=value for every run (a budget).")
 @click.option("--target", default="train", show_default=True, help="Stage to run up to (all: all).")
 def study_command(
-    name: str, params_file: Path, out: Path, leaderboard: Path, seeds: tuple[int, ...],
+    name: str, out: Path, leaderboard: Path, seeds: tuple[int, ...],
     sets: tuple[str, ...], target: str,
 ) -> None:  # fmt: skip
-    """Run a comparison study over seeds; table of mean ± std, Welch's t-test against the best."""
+    """Run a comparison study over seeds; table of mean ± std, Welch's t-test against the best.
+
+    NAME: optimizers, activations, initializations, preprocessing, regularization, batchnorm,
+    depth-width, or winner (the search's best trial against the defaults).
+    """
     study = resolve_study(name, leaderboard)
     seeds = seeds or SEEDS
     common = parse_sets(sets)
     runs = plan_runs(study, seeds, common)
     try:
-        check_runs(runs, read_params(params_file))
+        check_runs(runs, read_params())  # DVC runs every experiment with params.yaml
     except SpaceError as err:
         raise click.ClickException(err.message.replace("search space: ", "study: ")) from None
     try:

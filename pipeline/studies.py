@@ -239,7 +239,7 @@ def write_figure(path: Path, title: str, curves: dict[str, dict[str, list[list[f
                 continue
             values = np.array([r[:length] for r in runs])  # (seeds, epochs)
             epochs = np.arange(1, length + 1)
-            (line,) = ax.plot(epochs, values.mean(axis=0), label=variant)
+            (line,) = ax.plot(epochs, values.mean(axis=0), marker="o", markersize=3, label=variant)
             ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), alpha=0.15,
                             color=line.get_color())  # fmt: skip
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):

@@ -150,8 +150,9 @@ def study_command(
     if not figures:
         raise click.ClickException(f"study {study.name}: no finished runs to summarize")
     rows = summarize(figures)
-    command = shlex.join(["digits", "study", name, *(f"-s{s}" for s in seeds),
-                          *(f"-S{s}" for s in sets)])  # fmt: skip
+    options = [arg for seed in seeds for arg in ("-s", str(seed))]
+    options += [arg for item in sets for arg in ("-S", item)]
+    command = shlex.join(["digits", "study", name, *options])
     text = table_markdown(study, rows, command, [runs[0]["name"] for runs in figures.values()])
     write_json(out / f"{study.name}.json", {"command": command, "rows": rows, "runs": figures})
     write_figure(out / f"{study.name}.png", study.name, curves)

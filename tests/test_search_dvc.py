@@ -336,17 +336,22 @@ def test_experiments_travel_between_clones_through_one_git_and_one_dvc_remote(
         run(["dvc", "remote", "modify", "--local", "local", "url", str(dvc_remote)], clone, env)
         clones[name] = clone
     a, b = clones["a"], clones["b"]
-    run(["dvc", "pull", "train"], a, env)
-    run(["dvc", "exp", "run", "--temp", "-n", "from-a", "-S", "train.lr=0.01", "train"], a, env)
-    run(["dvc", "exp", "push", "origin", "from-a"], a, env)
-    assert "from-a" not in shown(b, env)
-    run(["dvc", "exp", "pull", "origin", "from-a"], b, env)
-    seen = shown(b, env)["from-a"]
-    assert seen == shown(a, env)["from-a"]
-    assert seen["params"]["train"]["lr"] == 0.01
-    # The model came along through the DVC remote: B's cache holds the bytes A trained.
-    rev = json.loads(run(["dvc", "exp", "show", "--json"], b, env).splitlines()[0])
-    [exp] = [e for row in rev for e in row.get("experiments") or [] if e["name"] == "from-a"]
+    for clone, shard in ((a, "0/2"), (b, "1/2")):  # the README's steps, one machine each
+        run(["dvc", "pull"], clone, env)
+        digits(["search", "--trials", "2", "--shard", shard], clone, env)
+        run(["dvc", "exp", "push", "origin", "--all-commits"], clone, env)
+    assert len(shown(b, env)) == 1
+    for clone in (a, b):
+        run(["dvc", "exp", "pull", "origin", "--all-commits"], clone, env)
+    seen = shown(b, env)
+    assert seen == shown(a, env) and len(seen) == 2
+    again = digits(["search", "--trials", "2"], b, env)
+    assert "2 of 2 trials already run; running 0" in again
+    board = json.loads((b / "reports" / "search" / "tiny.json").read_text())
+    assert {t["name"] for t in board["trials"]} == set(seen)
+    # A's model came along through the DVC remote: B's cache holds the bytes A trained.
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], b, env).splitlines()[0])
+    [exp] = [e for r in rows for e in r.get("experiments") or [] if "-00-" in e["name"]]
     lock = yaml.safe_load(run(["git", "show", f"{exp['revs'][0]['rev']}:dvc.lock"], b, env))
     [out] = [o for o in lock["stages"]["train"]["outs"] if o["path"] == "models/mlp.pt"]
     cached = Path(".dvc", "cache", "files", "md5", out["md5"][:2], out["md5"][2:])

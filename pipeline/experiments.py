@@ -160,13 +160,3 @@ def stage_seconds(name: str, stage: str = "train") -> float | None:
 def read_at(rev: str, path: str, cwd: Path | None = None) -> str:
     """A file's text as an experiment's commit holds it (metrics and plots live in git)."""
     return run_command(["git", "show", f"{rev}:{path}"], cwd)
-
-
-def dig(tree: dict[str, Any], key: str) -> Any:
-    """`group.key` (dots for nesting) of a nested dict, None when absent."""
-    value: Any = tree
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value

@@ -309,6 +309,6 @@ def refine_space(
 ) -> SearchSpace:
     """The space narrowed around the top trials' configs (coarse to fine), named `name`."""
     params = tuple(
-        narrow_param(p, [c[p.key] for c in top if p.key in c], margin) for p in space.params
+        narrow_param(p, [freeze(c[p.key]) for c in top if p.key in c], margin) for p in space.params
     )
     return dataclasses.replace(space, name=name, params=params, seed=space.seed + 1)

@@ -216,3 +216,12 @@ def test_the_leaderboard_ranks_by_dev_accuracy_then_dev_loss():
 def test_the_search_command_refuses_a_missing_space_file(tmp_path):
     result = CliRunner().invoke(cli, ["search", "--space", str(tmp_path / "none.yaml")])
     assert_one_line_error(result, "cannot read search space")
+
+
+def test_refine_keeps_list_choices_the_top_trials_used():
+    hidden = {"distribution": "choice", "choices": [[128], [512, 256], [256, 256]]}
+    wide = parse_space({**SPACE, "params": {"model.hidden": hidden}}, DEFAULTS)
+    top = [{"model.hidden": [512, 256]}, {"model.hidden": [128]}]  # as the leaderboard holds them
+    [fine] = refine_space(wide, top, "f").params
+    assert fine.choices == ((128,), (512, 256))
+    assert format_value(sample_config(wide, 0, DEFAULTS)["model.hidden"]).startswith("[")

@@ -2,10 +2,10 @@
 
 Each pair runs `dvc exp run --temp -n compress-<whitening>-seed-<N> -S data.whitening=<w>
 -S base.seed=<N> evaluate` (plus `-S data.components=<k>` for pca; none runs are named
-seed-<N>); an
-experiment already named so is reused, so an interrupted run continues. The figures come
-from `dvc exp show`: learned-weight sparsity, dev accuracy drop (mean and worst), compressed
-test accuracy (mean ± std), whether the targets were met, and multiply-adds per image.
+seed-<N>); an experiment already named so is reused, so an interrupted run continues. The
+figures come from `dvc exp show`: learned-weight sparsity, dev accuracy drop (mean and
+worst), compressed test accuracy (mean ± std), whether the targets were met, and
+multiply-adds per image.
 Rankings use dev; test is reported only.
 Writes bench/results/compress_band.json and prints one line per whitening option.
 Needs the data fetched (dvc repro fetch).

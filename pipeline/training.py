@@ -75,6 +75,7 @@ class TrainParams:
     augment_blur_sigma: float = 1.0  # their Gaussian sigma is uniform in [0, this)
     augment_noise: float = 0.0  # share of images given Gaussian pixel noise
     augment_noise_std: float = 40.0  # its std, uniform in [0, this], pixel levels 0–255
+    subset: float = 1.0  # share of the train split `digits train` fits on (search budgets)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -105,6 +106,7 @@ class TrainParams:
             require(0 <= getattr(self, key) <= 1, f"train.{key}", "must be in [0, 1]")
         require(self.augment_blur_sigma > 0, "train.augment_blur_sigma", "must be > 0")
         require(self.augment_noise_std >= 0, "train.augment_noise_std", "must be >= 0")
+        require(0 < self.subset <= 1, "train.subset", "must be in (0, 1]")
 
 
 def data_loss(logits: torch.Tensor, y: torch.Tensor, params: TrainParams) -> torch.Tensor:
@@ -315,6 +317,16 @@ def train_epoch(
         if progress:
             batches.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     return {"train_loss": loss_sum.item() / len(y), "train_accuracy": correct.item() / len(y)}
+
+
+def take_subset(data: Data, fraction: float, seed: int) -> Data:
+    """A seeded random share of a split, in its original order; the split itself at 1."""
+    if fraction >= 1:
+        return data  # untouched, so the full-budget run is byte-identical to one without subset
+    n = len(data[1])
+    keep = np.random.default_rng(seed).permutation(n)[: max(1, round(fraction * n))]
+    keep.sort()
+    return data[0][keep], data[1][keep]
 
 
 def load_data(prepared: Path) -> tuple[Data, Data, AffineTransform]:

@@ -23,7 +23,7 @@ from pipeline.config import BaseParams, load_group, seed_everything
 from pipeline.network import ModelParams, build_mlp, save_checkpoint
 from pipeline.options import params_option, path_option, prepared_option
 from pipeline.run_log import write_run_log
-from pipeline.training import TrainParams, evaluate, fit, load_data
+from pipeline.training import TrainParams, evaluate, fit, load_data, take_subset
 
 
 def run_stage(params_file: Path, prepared: Path, out: Path, resume: bool) -> dict[str, Any]:
@@ -35,6 +35,7 @@ def run_stage(params_file: Path, prepared: Path, out: Path, resume: bool) -> dic
     params = load_group(TrainParams, "train", params_file)
     seed_everything(base.seed)
     train, dev, transform = load_data(prepared)
+    train = take_subset(train, params.subset, base.seed)
     model = build_mlp(model_params, transform)
     with Live("dvclive", resume=resume, dvcyaml=None, save_dvc_exp=False) as live:
         history = fit(

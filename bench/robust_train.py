@@ -6,7 +6,9 @@ compressed checkpoint on the clean test split (pixels) and on the robustness ben
 read back through the image path as PNG files (pipeline/benchmark.py, params `robustness`).
 The torch checkpoint stands in for its ONNX export, which the export stage checks agrees with
 it (max |Δp| under 1e-5). Each finished run is appended to --out as one JSON line, so an
-interrupted sweep keeps what it measured; a run already there is skipped.
+interrupted sweep keeps what it measured; a run already there is skipped. The compressed
+checkpoints stay in checkpoints/ beside --out, to be measured again (e.g. after the image path
+changes).
 Run: `python bench/robust_train.py --config all --seeds 42 1 2` (two stages per run: minutes)
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -147,6 +150,9 @@ def main(configs: tuple[str, ...], seeds: tuple[int, ...], prepared: Path, out: 
             run["train"] = {**params["train"], **CONFIGS[config]}
             with tempfile.TemporaryDirectory() as work:
                 checkpoint, report = train_and_compress(run, prepared.resolve(), Path(work))
+                kept = out.parent / "checkpoints" / f"{config}-{seed}.pt"  # to measure again
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(checkpoint, kept)
                 row = {
                     "config": config,
                     "seed": seed,

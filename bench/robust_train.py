@@ -51,6 +51,12 @@ CONFIGS = {
     "elastic": {"augment_elastic": 34.0, "augment_elastic_sigma": 4.0},
     "pixel": {"augment_stroke": 0.5, "augment_blur": 0.3, "augment_noise": 0.3},
     "pixel_strong": {"augment_stroke": 0.8, "augment_blur": 0.5, "augment_noise": 0.5},
+    "pixel_rot": {
+        "augment_stroke": 0.5,
+        "augment_blur": 0.3,
+        "augment_noise": 0.3,
+        "augment_degrees": 20.0,
+    },
 }
 
 

@@ -199,7 +199,7 @@ def shrink_hidden(model: MLP, fraction: float) -> MLP:
 
 
 def drop_units(state: dict[str, torch.Tensor], model: MLP, index: int, keep: torch.Tensor) -> None:
-    """Keep only units `keep` of hidden layer `index` in `state`: its rows, the next layer's columns."""
+    """Keep units `keep` of hidden layer `index` in `state`: its rows, the next layer's columns."""
     width = model.spec.hidden[index]
     pieces = model.blocks[index].linear.out_features // width
     rows = (keep[:, None] * pieces + torch.arange(pieces)).flatten()  # maxout piece rows

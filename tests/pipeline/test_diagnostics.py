@@ -1,4 +1,4 @@
-"""Per-epoch diagnostics and their verdict: the three classic failures are named, remedies clear them."""
+"""Per-epoch diagnostics and their verdict: classic failures are named, remedies clear them."""
 
 from __future__ import annotations
 

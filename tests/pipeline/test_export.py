@@ -319,3 +319,26 @@ def test_the_model_card_says_a_diagonal_map_was_folded(exported: dict) -> None:
     card = (exported["root"] / "models" / "MODEL_CARD.md").read_text()
     assert "| preprocessing map | folded into the first layer |" in card
     assert exported["result"].output.count("Error") == 0
+
+
+def test_a_pruned_residual_noisy_relu_network_exports_with_plain_relu(tmp_path: Path) -> None:
+    x, y = make_digits(300, seed=1)
+    x = x.reshape(len(x), -1)
+    transform, _ = fit_transform(x, scaling="standardize")
+    torch.manual_seed(0)
+    params = ModelParams(hidden=(16, 16, 16), residual=True, activation="noisy_relu")
+    model = build_mlp(params, transform)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    X, Y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+    for _ in range(5):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(X), Y).backward()
+        optimizer.step()
+    prune_magnitude(model, 0.5)
+    model.eval()
+    to_onnx(model, tmp_path / "residual.onnx")
+    ops = [node.op_type for node in onnx.load(tmp_path / "residual.onnx").graph.node]
+    assert ops.count("Add") >= 2 and "Relu" in ops  # two skips; noise only while training
+    assert not {op for op in ops if op.startswith("Random")}, ops
+    got = plain_probabilities(tmp_path / "residual.onnx", x)
+    assert np.abs(got - torch_probabilities(model, x)).max() <= 1e-5

@@ -18,6 +18,7 @@ from digits.cli import cli
 from pipeline.network import MLP, ModelParams, NetSpec, build_mlp, save_checkpoint
 from pipeline.stages.evaluate import SPLITS, EvaluateParams, diagnose
 from pipeline.training import TrainParams, fit
+from pipeline.training_figures import DIAGNOSTIC_FIGURES
 from pipeline.transform import AffineTransform
 from tests.conftest import make_digits
 
@@ -204,6 +205,27 @@ def test_report_links_figures_that_exist_and_shows_the_figures(workspace, report
     assert f"{test_accuracy:.2f}%" in markdown
     assert f"**{summary['diagnosis']['compressed']['verdict']}**" in markdown
     assert "| 300 | 1 | 1.00% | 10.00% |" in markdown
+
+
+def test_report_draws_the_train_stages_diagnostics_and_pictures(workspace, reports):
+    from PIL import Image
+
+    from tests.pipeline.test_report import diagnosed_run
+
+    run = diagnosed_run()
+    (reports / "train").mkdir()
+    (reports / "train.json").write_text(json.dumps(run["train"]))
+    for name in ("diagnostics", "pictures"):
+        (reports / "train" / f"{name}.json").write_text(json.dumps(run[name]))
+    result = report(reports, workspace["prepared"])
+    assert result.exit_code == 0, result.output
+    markdown = (reports / "report.md").read_text()
+    assert "Training diagnostics verdict: **dead units**." in markdown
+    links = {Path(link).name for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown)}
+    assert set(DIAGNOSTIC_FIGURES) <= links
+    for name in DIAGNOSTIC_FIGURES:
+        with Image.open(reports / "figures" / name) as image:
+            assert image.format == "PNG"
 
 
 def test_report_places_this_run_in_the_seed_band(workspace, reports):

@@ -341,6 +341,15 @@ def test_train_command_writes_checkpoint_metrics_and_dvclive_and_resumes(
     assert logits_acc == report["dev_accuracy"]
     lines = Path("dvclive/plots/metrics/dev/accuracy.tsv").read_text().splitlines()
     assert len(lines) == 4  # header + one row per epoch
+    grads = Path("dvclive/plots/metrics/diagnostics/blocks.0/grad_norm.tsv").read_text()
+    assert len(grads.splitlines()) == 4
+    assert report["diagnosis"]["verdict"] == "healthy"
+    diagnostics = json.loads(Path("reports/train/diagnostics.json").read_text())
+    assert [row["epoch"] for row in diagnostics] == [1, 2, 3]
+    assert set(diagnostics[0]["layers"]) == {"blocks.0", "head"}
+    pictures = json.loads(Path("reports/train/pictures.json").read_text())
+    assert np.array(pictures["first_layer"]).shape == (16, 28, 28)  # all 16 units of the layer
+    assert np.array(pictures["pca"]).shape == (len(data[1][1]), 2)
     # --resume on a finished run changes nothing.
     weights = model.state_dict()
     result = CliRunner().invoke(cli, ["train", "--resume"])

@@ -25,26 +25,28 @@ import torch
 
 from digits import __version__
 from digits.atomic import atomic_path, write_json
-from digits.golden import Golden, golden_path, write_golden
+from digits.golden import golden_path, write_golden
 from digits.npz import read_split
 from pipeline.compression import deployed_size
 from pipeline.config import BaseParams, load_group, read_params, require, seed_everything
 from pipeline.metrics import accuracy
 from pipeline.model_card import render_card
-from pipeline.network import CLASSES, MLP, PIXELS, load_checkpoint, predict_logits
+from pipeline.network import MLP, load_checkpoint, predict_logits
 from pipeline.onnx_model import (
     INPUT,
-    INPUT_SPEC,
-    OUTPUTS,
     build_onnx,
+    compare,
+    cpu_session,
+    golden_vectors,
     inference_ready,
+    model_metadata,
+    onnx_probabilities,
     quantize_int8,
     save_onnx,
 )
 from pipeline.options import params_option, path_option
 from pipeline.run_log import write_run_log
 
-GOLDEN_IMAGES = 16  # test images in the golden vectors, besides an all-0 and an all-255 image
 CHECKPOINTS = {"compressed": "mlp-compressed.pt", "dense": "mlp.pt"}
 # The groups whose values shape the exported network; their digest goes into the metadata.
 PARAM_GROUPS = ("base", "data", "model", "train", "compress", "export")
@@ -105,42 +107,6 @@ def read_recorded(evaluate_file: Path, compress_file: Path, choice: str) -> dict
     return recorded
 
 
-def model_metadata(proto: onnx.ModelProto, provenance: dict[str, Any]) -> dict[str, str]:
-    """The metadata_props serving and people read: name, version, classes, input, provenance."""
-    digest = hashlib.sha256(proto.SerializeToString()).hexdigest()  # the graph and its weights
-    return {
-        "model_name": "digits",
-        "model_version": f"{__version__}+{digest[:12]}",
-        "classes": json.dumps(list(range(CLASSES))),
-        "input_spec": json.dumps(INPUT_SPEC),
-        **{key: str(value) for key, value in provenance.items()},
-    }
-
-
-def cpu_session(path: Path) -> ort.InferenceSession:
-    """A plain ONNX Runtime CPU session, as any user without our code would open it."""
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def onnx_probabilities(
-    session: ort.InferenceSession, x: np.ndarray, batch: int = 4096
-) -> np.ndarray:
-    """Probabilities (N, 10) of raw pixels x (N, 784) from an ONNX session, in batches."""
-    chunks = [
-        session.run(["probabilities"], {INPUT: x[i : i + batch].astype(np.float32)})[0]
-        for i in range(0, len(x), batch)
-    ]
-    return np.concatenate(chunks)
-
-
-def compare(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """Max |Δprobability| and argmax agreement between two (N, 10) probability arrays."""
-    return {
-        "max_abs_prob_diff": float(np.abs(reference - other).max()),
-        "argmax_agreement": float((reference.argmax(1) == other.argmax(1)).mean()),
-    }
-
-
 def median_seconds(session: ort.InferenceSession, x: np.ndarray, repeats: int) -> float:
     """Median wall time of one run on batch x."""
     times = []
@@ -182,14 +148,6 @@ def verify(model: MLP, fp32: Path, int8: Path, x: np.ndarray, y: np.ndarray) -> 
             "vs_fp32": compare(probs, probs8),
         },
     }
-
-
-def golden_vectors(path: Path, x: np.ndarray, version: str) -> Golden:
-    """The written file's own outputs on a few test images and the two extreme blank images."""
-    blank = np.zeros((1, PIXELS), np.float32)
-    pixels = np.concatenate([x[:GOLDEN_IMAGES].astype(np.float32), blank, blank + 255])
-    logits, probabilities = cpu_session(path).run(list(OUTPUTS), {INPUT: pixels})
-    return Golden(pixels, logits, probabilities, version)
 
 
 def check_parity(report: dict, tolerance: float) -> None:

@@ -19,7 +19,7 @@ def first_layer_images(model: MLP, count: int) -> np.ndarray:
     Each row of the first Linear reads the preprocessed features; mapped back through the fixed
     transform (W @ matrix.T) it is the pixel pattern the unit responds to.
     """
-    W = effective_weight(model.blocks[0].linear).double()  # (units, k)
+    W = effective_weight(model.linears()[0]).double()  # (units, k); the head if no hidden layer
     if model.spec.preprocess:
         W = W @ model.preprocess.matrix.double().T  # (units, k) -> (units, 784)
     strongest = W.norm(dim=1).argsort(descending=True)[:count]

@@ -64,13 +64,16 @@ def plot_activations(epochs: list[dict]) -> Figure:
     return fig
 
 
-def plot_weight_histograms(epochs: list[dict]) -> Figure:
+def plot_weight_histograms(epochs: list[dict], columns: int = 4) -> Figure:
     """Each layer's weight histogram at the first, middle and last epoch."""
     layers = list(epochs[0]["layers"])
     picks = sorted({0, len(epochs) // 2, len(epochs) - 1})
-    fig = Figure(figsize=(3.2 * len(layers), 3.2), layout="constrained")
-    axes = fig.subplots(1, len(layers), squeeze=False)[0]
-    for ax, name in zip(axes, layers, strict=True):
+    rows, columns = -(-len(layers) // columns), min(columns, len(layers))
+    fig = Figure(figsize=(3.2 * columns, 3.0 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(layers) :]:
+        ax.axis("off")
+    for ax, name in zip(axes, layers, strict=False):
         for i in picks:
             hist = epochs[i]["layers"][name]["histogram"]
             edges = np.array(hist["edges"])

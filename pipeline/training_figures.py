@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DIAGNOSTIC_FIGURES = (
     "gradients.png",
@@ -37,6 +38,7 @@ def plot_gradients(epochs: list[dict]) -> Figure:
         for name, values in layer_series(epochs, key).items():
             ax.plot(x, [np.nan if v is None else v for v in values], "o-", label=name)
         ax.set(xlabel="epoch", yscale="log", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=8)
     return fig
 
@@ -59,6 +61,8 @@ def plot_activations(epochs: list[dict]) -> Figure:
                 right.plot(x, values, style, label=f"{name} {key}")
     right.set(xlabel="epoch", ylim=(-0.02, 1.02), title="dead ReLU units / saturated outputs")
     right.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if right.lines:
         right.legend(fontsize=8)
     return fig

@@ -26,6 +26,7 @@ import click
 import numpy as np
 from PIL import Image
 
+from serving.answers import answer_rows, no_digit_reasons
 from serving.inputs import read_file
 from serving.score import format_rows
 from serving.session import load_model
@@ -130,7 +131,7 @@ def floor_rate(model: Path, images: np.ndarray, n: int) -> float:
 
 
 def breakdown(model: Path, idx: Path) -> dict:
-    """Seconds per stage for one in-process pass over an IDX file: read, infer, format."""
+    """Seconds per stage for one in-process pass over an IDX file: read, infer, answer+format."""
     session, spent = (
         load_model(model, provider="cpu"),
         dict.fromkeys(["read", "infer", "format"], 0.0),
@@ -141,7 +142,8 @@ def breakdown(model: Path, idx: Path) -> dict:
         spent["read"] += -clock + (clock := time.perf_counter())
         _, P = session.predict(X)
         spent["infer"] += -clock + (clock := time.perf_counter())
-        format_rows(chunk.ids, P, "csv", False)
+        answers = answer_rows(P, no_digit_reasons(chunk.pixels, chunk.reasons), session.threshold)
+        format_rows(chunk.ids, P, answers, "csv", False)
         spent["format"] += -clock + (clock := time.perf_counter())
     return {k: round(v, 3) for k, v in spent.items()}
 

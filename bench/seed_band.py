@@ -20,6 +20,7 @@ import click
 
 from digits.atomic import write_json
 from pipeline.config import BaseParams, load_group
+from pipeline.experiments import experiments as shown_experiments
 
 FIGURES = {
     "dense_test": ("reports/evaluate.json", ("dense", "test_accuracy")),
@@ -32,17 +33,7 @@ FIGURES = {
 
 def experiments() -> dict[str, dict]:
     """Metrics of every experiment, of any commit, by experiment name."""
-    # Every commit's experiments: the ones of earlier commits count while the stages are the same.
-    command = ["dvc", "exp", "show", "--all-commits", "--json"]
-    shown = subprocess.run(command, capture_output=True, text=True)
-    shown.check_returncode()
-    rows = json.loads(shown.stdout.splitlines()[0])
-    found = {}
-    for row in rows:
-        for exp in row.get("experiments") or []:
-            data = exp["revs"][0]["data"]
-            found[exp["name"]] = {path: m["data"] for path, m in data["metrics"].items()}
-    return found
+    return {name: exp.metrics for name, exp in shown_experiments().items()}
 
 
 def workspace() -> tuple[int, dict[str, dict]]:

@@ -22,6 +22,8 @@ COMMANDS = {
     "gradcheck": "pipeline.tools.gradcheck:gradcheck_command",
     "lr-find": "pipeline.tools.lr_find:lr_find_command",
     "ensemble": "pipeline.tools.ensemble:ensemble_command",
+    "search": "pipeline.tools.search:search_command",
+    "study": "pipeline.tools.study:study_command",
     "train": "pipeline.stages.train:train_command",
     "compress": "pipeline.stages.compress:compress_command",
     "evaluate": "pipeline.stages.evaluate:evaluate_command",
@@ -83,7 +85,7 @@ def cli() -> None:
     """digits: a reproducible MNIST train-to-serve pipeline.
 
     Stages, in the order `dvc repro` runs them: fetch, prepare, train, compress,
-    evaluate, export. Serving: serve, score, verify.
+    evaluate, export. Experiments: search, study. Serving: serve, score, verify.
     """
 
 

@@ -2,9 +2,12 @@
 
 Decodes PNG/JPEG/BMP/GIF bytes safely (pixel limit, truncation and format errors become
 ImageError) and turns any picture of one digit into a 28×28 uint8 array the way MNIST was made:
-white digit on black, cropped, scaled to fit 20×20, centred by centre of mass in 28×28. Also
-checks that pixels given as numbers (JSON, .npy, CSV) are finite and 0–255, for both sides.
-Reads and writes no files.
+white digit on black, cropped, scaled to fit 20×20, centred by centre of mass in 28×28. The ink
+comes from digits/ink.py (modes, alpha, lighting, noise; or why the picture has no digit), the
+stroke width from digits/strokes.py; `upright` is the optional deskew, a pure function of the
+28×28 pixels that training applies too. Also checks that pixels given as numbers (JSON, .npy,
+CSV) are finite and 0–255, and which rows of them are blank, for both sides. Reads and writes
+no files.
 """
 
 from __future__ import annotations
@@ -12,15 +15,19 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from digits.ink import MIN_CONTRAST, to_gray, to_ink
+from digits.strokes import in_band, normalized_strokes
+
 FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 MAX_PIXELS = 4096 * 4096  # far above any digit photo; stops decompression bombs before decoding
 BOX, SIZE = 20, 28  # MNIST: digit scaled into a 20×20 box, placed in a 28×28 field
-MIN_CONTRAST = 16  # ink brighter than the background by less than this is a blank image
-INK = 32  # pixels at least this far above the background count for the bounding box
+INK = 32  # ink at least this bright counts for the bounding box
+MAX_SKEW = 1.0  # deskew shears by at most 45°: steeper "slants" are shapes, not handwriting
 
 
 class ImageError(ValueError):
@@ -73,30 +80,12 @@ def decoded(read: Callable[[], Image.Image]) -> Image.Image:
     return image
 
 
-def to_gray(image: Image.Image) -> np.ndarray:
-    """Float (H, W) luminance 0–255; transparent pixels take the colour opposite the strokes."""
-    if image.mode == "L":  # the common case (MNIST-like PNGs): no conversion needed
-        return np.asarray(image, dtype=np.float32)
-    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)  # (H, W, 4)
-    gray = rgba[..., :3] @ np.float32([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's "L"
-    alpha = rgba[..., 3] / 255
-    if alpha.min() == 1 or alpha.max() == 0:
-        return gray
-    # Canvas drawings are often strokes on a transparent field: put them on a contrasting one.
-    stroke = np.average(gray, weights=alpha)
-    background = 255.0 if stroke < 128 else 0.0
-    return gray * alpha + background * (1 - alpha)
+@dataclass(frozen=True)
+class Prepared:
+    """One picture made ready for the model: MNIST pixels, or why it holds no digit."""
 
-
-def to_ink(gray: np.ndarray) -> np.ndarray:
-    """Float (H, W) ink 0–255 on a zero background; a light background means dark ink."""
-    background = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
-    if background > 127:
-        gray, background = 255 - gray, 255 - background
-    span = float(gray.max()) - background
-    if span < MIN_CONTRAST:
-        return np.zeros_like(gray)
-    return np.clip((gray - background) * (255 / span), 0, 255)
+    pixels: np.ndarray  # uint8 (28, 28); all zeros when there is no digit
+    reason: str | None = None  # why there is no digit; None when there is one
 
 
 def center_of_mass(ink: np.ndarray) -> tuple[float, float]:
@@ -106,27 +95,82 @@ def center_of_mass(ink: np.ndarray) -> tuple[float, float]:
     return float((rows * ink).sum() / total), float((cols * ink).sum() / total)
 
 
-def to_mnist(image: Image.Image) -> np.ndarray:
-    """Any picture of one digit -> uint8 (28, 28) the MNIST way; a blank picture -> zeros."""
-    ink = to_ink(to_gray(image))
-    rows, cols = np.nonzero(ink >= INK)
-    out = np.zeros((SIZE, SIZE), np.uint8)
-    if rows.size == 0:
-        return out
-    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+def fit_box(crop: np.ndarray) -> np.ndarray:
+    """Cropped ink scaled to fit BOX×BOX keeping its aspect, strokes brought toward MNIST's."""
     h, w = crop.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     box = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
     digit = np.clip(np.asarray(box), 0, 255)
-    if digit.sum() == 0:
-        return out
+    # MNIST-like strokes pass as they are; a hairline or a blob is redrawn from the crop.
+    return digit if in_band(digit) else normalized_strokes(crop, size)
+
+
+def place(digit: np.ndarray) -> np.ndarray:
+    """A digit of at most 28×28 in the 28×28 field, its centre of mass at the centre."""
+    out = np.zeros((SIZE, SIZE), np.uint8)
     cy, cx = center_of_mass(digit)
     # Shift so the centre of mass lands on the field's centre, keeping the whole digit inside.
     top = min(max(round(SIZE / 2 - cy), 0), SIZE - digit.shape[0])
     left = min(max(round(SIZE / 2 - cx), 0), SIZE - digit.shape[1])
     out[top : top + digit.shape[0], left : left + digit.shape[1]] = np.round(digit)
     return out
+
+
+def prepare(image: Image.Image) -> Prepared:
+    """Any picture of one digit -> MNIST pixels the MNIST way, or the reason it has no digit."""
+    ink, reason = to_ink(to_gray(image))
+    if ink is None:
+        return Prepared(np.zeros((SIZE, SIZE), np.uint8), reason)
+    rows, cols = np.nonzero(ink >= INK)
+    if rows.size == 0:  # only faint ink: too little to place
+        rows, cols = np.nonzero(ink)
+    digit = fit_box(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+    if digit.sum() == 0:
+        return Prepared(np.zeros((SIZE, SIZE), np.uint8), "too little ink to place a digit")
+    return Prepared(place(digit))
+
+
+def to_mnist(image: Image.Image) -> np.ndarray:
+    """Any picture of one digit -> uint8 (28, 28) the MNIST way; zeros when it has no digit."""
+    return prepare(image).pixels
+
+
+def upright(pixels: np.ndarray) -> np.ndarray:
+    """Deskew a 28×28 digit by its second moments: shear its slant away about its centre.
+
+    A pure function of the pixels, so training (pipeline) and serving apply the same one.
+    """
+    ink = pixels.astype(np.float64)
+    total = ink.sum()
+    if total == 0:
+        return pixels.copy()
+    rows, cols = np.indices(ink.shape)
+    cy, cx = center_of_mass(ink)
+    mu02 = ((rows - cy) ** 2 * ink).sum() / total  # variance down the rows
+    mu11 = ((rows - cy) * (cols - cx) * ink).sum() / total
+    if mu02 < 1e-6:  # a flat line has no slant to measure
+        return pixels.copy()
+    skew = float(np.clip(mu11 / mu02, -MAX_SKEW, MAX_SKEW))
+    # Output (row r, column c) samples the input at column c + skew·(r − cy): the slant undone.
+    coefficients = (1, skew, -skew * cy, 0, 1, 0)
+    image = Image.fromarray(ink.astype(np.float32), mode="F")
+    sheared = image.transform(
+        image.size, Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR
+    )
+    return np.clip(np.round(np.asarray(sheared)), 0, 255).astype(np.uint8)
+
+
+def upright_rows(pixels: np.ndarray) -> np.ndarray:
+    """Rows of pixels (N, 784) or (N, 28, 28), 0–255, each deskewed: float32 (N, 784)."""
+    images = np.clip(np.round(pixels.reshape(len(pixels), SIZE, SIZE)), 0, 255).astype(np.uint8)
+    return np.stack([upright(i) for i in images]).reshape(len(pixels), -1).astype(np.float32)
+
+
+def blank_rows(pixels: np.ndarray) -> np.ndarray:
+    """Which rows of pixels (N, 784) hold no digit: one colour, no ink standing out. (N,) bool."""
+    rows = pixels.reshape(len(pixels), -1)
+    return (rows.max(axis=1) - rows.min(axis=1)) < MIN_CONTRAST
 
 
 def pixel_problem(pixels: np.ndarray, first_row: int = 0) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import sys
 import types
 import typing
@@ -21,6 +22,23 @@ T = TypeVar("T")
 
 PARAMS_FILE = Path("params.yaml")
 KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads `1e-05` as a float, as YAML 1.2 does.
+
+    `dvc exp run -S train.lr=0.00001` writes `lr: 1e-05` into params.yaml; YAML 1.1 wants a dot.
+    """
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse params-style YAML (floats as DVC writes them)."""
+    return yaml.load(text, Loader=ParamsLoader)  # a SafeLoader: builds plain data only
 
 
 class ParamError(click.ClickException):
@@ -46,7 +64,7 @@ def require(condition: bool, key: str, message: str) -> None:
 def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     """Read the whole params file as a dict, with a clear error when it is missing or malformed."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = load_yaml(Path(path).read_text())
     except OSError as err:
         raise ParamError(f"cannot read params file {path}: {err.strerror}") from None
     except yaml.YAMLError as err:

@@ -45,6 +45,7 @@ Init = Literal[
     "xavier_normal",
     "lecun_uniform",
     "lecun_normal",
+    "small_normal",
 ]
 PIXELS = 784
 CLASSES = 10
@@ -267,6 +268,9 @@ def init_by_scheme(model: MLP, scheme: str, leaky_slope: float) -> None:
             nn.init.uniform_(W, -bound, bound)
         elif scheme == "lecun_normal":
             nn.init.normal_(W, std=(1 / fan_in) ** 0.5)
+        elif scheme == "small_normal":
+            # Deliberately bad (CS231n's N(0, 0.01)): signals shrink layer by layer without BN.
+            nn.init.normal_(W, std=0.01)
         nn.init.zeros_(linear.bias)
 
 

@@ -71,6 +71,7 @@ class TrainParams:
     augment_degrees: float = 10.0
     augment_shift: float = 2.0  # pixels
     augment_scale: float = 0.1
+    subset: float = 1.0  # share of the train split `digits train` fits on (search budgets)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -96,6 +97,7 @@ class TrainParams:
         require(self.augment_degrees >= 0, "train.augment_degrees", "must be >= 0")
         require(self.augment_shift >= 0, "train.augment_shift", "must be >= 0")
         require(0 <= self.augment_scale < 1, "train.augment_scale", "must be in [0, 1)")
+        require(0 < self.subset <= 1, "train.subset", "must be in (0, 1]")
 
 
 def data_loss(logits: torch.Tensor, y: torch.Tensor, params: TrainParams) -> torch.Tensor:
@@ -314,6 +316,16 @@ def train_epoch(
         if progress:
             batches.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     return {"train_loss": loss_sum.item() / len(y), "train_accuracy": correct.item() / len(y)}
+
+
+def take_subset(data: Data, fraction: float, seed: int) -> Data:
+    """A seeded random share of a split, in its original order; the split itself at 1."""
+    if fraction >= 1:
+        return data  # untouched, so the full-budget run is byte-identical to one without subset
+    n = len(data[1])
+    keep = np.random.default_rng(seed).permutation(n)[: max(1, round(fraction * n))]
+    keep.sort()
+    return data[0][keep], data[1][keep]
 
 
 def load_data(prepared: Path) -> tuple[Data, Data, AffineTransform]:

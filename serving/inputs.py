@@ -23,7 +23,7 @@ from typing import IO, Any
 import numpy as np
 
 from digits import idx
-from digits.images import ImageError, load_image, pixel_problem, to_mnist
+from digits.images import ImageError, load_image, pixel_problem, prepare
 
 PIXELS = 784
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
@@ -46,6 +46,7 @@ class Chunk:
     ids: np.ndarray
     pixels: np.ndarray
     labels: np.ndarray | None = None
+    reasons: list[str | None] | None = None  # image files: why one holds no digit, else None
 
 
 def kind_of(path: Path) -> str:
@@ -259,10 +260,12 @@ def read_csv(path: Path, batch: int) -> Iterator[Chunk]:
 def read_images(paths: list[Path], batch: int, skipped: list[str] | None) -> Iterator[Chunk]:
     """Decode image files into MNIST pixels, `batch` at a time; bad ones go to `skipped`."""
     for group in (paths[i : i + batch] for i in range(0, len(paths), batch)):
-        ids, pixels = [], []
+        ids, pixels, reasons = [], [], []
         for path in group:
             try:
-                pixels.append(to_mnist(load_image(path.read_bytes())).reshape(PIXELS))
+                prepared = prepare(load_image(path.read_bytes()))
+                pixels.append(prepared.pixels.reshape(PIXELS))
+                reasons.append(prepared.reason)
                 ids.append(os.fsencode(path))
             except (ImageError, OSError) as err:
                 message = f"{path}: {err.strerror if isinstance(err, OSError) else err}"
@@ -270,7 +273,7 @@ def read_images(paths: list[Path], batch: int, skipped: list[str] | None) -> Ite
                     raise InputError(message) from None
                 skipped.append(message)
         if ids:
-            yield Chunk(np.array(ids, dtype="S"), np.stack(pixels))
+            yield Chunk(np.array(ids, dtype="S"), np.stack(pixels), reasons=reasons)
 
 
 def count_rows(path: Path) -> int | None:

@@ -2,14 +2,16 @@
 
 Registered with prometheus_client at import, as BentoML documents for custom metrics (it merges
 every worker's values). What a person watching for drift or overload needs: answers per digit
-(and "no digit" answers, once the model gives them), the confidence of each answer, image decode
-time, the model's batch sizes, and refused requests by route and status.
+(and "no digit" answers), the confidence of each answer and how many fall under the threshold,
+image decode time, the model's batch sizes, and refused requests by route and status.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from prometheus_client import Counter, Histogram
+
+from serving.answers import Answers
 
 PREDICTIONS = Counter(
     "digits_predictions", "Images answered, by predicted digit ('none': no digit)", ["digit"]
@@ -32,16 +34,23 @@ BATCH_SIZE = Histogram(
 REFUSED = Counter(
     "digits_refused_requests", "Requests refused, by route and status", ["route", "status"]
 )
+LOW_CONFIDENCE = Counter(
+    "digits_low_confidence_answers", "Digits answered under the model's confidence threshold"
+)
 DIGITS = [PREDICTIONS.labels(digit=str(d)) for d in range(10)]  # label lookups once, not per answer
-# Exported at 0 from the start, so dashboards and alerts can rely on the series when answers
-# carry "no digit" (digit null, see DESIGN.md); whoever adds those answers increments it.
+# Exported at 0 from the start, so dashboards and alerts can rely on the series.
 NO_DIGIT = PREDICTIONS.labels(digit="none")
 
 
-def observe_answers(P: np.ndarray) -> None:
-    """Count each image's digit and record its confidence; P is probabilities (N, 10)."""
-    counts = np.bincount(P.argmax(axis=1), minlength=10)  # (10,)
+def observe_answers(answers: Answers) -> None:
+    """Count each image's digit (or none) and record the confidence of each answered one."""
+    answered = answers.answered
+    counts = np.bincount(answers.digits[answered], minlength=10)  # (10,)
     for digit in np.flatnonzero(counts).tolist():
         DIGITS[digit].inc(int(counts[digit]))
-    for value in P.max(axis=1).tolist():
+    if missing := len(answered) - int(counts.sum()):
+        NO_DIGIT.inc(missing)
+    if low := int(answers.low.sum()):
+        LOW_CONFIDENCE.inc(low)
+    for value in answers.confidence[answered].tolist():
         CONFIDENCE.observe(value)

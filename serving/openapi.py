@@ -23,17 +23,40 @@ ERROR = {
 }
 ANSWER = {
     "type": "object",
-    "required": ["digits", "probabilities", "model_version"],
+    "required": ["digits", "probabilities", "reasons", "low_confidence", "model_version"],
     "properties": {
         "digits": {
             "type": "array",
-            "description": "The predicted digit of each image, in request order.",
-            "items": {"type": "integer", "minimum": 0, "maximum": 9},
+            "description": "The predicted digit of each image, in request order; null for an "
+            "image with no digit in it (blank, one colour, noise only, too little ink).",
+            "items": {"type": "integer", "minimum": 0, "maximum": 9, "nullable": True},
         },
         "probabilities": {
             "type": "array",
-            "description": "Each image's ten class probabilities (digits 0–9), summing to 1.",
-            "items": {"type": "array", "minItems": 10, "maxItems": 10, "items": {"type": "number"}},
+            "description": "Each image's ten class probabilities (digits 0–9), summing to 1; "
+            "null for an image with no digit.",
+            "items": {
+                "type": "array",
+                "minItems": 10,
+                "maxItems": 10,
+                "items": {"type": "number"},
+                "nullable": True,
+            },
+        },
+        "reasons": {
+            "type": "array",
+            "description": "Why each image has no digit; null for an image that has one.",
+            "items": {
+                "type": "string",
+                "nullable": True,
+                "example": "blank: the image is one colour (no ink stands out from the paper)",
+            },
+        },
+        "low_confidence": {
+            "type": "array",
+            "description": "Whether each answered digit's probability is under the model's "
+            "confidence threshold (GET /info: confidence_threshold when the model sets it).",
+            "items": {"type": "boolean"},
         },
         "model_version": {"type": "string", "description": "The model file's version."},
     },
@@ -98,7 +121,8 @@ def predict_image(s: Settings) -> dict[str, Any]:
     files = {
         "type": "array",
         "description": f"1 to {s.max_images} PNG/JPEG/BMP/GIF images of one digit each, up to "
-        f"{s.max_image_pixels} pixels each; prepared the MNIST way (cropped, scaled, centred).",
+        f"{s.max_image_pixels} pixels each; prepared the MNIST way (cropped, scaled, centred). "
+        "Any mode: grey, colour, palette, 16-bit, transparent canvas, dark or light ink.",
         "minItems": 1,
         "maxItems": s.max_images,
         "items": {"type": "string", "format": "binary"},

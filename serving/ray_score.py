@@ -30,9 +30,9 @@ from ray.data.datasource import Datasink, FileBasedDatasource
 from ray.data.extensions import ArrowTensorArray
 
 from digits.atomic import atomic_dir
-from digits.confusion import confusion_counts
 from digits.idx import GZIP_MAGIC
-from digits.images import ImageError, load_image, to_mnist
+from digits.images import ImageError, load_image, prepare
+from serving.answers import answer_rows, no_digit_reasons
 from serving.inputs import (
     NPY_HEADERS,
     PIXELS,
@@ -48,7 +48,8 @@ from serving.inputs import (
     row_ids,
     scorable,
 )
-from serving.score import arrow_rows, format_rows, header, record
+from serving.score import arrow_rows, empty_schema, format_rows, header, record
+from serving.score import tally as score_tally
 from serving.session import load_model
 
 KINDS = {"idx", "npy", "parquet", "image"}  # what the Ray engine reads; .csv/.npz stay local
@@ -57,7 +58,7 @@ PART_ROWS = 1 << 18  # rows per part file (~10 MB of Parquet): few files, little
 
 
 def chunk_block(chunk: Chunk) -> pa.Table:
-    """A chunk as a Ray block: source, pixels (tensor), label (-1: none), error (null)."""
+    """A chunk as a Ray block: source, pixels (tensor), label (-1: none), error (null), reason."""
     n = len(chunk.ids)
     pixels = chunk.pixels
     if pixels.dtype != np.uint8:
@@ -72,6 +73,7 @@ def chunk_block(chunk: Chunk) -> pa.Table:
             "pixels": ArrowTensorArray.from_numpy(np.ascontiguousarray(pixels)),
             "label": pa.array(labels.astype(np.int16)),
             "error": pa.nulls(n, pa.string()),
+            "reason": pa.array(chunk.reasons or [None] * n, pa.string()),
         }
     )
 
@@ -123,10 +125,11 @@ class DigitsDatasource(FileBasedDatasource):
         kind = kind_of(name)
         if kind == "image":
             try:
-                pixels = to_mnist(load_image(f.read())).reshape(1, PIXELS)
+                prepared = prepare(load_image(f.read()))
             except ImageError as err:
                 raise InputError(f"{name}: {err}") from None
-            yield Chunk(np.array([os.fsencode(name)]), pixels)
+            pixels = prepared.pixels.reshape(1, PIXELS)
+            yield Chunk(np.array([os.fsencode(name)]), pixels, reasons=[prepared.reason])
         elif kind == "parquet":
             yield from read_parquet_stream(f, name, self.batch)
         elif kind == "npy":
@@ -192,10 +195,12 @@ class OnnxScorer:
             self.model = load_model(path, provider=provider, threads=1)  # one CPU per actor
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """Pixels -> probabilities (N, 10); source, label and error pass through."""
-        pixels = batch.column("pixels").combine_chunks().to_numpy()
-        _, probabilities = self.model.predict(pixels.reshape(-1, PIXELS).astype(np.float32))
+        """Pixels -> probabilities (N, 10) and reasons for no digit; source, label, error pass."""
+        pixels = batch.column("pixels").combine_chunks().to_numpy().reshape(-1, PIXELS)
+        _, probabilities = self.model.predict(pixels.astype(np.float32))
+        reasons = no_digit_reasons(pixels, batch.column("reason").to_pylist())
         passed = batch.select(["source", "label", "error"])
+        passed = passed.append_column("reason", pa.array(reasons, pa.string()))
         return passed.append_column("probabilities", ArrowTensorArray.from_numpy(probabilities))
 
 
@@ -204,7 +209,7 @@ class Tally:
     """What one write task (or all of them) did: rows written, confusion counts, bad inputs."""
 
     rows: int = 0
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((10, 10), np.int64))
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((10, 11), np.int64))
     skipped: list[str] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
@@ -217,8 +222,11 @@ class Tally:
 class ScoreSink(Datasink):
     """Writes each task's rows to one part file in the local scorer's format, and tallies."""
 
-    def __init__(self, fs: pafs.FileSystem, root: str, fmt: str, all_p: bool) -> None:
+    def __init__(
+        self, fs: pafs.FileSystem, root: str, fmt: str, all_p: bool, threshold: float
+    ) -> None:
         self.fs, self.root, self.fmt, self.all_p = fs, root, fmt, all_p
+        self.threshold = threshold  # the model's: answers under it are flagged
         self.tally = Tally()
 
     @property
@@ -250,22 +258,23 @@ class ScoreSink(Datasink):
                 stream.write(header(self.fmt, self.all_p))
                 yield stream
                 return
-            schema = arrow_rows(np.array([], "S1"), np.zeros((0, 10), np.float32), self.all_p)
-            with pq.ParquetWriter(stream, schema.schema) as writer:
+            with pq.ParquetWriter(stream, empty_schema(self.all_p)) as writer:
                 yield writer
 
     def write_rows(self, writer: Any, rows: pa.Table, tally: Tally) -> None:
         """Format and write scored rows; count the labelled ones."""
         ids = rows.column("source").to_numpy().astype("S")
         probabilities = rows.column("probabilities").combine_chunks().to_numpy()
+        answers = answer_rows(probabilities, rows.column("reason").to_pylist(), self.threshold)
         if self.fmt == "parquet":
-            writer.write_table(arrow_rows(ids, probabilities, self.all_p))
+            writer.write_table(arrow_rows(ids, probabilities, answers, self.all_p))
         else:
-            writer.write(format_rows(ids, probabilities, self.fmt, self.all_p))
+            writer.write(format_rows(ids, probabilities, answers, self.fmt, self.all_p))
         labels = rows.column("label").to_numpy()
         known = labels >= 0
         if known.any():
-            tally.matrix += confusion_counts(labels[known], probabilities[known].argmax(axis=1))
+            answered = answers.answered[known]
+            tally.matrix += score_tally(labels[known], answers.digits[known], answered)
         tally.rows += len(rows)
 
     def on_write_complete(self, write_result: Any) -> None:
@@ -359,6 +368,7 @@ def score_dataset(
     quiet: bool,
     ray_address: str | None,
     actors: int | None,
+    threshold: float,
     **_: Any,
 ) -> tuple[int, np.ndarray]:
     """Score inputs on Ray into a directory of part files: (rows, confusion matrix)."""
@@ -379,7 +389,7 @@ def score_dataset(
             num_cpus=1,
         )
         with output_root(output) as (fs, root):
-            sink = ScoreSink(fs, root, fmt, probabilities)
+            sink = ScoreSink(fs, root, fmt, probabilities, threshold)
             try:
                 scored.write_datasink(sink, ray_remote_args={"num_cpus": 0}, concurrency=side)
             except Exception as err:  # Ray wraps what its tasks raise

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from digits.atomic import atomic_open, atomic_path
 from digits.confusion import confusion_counts
+from serving.answers import Answers, answer_rows, no_digit_reasons
 from serving.inputs import (
     Chunk,
     InputError,
@@ -72,27 +73,68 @@ def quoted_ids(ids: np.ndarray, fmt: str) -> np.ndarray:
     return matrix
 
 
-def format_rows(ids: np.ndarray, probabilities: np.ndarray, fmt: str, all_p: bool) -> bytes:
+def choose(rows: np.ndarray, when: np.ndarray, other: bytes) -> np.ndarray:
+    """Byte rows (N, k) with `other` (zero-padded) in the rows where `when` is True."""
+    width = max(rows.shape[1], len(other))
+    out = np.zeros((len(rows), width), np.uint8)
+    out[:, : rows.shape[1]] = rows
+    out[when] = 0
+    out[when, : len(other)] = np.frombuffer(other, np.uint8)
+    return out
+
+
+def csv_field(text: str) -> str:
+    """A text as one CSV field, quoted when it holds a comma, quote or line break."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+
+def texts(values: list[str | None], fmt: str) -> np.ndarray:
+    """Optional texts as CSV fields (empty for None) or JSON (null), (N, width) uint8."""
+    quote, none = (csv_field, b"") if fmt == "csv" else (json.dumps, b"null")
+    if all(v is None for v in values):  # the common case: every image holds a digit
+        return constant(none, len(values)) if none else np.zeros((len(values), 0), np.uint8)
+    encoded = {v: quote(v).encode() for v in set(values) if v is not None}  # a handful of texts
+    column = np.array([encoded[v] if v is not None else none for v in values], dtype="S")
+    return column.view(np.uint8).reshape(len(values), column.itemsize)
+
+
+def format_rows(
+    ids: np.ndarray, probabilities: np.ndarray, answers: Answers, fmt: str, all_p: bool
+) -> bytes:
     """Output rows for one chunk: CSV lines or JSON lines, built as one byte matrix."""
-    n = len(ids)
-    digit = (48 + probabilities.argmax(axis=1)).astype(np.uint8)[:, None]
-    confidence = decimals(probabilities.max(axis=1, keepdims=True)).reshape(n, 9)
-    p = decimals(probabilities).reshape(n, -1) if all_p else np.empty((n, 0), np.uint8)
+    n, none = len(ids), ~answers.answered
+    digit = (48 + answers.digits).astype(np.uint8)[:, None]
+    confidence = decimals(answers.confidence[:, None]).reshape(n, 9)
+    p = decimals(probabilities) if all_p else np.empty((n, 0, 9), np.uint8)  # (N, k, 9)
+    low = answers.low
     if fmt == "csv":
-        parts = [quoted_ids(ids, fmt), constant(b",", n), digit, confidence, p]
-        parts.append(constant(b"\n", n))
+        # No digit: empty digit, confidence and p fields, their commas kept.
+        digit, confidence, p = choose(digit, none, b""), choose(confidence, none, b","), p.copy()
+        p[none, :, 1:] = 0
+        flags = choose(constant(b",false", n), low, b",true")
+        parts = [quoted_ids(ids, fmt), constant(b",", n), digit, confidence, p.reshape(n, -1)]
+        parts += [constant(b",", n), texts(answers.reasons, fmt), flags, constant(b"\n", n)]
     else:
         if all_p:
-            p = np.concatenate([constant(b',"probabilities":[', n), p[:, 1:], constant(b"]", n)], 1)
+            p = np.concatenate(
+                [constant(b',"probabilities":[', n), p.reshape(n, -1)[:, 1:], constant(b"]", n)], 1
+            )
+            p = choose(p, none, b',"probabilities":null')
+        else:
+            p = p.reshape(n, 0)
+        flags = choose(constant(b',"low_confidence":false', n), low, b',"low_confidence":true')
         parts = [constant(b'{"source":', n), quoted_ids(ids, fmt), constant(b',"digit":', n)]
-        parts += [digit, constant(b',"confidence":', n), confidence[:, 1:], p, constant(b"}\n", n)]
+        parts += [choose(digit, none, b"null"), constant(b',"confidence":', n)]
+        parts += [choose(confidence[:, 1:], none, b"null"), p, constant(b',"reason":', n)]
+        parts += [texts(answers.reasons, fmt), flags, constant(b"}\n", n)]
     flat = np.concatenate(parts, axis=1).ravel()
-    return flat[flat != 0].tobytes()  # drop the zero padding of the fixed-width ids
+    return flat[flat != 0].tobytes()  # drop the zero padding of the fixed-width fields
 
 
 def column_names(all_p: bool) -> list[str]:
-    """The output columns, in every format: source, digit, confidence, then p0…p9 if asked."""
-    return ["source", "digit", "confidence"] + [f"p{i}" for i in range(10)] * all_p
+    """The output columns in every format; the newer ones last, for readers by position."""
+    probabilities = [f"p{i}" for i in range(10)] * all_p
+    return ["source", "digit", "confidence", *probabilities, "reason", "low_confidence"]
 
 
 def header(fmt: str, all_p: bool) -> bytes:
@@ -110,20 +152,29 @@ def import_pyarrow() -> Any:
     return pyarrow
 
 
-def arrow_rows(ids: np.ndarray, probabilities: np.ndarray, all_p: bool) -> Any:
+def arrow_rows(ids: np.ndarray, probabilities: np.ndarray, answers: Answers, all_p: bool) -> Any:
     """One chunk's rows as an Arrow table with the text formats' columns (exact float32)."""
     pa = import_pyarrow()
     try:
         sources = pa.array(ids, pa.binary()).cast(pa.string())
     except pa.ArrowInvalid:  # rare: a file name that is not UTF-8
         sources = pa.array([i.decode("utf-8", "backslashreplace") for i in ids.tolist()])
+    none = ~answers.answered  # null digit, confidence and probabilities
     columns = [
         sources,
-        pa.array(probabilities.argmax(axis=1).astype(np.int64)),
-        pa.array(probabilities.max(axis=1).astype(np.float32)),
+        pa.array(answers.digits.astype(np.int64), mask=none),
+        pa.array(answers.confidence.astype(np.float32), mask=none),
     ]
-    columns += [pa.array(probabilities[:, k].astype(np.float32)) for k in range(10)] * all_p
+    if all_p:
+        columns += [pa.array(probabilities[:, k].astype(np.float32), mask=none) for k in range(10)]
+    columns += [pa.array(answers.reasons, pa.string()), pa.array(answers.low, pa.bool_())]
     return pa.table(columns, names=column_names(all_p))
+
+
+def empty_schema(all_p: bool) -> Any:
+    """The Arrow schema of the output rows."""
+    answers = answer_rows(np.zeros((0, 10), np.float32), [], 0.0)
+    return arrow_rows(np.array([], "S1"), np.zeros((0, 10), np.float32), answers, all_p).schema
 
 
 class TextRows:
@@ -133,9 +184,9 @@ class TextRows:
         self.out, self.fmt, self.all_p = out, fmt, all_p
         out.write(header(fmt, all_p))
 
-    def write(self, ids: np.ndarray, probabilities: np.ndarray) -> None:
+    def write(self, ids: np.ndarray, probabilities: np.ndarray, answers: Answers) -> None:
         """Append one chunk's rows."""
-        self.out.write(format_rows(ids, probabilities, self.fmt, self.all_p))
+        self.out.write(format_rows(ids, probabilities, answers, self.fmt, self.all_p))
 
     def mark(self) -> int:
         """A point to take rows back to."""
@@ -153,15 +204,15 @@ class ParquetRows:
     def __init__(self, path: Path, all_p: bool) -> None:
         self.pa, self.path, self.all_p = import_pyarrow(), path, all_p
         self.pq = self.pa.parquet
-        self.schema = arrow_rows(np.array([], "S1"), np.zeros((0, 10), np.float32), all_p).schema
+        self.schema = empty_schema(all_p)
         self.writer = self.pq.ParquetWriter(path, self.schema)
         self.pending: list[Any] = []
         self.groups = 0
         self.dropped: set[int] = set()
 
-    def write(self, ids: np.ndarray, probabilities: np.ndarray) -> None:
+    def write(self, ids: np.ndarray, probabilities: np.ndarray, answers: Answers) -> None:
         """Buffer one chunk's rows; a full buffer becomes a row group."""
-        self.pending.append(arrow_rows(ids, probabilities, self.all_p))
+        self.pending.append(arrow_rows(ids, probabilities, answers, self.all_p))
         if sum(len(t) for t in self.pending) >= ROW_GROUP:
             self.flush()
 
@@ -216,16 +267,26 @@ def open_rows(output: Path, fmt: str, all_p: bool) -> Iterator[TextRows | Parque
         rows.close()
 
 
+def tally(labels: np.ndarray, digits: np.ndarray, answered: np.ndarray) -> np.ndarray:
+    """Counts (10, 11) of labelled rows: row = true digit, column = answer (10: no digit)."""
+    matrix = confusion_counts(labels, np.where(answered, digits, 0))
+    none = np.bincount(np.asarray(labels, np.int64)[~answered], minlength=10)
+    matrix[:, 0] -= none  # those rows were counted as 0 above
+    return np.column_stack([matrix, none])
+
+
 def summarize(matrix: np.ndarray) -> str:
     """Accuracy, the confusion matrix with per-class recall, and the most common mistakes."""
-    total, right = int(matrix.sum()), int(np.trace(matrix))
+    total, right = int(matrix.sum()), int(np.trace(matrix[:, :10]))
     lines = [f"accuracy {right / total:.4f} ({right}/{total} labelled images)"]
-    lines.append("confusion (rows: true digit, columns: predicted; last: recall)")
-    lines.append("     " + "".join(f"{d:>6}" for d in range(10)))
+    if none := int(matrix[:, 10].sum()):
+        lines.append(f"no digit found in {none} labelled images (counted as wrong)")
+    lines.append("confusion (rows: true digit, columns: answer; last: recall)")
+    lines.append("     " + "".join(f"{d:>6}" for d in [*range(10), "none"]))
     for d, row in enumerate(matrix):
         recall = row[d] / row.sum() if row.sum() else float("nan")
         lines.append(f"{d:>5}" + "".join(f"{c:>6}" for c in row) + f"  {recall:.3f}")
-    errors = matrix - np.diag(np.diag(matrix))
+    errors = matrix[:, :10] - np.diag(np.diag(matrix))
     worst = [divmod(int(i), 10) for i in np.argsort(-errors, axis=None, kind="stable")[:5]]
     mistakes = [f"{t}→{p} ({errors[t, p]})" for t, p in worst if errors[t, p]]
     lines.append("most confused: " + (", ".join(mistakes) or "none"))
@@ -250,20 +311,22 @@ class Scorer:
     skipped: list[str] | None  # None: the first bad input stops the run
     bar: tqdm
     rows: int = 0
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((10, 10), np.int64))
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((10, 11), np.int64))
 
     def score_chunks(self, chunks: Iterator[Chunk]) -> None:
         """Predict and write each chunk; count labelled rows into the confusion matrix."""
         for chunk in chunks:
             n = len(chunk.ids)
             _, probabilities = self.model.predict(np.asarray(chunk.pixels, dtype=np.float32))
-            self.out.write(chunk.ids, probabilities)
+            reasons = no_digit_reasons(chunk.pixels, chunk.reasons)
+            answers = answer_rows(probabilities, reasons, self.model.threshold)
+            self.out.write(chunk.ids, probabilities, answers)
             labels = chunk.labels if self.given is None else self.given[self.rows : self.rows + n]
             if labels is not None:
                 if len(labels) != n:
                     raise InputError(f"--labels has {len(self.given)} labels, inputs have more")
                 try:
-                    self.matrix += confusion_counts(labels, probabilities.argmax(axis=1))
+                    self.matrix += tally(labels, answers.digits, answers.answered)
                 except ValueError as err:
                     raise InputError(str(err)) from None
             self.rows += n
@@ -371,7 +434,7 @@ def score_on_ray(
     if options["labels"]:
         hint = "needs --engine local (Ray reads labels beside IDX files and Parquet's 'label')"
         raise click.BadParameter(hint, param_hint="--labels")
-    open_model(model, "cpu", quiet=True)  # a bad model fails here in one line, not in each actor
+    checked = open_model(model, "cpu", quiet=True)  # a bad model fails here, not in each actor
     try:
         from serving import ray_score
     except ImportError as err:
@@ -379,7 +442,8 @@ def score_on_ray(
             raise
         hint = "--engine ray needs the ray extra: pip install 'digits[ray]'"
         raise click.ClickException(hint) from None
-    return ray_score.score_dataset(model, list(inputs), output, fmt, **options)
+    threshold = checked.threshold  # the sink flags answers under it
+    return ray_score.score_dataset(model, list(inputs), output, fmt, threshold=threshold, **options)
 
 
 def local_output(output: str) -> Path:

@@ -30,8 +30,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from digits.images import ImageError, image_pixels, load_image, to_mnist
+from digits.images import ImageError, Prepared, image_pixels, load_image, prepare
 from serving import openapi
+from serving.answers import answer_rows, no_digit_reasons
 from serving.bodies import (
     INLINE_BYTES,
     InputError,
@@ -69,15 +70,21 @@ def header_pixels(images: list[bytes], max_image_pixels: int) -> int:
     return total
 
 
-def prepare_image(i: int, data: bytes, max_image_pixels: int) -> np.ndarray:
-    """Image bytes -> uint8 (28, 28) MNIST pixels, timed for the metrics."""
+def prepare_image(i: int, data: bytes, max_image_pixels: int) -> Prepared:
+    """Image bytes -> uint8 (28, 28) MNIST pixels or why there is no digit, timed for metrics."""
     start = time.perf_counter()
     try:
-        pixels = to_mnist(load_image(data, max_image_pixels))
+        prepared = prepare(load_image(data, max_image_pixels))
     except ImageError as err:
         raise ImageError(f"image {i}: {err}") from None
     DECODE_SECONDS.observe(time.perf_counter() - start)
-    return pixels
+    return prepared
+
+
+def stacked(prepared: list[Prepared]) -> tuple[np.ndarray, list[str | None]]:
+    """Prepared images -> float32 (N, 784) pixels and each one's reason for no digit."""
+    X = np.stack([p.pixels for p in prepared]).reshape(len(prepared), 784).astype(np.float32)
+    return X, [p.reason for p in prepared]
 
 
 async def disconnected(request: Request) -> None:
@@ -145,13 +152,20 @@ class Batcher:
                     future.set_result(result)
 
 
-def answer(P: np.ndarray, version: str) -> dict[str, Any]:
-    """The JSON answer: each digit, its probability vector, the model version."""
-    observe_answers(P)
+def answer(P: np.ndarray, reasons: list[str | None], model: OnnxModel) -> dict[str, Any]:
+    """The JSON answer: digits and probabilities (null: no digit), reasons, low_confidence."""
+    answers = answer_rows(P, reasons, model.threshold)
+    observe_answers(answers)
+    digits, probabilities = answers.digits.tolist(), P.tolist()
+    if not answers.answered.all():  # rare: only then a pass in Python over the images
+        for i in np.flatnonzero(~answers.answered).tolist():
+            digits[i] = probabilities[i] = None
     return {
-        "digits": P.argmax(axis=1).tolist(),
-        "probabilities": P.tolist(),
-        "model_version": version,
+        "digits": digits,
+        "probabilities": probabilities,
+        "reasons": reasons,
+        "low_confidence": answers.low.tolist(),
+        "model_version": model.version,
     }
 
 
@@ -203,8 +217,12 @@ class ImagesForm(bentoml.IODescriptor):
 class AnswerJSON(bentoml.IODescriptor):
     """The answer of both prediction routes, serialized by orjson."""
 
-    digits: list[int] = []
-    probabilities: list[list[float]] = []
+    digits: list[int | None] = []
+    # Rows of 10 floats, null for an image with no digit: BentoML's client reads a nullable
+    # list as a list and fails on the null, so it is declared loosely here (openapi.py is exact).
+    probabilities: list[Any] = []
+    reasons: list[str | None] = []
+    low_confidence: list[bool] = []
     model_version: str = ""
     error: str | None = None
 
@@ -268,7 +286,7 @@ class Digits:
             X = to_pixels(pixels, self.settings.max_images)
         except InputError as err:
             return refuse(ctx, "/predict", err)
-        return answer(await self.batch(X), self.model.version)
+        return answer(await self.batch(X), no_digit_reasons(X, None), self.model)
 
     @bentoml.api(input_spec=ImagesForm, output_spec=AnswerJSON)
     async def predict_image(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any]:
@@ -276,13 +294,15 @@ class Digits:
         try:
             files = [path.read_bytes() for path in images]
             check_count(len(files), self.settings.max_images)
-            X = await self.decode(files, ctx.request)
+            X, reasons = await self.decode(files, ctx.request)
         except (InputError, ImageError) as err:
             return refuse(ctx, "/predict_image", err)
-        return answer(await self.batch(X), self.model.version)
+        return answer(await self.batch(X), reasons, self.model)
 
-    async def decode(self, images: list[bytes], request: Request) -> np.ndarray:
-        """Image bytes -> float32 (N, 784), in the pool; dropped if the client goes away."""
+    async def decode(
+        self, images: list[bytes], request: Request
+    ) -> tuple[np.ndarray, list[str | None]]:
+        """Image bytes -> float32 (N, 784) and reasons for no digit; dropped if the client goes."""
         s, run = self.settings, in_pool(POOL)
         small = sum(map(len, images)) <= INLINE_BYTES  # a few small files: headers read in µs
         total = header_pixels(images, s.max_image_pixels) if small else None
@@ -292,20 +312,19 @@ class Digits:
             error = f"images too large: {total} pixels in all (limit {s.max_request_pixels})"
             raise InputError(error, 413)
         if small and total <= INLINE_PIXELS:  # a thread hop would cost more than the decoding
-            digits = [prepare_image(i, data, s.max_image_pixels) for i, data in enumerate(images)]
-            return np.stack(digits).reshape(len(images), 784).astype(np.float32)
-        jobs = [run(prepare_image, i, data, s.max_image_pixels) for i, data in enumerate(images)]
+            return stacked([prepare_image(i, d, s.max_image_pixels) for i, d in enumerate(images)])
+        jobs = [run(prepare_image, i, d, s.max_image_pixels) for i, d in enumerate(images)]
         everything, gone = asyncio.gather(*jobs), asyncio.ensure_future(disconnected(request))
         try:
             await asyncio.wait({everything, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not everything.done():
                 raise InputError("client went away while its images were decoded", 499)
-            digits = everything.result()  # each (28, 28)
+            prepared = everything.result()
         finally:  # on refusal, timeout or disconnect: images not yet started are never decoded
             gone.cancel()
             for job in jobs:
                 job.cancel()
-        return np.stack(digits).reshape(len(images), 784).astype(np.float32)
+        return stacked(prepared)
 
     def info(self) -> dict[str, Any]:
         """Model metadata and the ONNX Runtime provider in use."""
@@ -313,6 +332,8 @@ class Digits:
             "provider": self.model.provider,
             "verified": self.verified,
             "version": self.model.version,
+            "confidence_threshold": str(self.model.threshold),  # in use: the model's or default
+            "deskew": str(self.model.deskew).lower(),
             **self.model.metadata,
         }
 
@@ -341,9 +362,11 @@ class PredictionRoutes:
         try:
             if path == "/predict":
                 X = await read_pixels(request, SETTINGS.max_images, in_pool(POOL))
+                reasons = no_digit_reasons(X, None)
             else:
-                X = await service.decode(await read_images(request, SETTINGS.max_images), request)
-            result = answer(await service.batch(X), service.model.version)
+                images = await read_images(request, SETTINGS.max_images)
+                X, reasons = await service.decode(images, request)
+            result = answer(await service.batch(X), reasons, service.model)
         except (InputError, ImageError) as err:
             status, result = getattr(err, "status", 400), {"error": str(err)}
             log_refusal(path, status, str(err))

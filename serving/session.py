@@ -18,11 +18,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from digits.images import upright_rows
+
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 PROVIDERS = ("auto", "cuda", "cpu")
+# Metadata the pipeline may write into the model: the top probability under which an answer is
+# flagged as low confidence (chosen on dev), and whether it was trained on deskewed digits.
+THRESHOLD_KEY, DESKEW_KEY = "confidence_threshold", "deskew"
+DEFAULT_THRESHOLD = 0.5  # without the key: under 0.5, another digit may well be as likely
 
 
 class ProviderError(RuntimeError):
@@ -41,9 +47,13 @@ class OnnxModel:
     provider: str
     metadata: dict[str, str]
     version: str
+    threshold: float = DEFAULT_THRESHOLD  # answers under it are flagged as low confidence
+    deskew: bool = False  # inputs are deskewed (digits.images.upright) before the model
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Float32 (N, 784) pixels 0–255 -> (logits, probabilities), each (N, 10)."""
+        if self.deskew:  # a model trained on deskewed digits sees every input deskewed
+            pixels = upright_rows(pixels)
         logits, probabilities = self.session.run(["logits", "probabilities"], {"pixels": pixels})
         return logits, probabilities
 
@@ -118,4 +128,22 @@ def load_model(path: Path | str, provider: str = "auto", threads: int | None = N
         log.warning("CUDA unavailable (%s); running on %s", problem or "session refused it", used)
     log.info("loaded %s on %s", path, used)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
-    return OnnxModel(session, used, metadata, metadata.get("model_version", "unknown"))
+    version = metadata.get("model_version", "unknown")
+    return OnnxModel(session, used, metadata, version, *answer_settings(metadata, path))
+
+
+def answer_settings(metadata: dict[str, str], path: Path | str) -> tuple[float, bool]:
+    """The confidence threshold and deskew flag in the model's metadata (else the defaults)."""
+    try:
+        threshold = float(metadata.get(THRESHOLD_KEY, DEFAULT_THRESHOLD))
+    except ValueError:
+        threshold = -1.0
+    if not 0 <= threshold <= 1:
+        error = (
+            f"metadata {THRESHOLD_KEY} must be a probability 0–1, not {metadata[THRESHOLD_KEY]!r}"
+        )
+        raise ModelError(f"{path}: {error}")
+    deskew = metadata.get(DESKEW_KEY, "false").lower()
+    if deskew not in ("true", "false"):
+        raise ModelError(f"{path}: metadata {DESKEW_KEY} must be true or false, not {deskew!r}")
+    return threshold, deskew == "true"

@@ -74,7 +74,9 @@ def checksums_file(mnist_dir: Path, tmp_path: Path) -> Path:
     return path
 
 
-def write_linear_onnx(path: Path, seed: int = 0, version: str = "test") -> Path:
+def write_linear_onnx(
+    path: Path, seed: int = 0, version: str = "test", metadata: dict[str, str] | None = None
+) -> Path:
     """A linear softmax classifier with the digits.onnx contract (pixels -> logits, probs)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -99,7 +101,12 @@ def write_linear_onnx(path: Path, seed: int = 0, version: str = "test") -> Path:
     model.ir_version = 8
     helper.set_model_props(
         model,
-        {"model_name": "digits", "model_version": version, "classes": json.dumps(list(range(10)))},
+        {
+            "model_name": "digits",
+            "model_version": version,
+            "classes": json.dumps(list(range(10))),
+            **(metadata or {}),
+        },
     )
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)

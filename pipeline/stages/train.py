@@ -27,7 +27,7 @@ from pipeline.network import MLP, ModelParams, build_mlp, save_checkpoint
 from pipeline.options import params_option, path_option, prepared_option
 from pipeline.pictures import first_layer_images, hidden_codes, project_pca
 from pipeline.run_log import write_run_log
-from pipeline.training import Data, TrainParams, evaluate, fit, load_data
+from pipeline.training import Data, TrainParams, evaluate, fit, load_data, take_subset
 
 WEIGHT_IMAGES = 32  # first-layer units drawn as 28×28 images
 PCA_IMAGES = 2000  # dev images whose hidden codes the report plots
@@ -45,6 +45,7 @@ def run_stage(
     diagnostics = load_group(DiagnosticsParams, "diagnostics", params_file)
     seed_everything(base.seed)
     train, dev, transform = load_data(prepared)
+    train = take_subset(train, params.subset, base.seed)
     model = build_mlp(model_params, transform)
     with Live("dvclive", resume=resume, dvcyaml=None, save_dvc_exp=False) as live:
         history = fit(

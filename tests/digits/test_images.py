@@ -238,15 +238,40 @@ def test_contrast_of_exactly_the_threshold_is_still_a_digit() -> None:
     assert not to_mnist(seven(ink=200 - MIN_CONTRAST + 1, paper=200)).any()
 
 
-def test_faint_ink_counts_for_the_box_from_the_ink_threshold_up() -> None:
-    def with_dot(level: int) -> np.ndarray:
-        pixels = np.zeros((100, 100), np.uint8)
-        pixels[10:90, 45:55] = 255  # a bar 80 tall
-        pixels[50, 5] = level  # a faint speck far to its left
-        return to_mnist(Image.fromarray(pixels))
+def bar_with(mark: tuple[slice, slice], level: int = 255) -> np.ndarray:
+    """to_mnist of a bar 80 tall with a mark (rows, columns) far to its left."""
+    pixels = np.zeros((100, 100), np.uint8)
+    pixels[10:90, 45:55] = 255
+    pixels[mark] = level
+    return to_mnist(Image.fromarray(pixels))
 
-    assert not np.array_equal(with_dot(INK), with_dot(0))  # the speck widens the box
-    np.testing.assert_array_equal(with_dot(INK - 1), with_dot(0))
+
+BAR = bar_with((slice(0, 0), slice(0, 0)))
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [
+        (slice(50, 51), slice(5, 6)),  # a speck
+        (slice(50, 52), slice(5, 6)),  # a pair
+        (slice(50, 54), slice(5, 9)),  # a blob of 16 pixels: 0.8 % of the ink, apart from it
+        (slice(95, 97), slice(46, 50)),  # the same below the bar
+    ],
+)
+def test_dust_apart_from_the_digit_is_dropped(mark: tuple[slice, slice]) -> None:
+    np.testing.assert_array_equal(bar_with(mark), BAR)
+
+
+def test_a_stroke_apart_from_the_rest_is_kept() -> None:
+    assert not np.array_equal(bar_with((slice(10, 14), slice(5, 40))), BAR)  # a 5's top bar
+
+
+def test_faint_ink_counts_for_the_box_from_the_ink_threshold_up() -> None:
+    strip = (slice(20, 80), slice(5, 9))  # 240 pixels: no dust
+    # Ink is stretched from the paper's noise threshold (4 levels) to the strokes' level (255).
+    faint = next(level for level in range(256) if (level - 4) * 255 / 251 >= INK)
+    assert not np.array_equal(bar_with(strip, faint), BAR)  # the strip widens the box
+    np.testing.assert_array_equal(bar_with(strip, faint - 1), BAR)
 
 
 def test_solid_square_becomes_an_exact_20_pixel_block_centred_in_28() -> None:

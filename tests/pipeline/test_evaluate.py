@@ -15,7 +15,16 @@ from click.testing import CliRunner
 from sklearn.metrics import confusion_matrix
 
 from digits.cli import cli
-from pipeline.network import MLP, ModelParams, NetSpec, build_mlp, save_checkpoint
+from pipeline.metrics import flagged_figures, low_confidence_threshold, softmax
+from pipeline.network import (
+    MLP,
+    ModelParams,
+    NetSpec,
+    build_mlp,
+    load_checkpoint,
+    predict_logits,
+    save_checkpoint,
+)
 from pipeline.stages.evaluate import SPLITS, EvaluateParams, diagnose
 from pipeline.training import TrainParams, fit
 from pipeline.training_figures import DIAGNOSTIC_FIGURES
@@ -285,3 +294,25 @@ def test_report_refuses_figures_holding_foreign_files_and_writes_nothing(workspa
     assert len(result.output.strip().splitlines()) == 1
     assert sorted(p.name for p in (reports / "figures").iterdir()) == ["logo.svg"]
     assert not (reports / "report.md").exists()
+
+
+def test_low_confidence_threshold_is_chosen_on_dev_and_its_figures_hold_on_each_split(
+    workspace, evaluated
+):
+    summary = json.loads((evaluated / "evaluate.json").read_text(), parse_constant=float.__call__)
+    detail = json.loads((evaluated / "evaluate" / "detail.json").read_text())
+    for name in ("dense", "compressed"):
+        flags = detail[name]["low_confidence"]
+        model = load_checkpoint(workspace[name])[0]
+        probs = {}
+        for split in SPLITS:
+            with np.load(workspace["prepared"] / f"{split}.npz") as f:
+                x, y = f["x"], f["y"]
+            probs[split] = softmax(predict_logits(model, x).astype(np.float64))
+            expected = flagged_figures(probs[split], y, flags["threshold"])
+            assert flags[split] == pytest.approx(expected, nan_ok=True)
+            if split == "dev":
+                rule = EvaluateParams().flag_accuracy
+                assert flags["threshold"] == low_confidence_threshold(probs[split], y, rule)
+        assert summary[name]["confidence_threshold"] == flags["threshold"]
+        assert summary[name]["test_flagged_share"] == flags["test"]["flagged_share"]

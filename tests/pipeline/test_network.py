@@ -134,6 +134,7 @@ def test_the_network_takes_raw_pixels_through_the_fitted_transform(transform, pi
         ("xavier_uniform", lambda fan_in, fan_out: (2 / (fan_in + fan_out)) ** 0.5),
         ("lecun_normal", lambda fan_in, fan_out: (1 / fan_in) ** 0.5),
         ("lecun_uniform", lambda fan_in, fan_out: (1 / fan_in) ** 0.5),
+        ("small_normal", lambda fan_in, fan_out: 0.01),  # the deliberately bad one
     ],
 )
 def test_init_schemes_give_their_textbook_weight_spread(scheme, std):

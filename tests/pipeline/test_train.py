@@ -19,7 +19,7 @@ from pipeline.compression import effective_weight
 from pipeline.config import ParamError, parse_group
 from pipeline.network import Activation, ModelParams, build_mlp, load_checkpoint
 from pipeline.optim import OPTIMIZERS, SCHEDULES, lr_lambda, make_optimizer
-from pipeline.training import TrainParams, data_loss, evaluate, fit
+from pipeline.training import TrainParams, data_loss, evaluate, fit, take_subset
 from pipeline.transform import AffineTransform
 from tests.conftest import make_digits
 
@@ -392,3 +392,17 @@ def test_digits_train_killed_mid_run_resumes_to_the_uninterrupted_checkpoint(dat
     resumed, _ = load_checkpoint(tmp_path / "models/mlp.pt")
     for key, value in expected.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_a_train_subset_is_a_seeded_share_in_order_and_the_whole_split_is_untouched():
+    x, y = split(200, 3)
+    assert take_subset((x, y), 1.0, seed=0)[0] is x  # the default: byte-identical training
+    sx, sy = take_subset((x, y), 0.25, seed=0)
+    assert len(sy) == 50
+    rows = [int(np.flatnonzero((x == row).all(axis=1))[0]) for row in sx]
+    assert rows == sorted(rows) and len(set(rows)) == 50  # distinct rows, original order
+    np.testing.assert_array_equal(sy, y[rows])
+    np.testing.assert_array_equal(take_subset((x, y), 0.25, seed=0)[0], sx)
+    assert not np.array_equal(take_subset((x, y), 0.25, seed=1)[0], sx)
+    with pytest.raises(ParamError, match=r"train.subset must be in \(0, 1\]"):
+        parse_group(TrainParams, "train", {"subset": 0.0})

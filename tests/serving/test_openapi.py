@@ -62,6 +62,10 @@ def test_document_states_the_contract(url: str) -> None:
         error = predict["responses"][status]["content"]["application/json"]["schema"]
         assert error == {"$ref": "#/components/schemas/Error"}
     assert document["components"]["schemas"]["Error"]["required"] == ["error"]
+    answer = document["components"]["schemas"]["Answer"]
+    assert {"reasons", "low_confidence"} <= set(answer["required"])
+    for field in ("digits", "probabilities", "reasons"):  # null for an image with no digit
+        assert answer["properties"][field]["items"]["nullable"] is True
 
 
 def test_schemathesis_finds_nothing(url: str, tmp_path: Path) -> None:

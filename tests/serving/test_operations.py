@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from digits.images import load_image, to_mnist
+from digits.images import load_image, prepare
 from tests.conftest import write_linear_onnx
 from tests.serving.conftest import running_server
 
@@ -37,7 +37,7 @@ def png(array: np.ndarray) -> bytes:
 def test_metrics_after_a_few_requests(tmp_path: Path) -> None:
     model = write_linear_onnx(tmp_path / "digits.onnx", seed=5)
     pixels = np.random.default_rng(0).integers(0, 256, size=(7, 784)).astype(np.float32)
-    image = png(pixels[0].reshape(28, 28).astype(np.uint8))
+    image = png(pixels[0].reshape(28, 28).astype(np.uint8))  # as a picture, noise: no digit
     with running_server(model, tmp_path / "server.log") as url:
         assert httpx.post(f"{url}/predict", json={"pixels": pixels[:3].tolist()}).is_success
         assert httpx.post(f"{url}/predict", json={"pixels": pixels[3:].tolist()}).is_success
@@ -46,15 +46,14 @@ def test_metrics_after_a_few_requests(tmp_path: Path) -> None:
         assert httpx.post(f"{url}/predict", json={"pixels": []}).status_code == 400
         m = samples(url)
     # The oracle: the same model on the same pixels, in a separate session.
-    from_image = to_mnist(load_image(image)).reshape(1, 784).astype(np.float32)
+    assert prepare(load_image(image)).reason is not None
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    P = session.run(
-        ["probabilities"], {"pixels": np.concatenate([pixels, from_image, from_image])}
-    )[0]
+    P = session.run(["probabilities"], {"pixels": pixels})[0]
     by_digit = [m[f'digits_predictions_total{{digit="{d}"}}'] for d in range(10)]
     assert by_digit == np.bincount(P.argmax(axis=1), minlength=10).tolist()
-    assert m['digits_predictions_total{digit="none"}'] == 0  # present before any such answer
-    assert m["digits_confidence_count"] == 9
+    assert m['digits_predictions_total{digit="none"}'] == 2  # the two noise pictures
+    assert m["digits_low_confidence_answers_total"] == int((P.max(axis=1) < 0.5).sum())
+    assert m["digits_confidence_count"] == 7  # answered digits only
     assert m["digits_confidence_sum"] == pytest.approx(P.max(axis=1).sum(), rel=1e-5)
     assert m["digits_image_decode_seconds_count"] == 2
     assert m["digits_batch_size_count"] == 3 and m["digits_batch_size_sum"] == 9

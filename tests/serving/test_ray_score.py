@@ -112,6 +112,7 @@ def inputs(tmp_path_factory) -> tuple[Path, list[Path]]:
     for i, image in enumerate(x[2980:]):
         Image.fromarray(image.reshape(28, 28)).save(pngs / f"{i:02d}.png")
     (pngs / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))  # the bad one
+    Image.new("L", (40, 40), 255).save(pngs / "blank.png")  # no digit: a reason, no digit
     model = write_linear_onnx(d / "linear.onnx")
     return model, [d / "t10k-images-idx3-ubyte", d / "more.parquet", d / "extra.npy", pngs]
 
@@ -145,9 +146,12 @@ def test_ray_engine_matches_the_local_scorer(cluster, inputs, tmp_path: Path) ->
     assert remote.returncode == 0, remote.stderr
     assert time.monotonic() - started < 90
     expected, got = read_scores(tmp_path / "local.parquet"), read_scores(out)
-    assert len(expected["source"]) == 3000 and list(got) == list(expected)
+    assert len(expected["source"]) == 3001 and list(got) == list(expected)
     assert (got["source"] == expected["source"]).all()
-    assert (got["digit"] == expected["digit"]).all()
+    assert np.array_equal(got["digit"], expected["digit"], equal_nan=True)  # NaN: no digit
+    assert (got["reason"] == expected["reason"]).all()
+    assert (got["low_confidence"] == expected["low_confidence"]).all()
+    assert sum(r is not None for r in got["reason"]) == 1  # the blank picture
     for name in ["confidence"] + [f"p{k}" for k in range(10)]:
         np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-6)
     for result in (local, remote):

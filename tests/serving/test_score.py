@@ -26,10 +26,10 @@ from onnx import numpy_helper
 from PIL import Image
 
 from digits.cli import cli
-from digits.confusion import confusion_counts
 from digits.idx import encode_idx
 from digits.images import to_mnist
-from serving.score import format_rows, summarize
+from serving.answers import Answers, answer_rows
+from serving.score import format_rows, summarize, tally
 from serving.session import cuda_problem
 from tests.conftest import make_digits
 
@@ -58,36 +58,86 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 def test_format_rows_csv_matches_probabilities_and_quotes_ids() -> None:
     probs = np.random.default_rng(0).dirichlet(np.ones(10), size=5).astype(np.float32)
     ids = np.array([b"a.idx:0", b"a.idx:1", b'odd,"name".png', b"b:3", b"c.png"], dtype="S")
-    text = format_rows(ids, probs, "csv", True).decode()
+    text = format_rows(ids, probs, answered(probs), "csv", True).decode()
     rows = list(csv.reader(io.StringIO(text)))
     assert [r[0] for r in rows] == [i.decode() for i in ids]
     assert [int(r[1]) for r in rows] == probs.argmax(axis=1).tolist()
     np.testing.assert_allclose([float(r[2]) for r in rows], probs.max(axis=1), atol=5e-7)
-    np.testing.assert_allclose(np.array([r[3:] for r in rows], float), probs, atol=5e-7)
+    np.testing.assert_allclose(np.array([r[3:13] for r in rows], float), probs, atol=5e-7)
     assert rows[0][2] == f"{probs[0].max():.6f}"
+    assert [r[13:] for r in rows] == [["", str(p < 0.5).lower()] for p in probs.max(axis=1)]
+
+
+def answered(P: np.ndarray, reasons: list[str | None] | None = None) -> Answers:
+    """The answers for probabilities P with these reasons for no digit (none by default)."""
+    return answer_rows(P, reasons or [None] * len(P), 0.5)
+
+
+def test_format_rows_leave_digit_and_probabilities_empty_where_there_is_no_digit() -> None:
+    probs = np.eye(10, dtype=np.float32)[[3, 7, 1]] * 0.6 + 0.04
+    reasons = [None, "blank: one colour", 'noise, "only"']
+    answers = answered(probs, reasons)
+    rows = list(csv.reader(io.StringIO(format_rows(IDS, probs, answers, "csv", True).decode())))
+    assert [r[1] for r in rows] == ["3", "", ""] and [r[2] for r in rows][1:] == ["", ""]
+    assert rows[1][3:13] == [""] * 10 and float(rows[0][6]) == pytest.approx(0.64)
+    assert [r[13] for r in rows] == ["", "blank: one colour", 'noise, "only"']
+    assert [r[14] for r in rows] == ["false", "false", "false"]
+    lines = format_rows(IDS, probs, answers, "jsonl", True).decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["digit"] for r in records] == [3, None, None]
+    assert records[1]["confidence"] is None and records[2]["probabilities"] is None
+    assert [r["reason"] for r in records] == reasons
+    plain = json.loads(format_rows(IDS[1:2], probs[1:2], answered(probs[1:2], reasons[1:2]),
+                                   "jsonl", False))  # fmt: skip
+    assert plain == {"source": "b", "digit": None, "confidence": None,
+                     "reason": "blank: one colour", "low_confidence": False}  # fmt: skip
+
+
+IDS = np.array([b"a", b"b", b"c"], dtype="S")
+
+
+def test_low_confidence_is_flagged_under_the_threshold() -> None:
+    probs = np.zeros((3, 10), np.float32)
+    probs[0, [2, 5, 7]] = 0.45, 0.35, 0.2  # the top probability under 0.5
+    probs[1, [2, 5]] = 0.5  # exactly at it
+    probs[2, [2, 5]] = 0.9, 0.1
+    text = format_rows(IDS, probs, answered(probs), "jsonl", False).decode()
+    assert [json.loads(line)["low_confidence"] for line in text.splitlines()] == [
+        True, False, False
+    ]  # fmt: skip
 
 
 def test_format_rows_jsonl_is_valid_json_even_for_odd_names() -> None:
     probs = np.eye(10, dtype=np.float32)[[3, 7]]
     ids = np.array([b'q"uote\\back', b"new\nline"], dtype="S")
-    lines = format_rows(ids, probs, "jsonl", True).decode().splitlines()
+    lines = format_rows(ids, probs, answered(probs), "jsonl", True).decode().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["source"] for r in records] == ['q"uote\\back', "new\nline"]
     assert [r["digit"] for r in records] == [3, 7] and records[0]["confidence"] == 1.0
     assert records[1]["probabilities"] == probs[1].tolist()
-    plain = format_rows(ids[:1].astype("S3"), probs[:1], "jsonl", False).decode()
-    assert json.loads(plain) == {"source": 'q"u', "digit": 3, "confidence": 1.0}
+    plain = format_rows(ids[:1].astype("S3"), probs[:1], answered(probs[:1]), "jsonl", False)
+    assert json.loads(plain) == {
+        "source": 'q"u', "digit": 3, "confidence": 1.0, "reason": None, "low_confidence": False
+    }  # fmt: skip
 
 
 def test_summary_counts_accuracy_and_the_worst_confusions() -> None:
     labels = np.array([4, 4, 4, 9, 9, 7, 1, 1])
     digits = np.array([9, 9, 4, 4, 9, 1, 1, 1])
-    matrix = confusion_counts(labels, digits)
+    answered = np.ones(8, bool)
+    matrix = tally(labels, digits, answered)
     assert matrix.sum() == 8 and matrix[4, 9] == 2 and np.trace(matrix) == 4
     text = summarize(matrix)
     assert text.splitlines()[0] == "accuracy 0.5000 (4/8 labelled images)"
     assert text.endswith("most confused: 4→9 (2), 7→1 (1), 9→4 (1)")
-    assert summarize(confusion_counts(labels, labels)).endswith("most confused: none")
+    assert summarize(tally(labels, labels, answered)).endswith("most confused: none")
+    answered[[2, 6]] = False  # a right answer and a right one: no digit found instead
+    matrix = tally(labels, digits, answered)
+    assert matrix[4, 10] == matrix[1, 10] == 1 and matrix[4, 4] == 0 and matrix.sum() == 8
+    assert summarize(matrix).splitlines()[:2] == [
+        "accuracy 0.2500 (2/8 labelled images)",
+        "no digit found in 2 labelled images (counted as wrong)",
+    ]
 
 
 def test_idx_with_labels_beside_matches_oracle_and_prints_accuracy(
@@ -142,7 +192,15 @@ def test_probabilities_and_labels_option(idx_pair, linear_onnx: Path, tmp_path: 
     )
     assert result.exit_code == 0, result.output
     rows = read_csv_rows(out)
-    assert list(rows[0]) == ["source", "digit", "confidence", *(f"p{i}" for i in range(10))]
+    p_columns = [f"p{i}" for i in range(10)]
+    assert list(rows[0]) == [
+        "source",
+        "digit",
+        "confidence",
+        *p_columns,
+        "reason",
+        "low_confidence",
+    ]
     probs = np.array([[float(r[f"p{i}"]) for i in range(10)] for r in rows])
     np.testing.assert_allclose(probs, oracle(linear_onnx, x), atol=1e-5)
     assert "accuracy" in result.stdout

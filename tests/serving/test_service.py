@@ -111,12 +111,28 @@ def ctx() -> Iterator[bentoml.Context]:
 
 
 def test_service_class_predict(service: Any, ctx: bentoml.Context) -> None:
-    pixels = np.full((2, 784), 128.0, np.float32)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 784)).astype(np.float32)
     answer = asyncio.run(service.predict(pixels.tolist(), ctx))
     expected = service.model.predict(pixels)[1]
     np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
     assert answer["digits"] == expected.argmax(axis=1).tolist()
+    assert answer["reasons"] == [None, None]
+    assert answer["low_confidence"] == (expected.max(axis=1) < 0.5).tolist()
     assert answer["model_version"] == "test"
+
+
+def test_service_class_answers_blank_pixel_rows_with_no_digit(
+    service: Any, ctx: bentoml.Context
+) -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 784)).astype(np.float32)
+    pixels[1] = 128  # one colour: no digit
+    answer = asyncio.run(service.predict(pixels.tolist(), ctx))
+    expected = service.model.predict(pixels)[1]
+    assert answer["digits"][1] is None and answer["probabilities"][1] is None
+    assert answer["reasons"][1].startswith("blank")
+    assert answer["low_confidence"][1] is False
+    assert [answer["digits"][i] for i in (0, 2)] == expected[[0, 2]].argmax(axis=1).tolist()
+    assert answer["reasons"][0] is None and answer["reasons"][2] is None
 
 
 def test_service_class_refusal_sets_status(service: Any, ctx: bentoml.Context) -> None:

@@ -61,7 +61,7 @@ class EvaluateParams:
     worst_errors: int = 25
     # Low confidence: the threshold is chosen on dev so that the answers below it are right at
     # most this often; export writes it into the model, serving and score flag such answers.
-    flag_accuracy: float = 0.5
+    flag_accuracy: float = metrics.FLAG_ACCURACY
 
     def __post_init__(self) -> None:
         require(0 <= self.bayes_error < 1, "evaluate.bayes_error", "must be in [0, 1)")

@@ -94,9 +94,12 @@ def params_digest(params_file: Path) -> str:
 
 
 def read_recorded(evaluate_file: Path, compress_file: Path, choice: str) -> dict[str, float]:
-    """Dev/test accuracy (evaluate.json) and sparsity (compress.json) recorded for the model."""
+    """Dev/test accuracy and the low-confidence threshold (evaluate.json), and sparsity
+    (compress.json), recorded for the model."""
     evaluated = json.loads(evaluate_file.read_text()).get(choice, {})
-    recorded = {key: evaluated.get(key) for key in ("dev_accuracy", "test_accuracy")}
+    # confidence_threshold: chosen on dev by evaluate; serving flags answers below it.
+    keys = ("dev_accuracy", "test_accuracy", "confidence_threshold")
+    recorded = {key: evaluated.get(key) for key in keys}
     if choice == "compressed":
         recorded["sparsity"] = json.loads(compress_file.read_text()).get("sparsity")
     else:
@@ -105,6 +108,12 @@ def read_recorded(evaluate_file: Path, compress_file: Path, choice: str) -> dict
     if missing:
         raise click.ClickException(f"no {choice} {missing[0]} recorded in {evaluate_file}")
     return recorded
+
+
+def read_flags(evaluate_file: Path, choice: str) -> dict[str, float]:
+    """Share and accuracy of the test answers the recorded threshold flags (evaluate.json)."""
+    evaluated = json.loads(evaluate_file.read_text()).get(choice, {})
+    return {key: evaluated.get(f"test_{key}") for key in ("flagged_share", "flagged_accuracy")}
 
 
 def median_seconds(session: ort.InferenceSession, x: np.ndarray, repeats: int) -> float:
@@ -160,8 +169,13 @@ def check_parity(report: dict, tolerance: float) -> None:
         )
 
 
-def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any]) -> dict:
-    """Export, quantize and verify the checkpoint; write both ONNX files and the card together."""
+def export(
+    paths: ExportPaths, params: ExportParams, provenance: dict[str, Any], flags: dict[str, float]
+) -> dict:
+    """Export, quantize and verify the checkpoint; write both ONNX files and the card together.
+
+    `flags`: what the recorded low-confidence threshold flags on test, for the card.
+    """
     model, _ = load_checkpoint(paths.checkpoint)
     x, y = read_split(paths.test)
     proto = build_onnx(model, params.opset)
@@ -178,6 +192,7 @@ def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any])
         quantize_int8(proto, int8, params.per_channel, params.weight_type)
         report = {"model": params.model, "opset": params.opset, **verify(model, fp32, int8, x, y)}
         report["metadata"] = props
+        report["low_confidence"] = flags
         report["deployed"] = deployed_size(inference_ready(model))  # what the graph computes
         check_parity(report, params.max_prob_diff)
         version = props["model_version"]
@@ -222,7 +237,7 @@ def export_command(
         "test_sha256": sha256_file(paths.test),
         "package_version": __version__,
     }
-    result = export(paths, config, provenance)
+    result = export(paths, config, provenance, read_flags(evaluate, config.model))
     write_json(report, result)
     # Timings differ between runs of the same inputs: a run log, not part of the metrics.
     x, _ = read_split(paths.test)

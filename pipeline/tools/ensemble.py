@@ -31,7 +31,7 @@ from pipeline.ensemble import (
     build_ensemble_onnx,
     ensemble_probabilities,
 )
-from pipeline.metrics import accuracy
+from pipeline.metrics import FLAG_ACCURACY, accuracy, low_confidence_threshold
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
 from pipeline.onnx_model import (
     compare,
@@ -149,6 +149,12 @@ def ensemble_command(params_file: Path, prepared: Path, out: Path, report: Path)
         "ensemble": f"{params.members} members by seed, {params.combine}",
         "dev_accuracy": table["dev_accuracy"],
         "test_accuracy": table["test_accuracy"],
+        # chosen on dev by evaluate's default rule, as one model's is; serving flags below it
+        "confidence_threshold": low_confidence_threshold(
+            ensemble_probabilities(Ensemble(members, params.combine), splits.dev[0]),
+            splits.dev[1],
+            FLAG_ACCURACY,
+        ),
     }
     exported = export_ensemble(members, params, splits.test, out, provenance)
     write_json(report, {"combine": params.combine, **table, "onnx": exported})

@@ -21,6 +21,7 @@ COMMANDS = {
     "prepare": "pipeline.stages.prepare:prepare_command",
     "gradcheck": "pipeline.tools.gradcheck:gradcheck_command",
     "lr-find": "pipeline.tools.lr_find:lr_find_command",
+    "ensemble": "pipeline.tools.ensemble:ensemble_command",
     "search": "pipeline.tools.search:search_command",
     "study": "pipeline.tools.study:study_command",
     "train": "pipeline.stages.train:train_command",

@@ -164,28 +164,52 @@ def unit_scores(model: MLP, index: int) -> torch.Tensor:
     return incoming * W_out.norm(dim=0)  # (units,)
 
 
+def residual_groups(skips: tuple[bool, ...]) -> list[list[int]]:
+    """Hidden layers joined by skip connections: each group shares one residual stream."""
+    groups: list[list[int]] = []
+    for i, skip in enumerate(skips):
+        if skip:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 def shrink_hidden(model: MLP, fraction: float) -> MLP:
-    """A copy with `fraction` of each hidden layer's units removed, lowest score first."""
+    """A copy with `fraction` of each hidden layer's units removed, lowest score first.
+
+    Layers joined by skip connections add their units coordinate by coordinate, so they keep
+    the same units: those with the highest score summed over the group.
+    """
     if any(prune.is_pruned(linear) for linear in model.linears()):
         raise ValueError("shrink_hidden needs an unmasked model: shrink before magnitude pruning")
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    widths = []
-    for i, width in enumerate(model.spec.hidden):
+    widths = list(model.spec.hidden)
+    for group in residual_groups(model.spec.skips()):
+        width = widths[group[0]]
         keep_n = max(1, width - int(fraction * width))
-        keep = unit_scores(model, i).topk(keep_n).indices.sort().values  # (keep_n,)
-        widths.append(keep_n)
-        pieces = model.blocks[i].linear.out_features // width
-        rows = (keep[:, None] * pieces + torch.arange(pieces)).flatten()  # maxout piece rows
-        for key in [k for k in state if k.startswith(f"blocks.{i}.")]:
-            if key.endswith("num_batches_tracked"):
-                continue
-            state[key] = state[key][keep] if ".act." in key else state[key][rows]
-        last = i + 1 == len(model.spec.hidden)
-        nxt = "head.weight" if last else f"blocks.{i + 1}.linear.weight"
-        state[nxt] = state[nxt][:, keep]
+        score = sum(unit_scores(model, i) for i in group)
+        keep = score.topk(keep_n).indices.sort().values  # (keep_n,)
+        for i in group:
+            widths[i] = keep_n
+            drop_units(state, model, i, keep)
     shrunk = MLP(dataclasses.replace(model.spec, hidden=tuple(widths)))
     shrunk.load_state_dict(state)
     return shrunk.train(model.training)
+
+
+def drop_units(state: dict[str, torch.Tensor], model: MLP, index: int, keep: torch.Tensor) -> None:
+    """Keep units `keep` of hidden layer `index` in `state`: its rows, the next layer's columns."""
+    width = model.spec.hidden[index]
+    pieces = model.blocks[index].linear.out_features // width
+    rows = (keep[:, None] * pieces + torch.arange(pieces)).flatten()  # maxout piece rows
+    for key in [k for k in state if k.startswith(f"blocks.{index}.")]:
+        if key.endswith("num_batches_tracked"):
+            continue
+        state[key] = state[key][keep] if ".act." in key else state[key][rows]
+    last = index + 1 == len(model.spec.hidden)
+    nxt = "head.weight" if last else f"blocks.{index + 1}.linear.weight"
+    state[nxt] = state[nxt][:, keep]
 
 
 def fold_batchnorm(model: MLP) -> MLP:

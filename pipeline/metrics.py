@@ -6,6 +6,9 @@ import numpy as np
 
 from digits.confusion import confusion_counts
 
+# Low confidence by default: answers below the threshold are right at most half the time on dev.
+FLAG_ACCURACY = 0.5
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, numerically stable: (N, C) -> (N, C)."""
@@ -81,6 +84,39 @@ def confident_errors(probs: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     confidence = probs[wrong, predicted[wrong]]
     order = np.argsort(-confidence, kind="stable")
     return wrong[order[:k]]
+
+
+def low_confidence_threshold(probs: np.ndarray, y: np.ndarray, max_accuracy: float) -> float:
+    """The confidence below which answers are right at most `max_accuracy` of the time.
+
+    Ranks answers by confidence and takes the largest set of least confident ones whose
+    accuracy is at most `max_accuracy`; the threshold sits between that set and the next
+    answer, so `confidence < threshold` flags exactly the set. 0.0 (flag nothing) when no
+    such set exists.
+    """
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y
+    order = np.argsort(confidence, kind="stable")
+    ranked = confidence[order]
+    hits = np.cumsum(correct[order])
+    fits = np.flatnonzero(hits <= max_accuracy * np.arange(1, len(y) + 1))
+    if not fits.size:
+        return 0.0
+    last = fits[-1]
+    if last + 1 == len(y):
+        return float(np.nextafter(ranked[last], np.inf))
+    return float((ranked[last] + ranked[last + 1]) / 2)
+
+
+def flagged_figures(probs: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
+    """Share of answers below `threshold`, and the accuracy of flagged and unflagged answers."""
+    flagged = probs.max(axis=1) < threshold
+    correct = probs.argmax(axis=1) == y
+    return {
+        "flagged_share": float(flagged.mean()) if len(y) else float("nan"),
+        "flagged_accuracy": float(correct[flagged].mean()) if flagged.any() else float("nan"),
+        "unflagged_accuracy": float(correct[~flagged].mean()) if (~flagged).any() else float("nan"),
+    }
 
 
 def summarize(logits: np.ndarray, y: np.ndarray, bins: int = 15) -> dict:

@@ -5,6 +5,7 @@ Rendered by the `export` stage (`digits export`) from its report; nothing here r
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,23 @@ unless that would make the model larger, so the file takes raw pixels.
 | preprocessing map | {preprocess_map} |
 | multiply-adds per image (nonzero weights + map) | {macs:,} |
 | int8 test accuracy | {int8_accuracy:.4f} |
+| low-confidence threshold (chosen on dev) | {threshold:.4f} |
+| test answers below it / their accuracy | {flagged_share:.2%} / {flagged_accuracy} |
+
+Answers whose confidence is below the threshold are flagged `low_confidence` by the service
+and `digits score`. The threshold is chosen on dev, never test: the largest set of least
+confident dev answers that are right at most `evaluate.flag_accuracy` of the time (0.5 by
+default: a flagged answer is a coin toss or worse on MNIST) is flagged.
 
 ## Limitations
 - Trained on MNIST only: digits written by US Census staff and students, size-normalised and
   centred. Off-centre, rotated, thick or photographed digits, or dark ink on a light
   background, are out of distribution and score worse; invert and centre them first.
-- Always answers one of 0–9: letters, blank images or noise still get a (confident) digit.
-  There is no reject option; the probabilities are only as calibrated as they are on MNIST.
+- The network itself always answers one of 0–9. Pictures sent through the image path
+  (`/predict_image`, `digits score` on image files) that hold no digit (blank, one colour,
+  noise, too little ink) are answered "no digit" before the network runs; a letter or other
+  drawing still gets a digit, often flagged low-confidence. The probabilities are only as
+  calibrated as they are on MNIST.
 - The int8 variant trades a little accuracy for size; check its figures above before use.
   Its speed depends on the CPU: `python bench/onnx_latency.py` measures it on yours.
 
@@ -85,9 +96,15 @@ def describe_map(entries: int) -> str:
     return f"its own MatMul, {entries:,} entries (folding it would make the model larger)"
 
 
+def describe_share(share: float | None) -> str:
+    """A share as a percentage, or a dash when there is none (nothing was flagged)."""
+    return "—" if share is None or math.isnan(share) else f"{share:.2%}"
+
+
 def render_card(report: dict[str, Any], onnx_path: Path, int8_path: Path) -> str:
     """The model card's Markdown, from the export report and its metadata."""
     meta, int8, size = report["metadata"], report["int8"], report["deployed"]
+    flags = report["low_confidence"]
     return CARD.format(
         name=meta["model_name"],
         version=meta["model_version"],
@@ -110,4 +127,7 @@ def render_card(report: dict[str, Any], onnx_path: Path, int8_path: Path) -> str
         preprocess_map=describe_map(size["preprocess_map_entries"]),
         macs=size["macs_per_image"],
         int8_accuracy=int8["test_accuracy"],
+        threshold=float(meta["confidence_threshold"]),
+        flagged_share=flags["flagged_share"],
+        flagged_accuracy=describe_share(flags["flagged_accuracy"]),
     )

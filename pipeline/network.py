@@ -1,8 +1,9 @@
 """The MLP: frozen preprocessing buffers in front, hidden blocks, a linear head; and checkpoints.
 
-A block is Linear -> BatchNorm1d (optional) -> activation -> Dropout. A checkpoint carries
-the NetSpec that rebuilds the network exactly, so pruned (narrower) and folded (no BN,
-no preprocessing) networks load through the same code.
+A block is Linear -> BatchNorm1d (optional) -> activation -> Dropout. With `residual`, a block
+whose input is as wide as its output adds its input back (x + block(x), He et al. 2016). A
+checkpoint carries the NetSpec that rebuilds the network exactly, so pruned (narrower) and
+folded (no BN, no preprocessing) networks load through the same code.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ Activation = Literal[
     "sigmoid",
     "tanh",
     "relu",
+    "noisy_relu",
     "leaky_relu",
     "prelu",
     "elu",
@@ -60,9 +62,15 @@ class ModelParams:
     batchnorm: bool = True
     dropout: float | tuple[float, ...] = 0.2
     init: Init = "he_normal"
+    init_gain: float = 1.0  # every initial Linear weight times this (> 1: the exploding demo)
+    init_bias: float = 0.0  # every initial Linear bias (large negative: the dead-ReLU demo)
+    residual: bool = False  # skip connections between consecutive hidden layers of equal width
+    noise_std: float = 0.5  # noisy_relu: std of the noise on the pre-activation (BN: unit variance)
 
     def __post_init__(self) -> None:
         require(all(w >= 1 for w in self.hidden), "model.hidden", "widths must be >= 1")
+        require(self.noise_std >= 0, "model.noise_std", "must be >= 0")
+        require(self.init_gain > 0, "model.init_gain", "must be > 0")
         require(self.maxout_pieces >= 2, "model.maxout_pieces", "must be >= 2")
         rates = self.dropout_rates()
         require(
@@ -91,6 +99,8 @@ class NetSpec:
     batchnorm: bool
     dropout: tuple[float, ...]
     preprocess: bool = True  # False once the transform is folded into the first Linear
+    residual: bool = False
+    noise_std: float = 0.0
 
     @classmethod
     def from_params(cls, params: ModelParams, features: int) -> NetSpec:
@@ -103,7 +113,14 @@ class NetSpec:
             maxout_pieces=params.maxout_pieces,
             batchnorm=params.batchnorm,
             dropout=params.dropout_rates(),
+            residual=params.residual,
+            noise_std=params.noise_std if params.activation == "noisy_relu" else 0.0,
         )
+
+    def skips(self) -> tuple[bool, ...]:
+        """Per hidden layer: whether it adds its input back (residual, same width as before)."""
+        widths = (None, *self.hidden)  # the first layer's input is the features: never a skip
+        return tuple(self.residual and widths[i] == widths[i + 1] for i in range(len(self.hidden)))
 
 
 class Preprocess(nn.Module):
@@ -131,9 +148,24 @@ class Maxout(nn.Module):
         return x.amax(dim=2)
 
 
+class NoisyReLU(nn.Module):
+    """relu(x + N(0, std²)) while training, plain relu in eval mode (Nair & Hinton 2010)."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.std > 0:
+            x = x + self.std * torch.randn_like(x)
+        return torch.relu(x)
+
+
 def make_activation(spec: NetSpec, width: int) -> nn.Module:
     """The activation module named by the spec."""
     name = spec.activation
+    if name == "noisy_relu":
+        return NoisyReLU(spec.noise_std)
     if name == "leaky_relu":
         return nn.LeakyReLU(spec.leaky_slope)
     if name == "prelu":
@@ -184,12 +216,13 @@ class MLP(nn.Module):
             blocks.append(Block(spec, fan_in, width, rate))
             fan_in = width
         self.blocks = nn.ModuleList(blocks)
+        self.skips = spec.skips()
         self.head = nn.Linear(fan_in, CLASSES)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(pixels)  # (N, 784) -> (N, k)
-        for block in self.blocks:
-            x = block(x)
+        for block, skip in zip(self.blocks, self.skips, strict=True):
+            x = x + block(x) if skip else block(x)  # (N, width)
         return self.head(x)  # (N, 10)
 
     def linears(self) -> list[nn.Linear]:
@@ -203,10 +236,21 @@ def set_transform(model: MLP, transform: AffineTransform) -> None:
     model.preprocess.matrix.copy_(torch.from_numpy(np.asarray(transform.matrix, dtype=np.float32)))
 
 
-def init_weights(model: MLP, scheme: str, leaky_slope: float = 0.01) -> None:
-    """Initialise every Linear weight by the named scheme; biases start at zero."""
-    if scheme == "default":
-        return
+def init_weights(
+    model: MLP, scheme: str, leaky_slope: float = 0.01, gain: float = 1.0, bias: float = 0.0
+) -> None:
+    """Initialise every Linear weight by the named scheme, times `gain`; biases start at `bias`."""
+    if scheme != "default":
+        init_by_scheme(model, scheme, leaky_slope)
+    with torch.no_grad():
+        for linear in model.linears():
+            linear.weight.mul_(gain)
+        for block in model.blocks:  # the head's bias would only shift every logit alike
+            block.linear.bias.add_(bias)
+
+
+def init_by_scheme(model: MLP, scheme: str, leaky_slope: float) -> None:
+    """Every Linear weight drawn by the named scheme; biases zero."""
     nonlinearity = "leaky_relu" if model.spec.activation == "leaky_relu" else "relu"
     for linear in model.linears():
         W = linear.weight
@@ -234,7 +278,7 @@ def build_mlp(params: ModelParams, transform: AffineTransform) -> MLP:
     """A fresh network from params with the fitted transform in front."""
     model = MLP(NetSpec.from_params(params, features=transform.matrix.shape[1]))
     set_transform(model, transform)
-    init_weights(model, params.init, params.leaky_slope)
+    init_weights(model, params.init, params.leaky_slope, params.init_gain, params.init_bias)
     return model
 
 

@@ -1,28 +1,36 @@
 """The folded network as an ONNX graph: pixels (N, 784) 0–255 -> logits, probabilities.
 
-The export stage and the benchmarks build ONNX files through these functions; every file is
-checked by the full ONNX checker before it is written. Int8 variants come from ONNX Runtime's
-dynamic quantization.
+The export stage, the ensemble command and the benchmarks build ONNX files through these
+functions; every file is checked by the full ONNX checker before it is written, carries the
+metadata serving reads, and is checked against torch and given golden vectors the same way.
+Int8 variants come from ONNX Runtime's dynamic quantization.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 from torch import nn
 
+from digits import __version__
 from digits.atomic import atomic_path
+from digits.golden import Golden
 from pipeline.compression import (
     fold_batchnorm,
     fold_preprocess_if_smaller,
     has_batchnorm,
     plain_copy,
 )
-from pipeline.network import MLP, PIXELS
+from pipeline.network import CLASSES, MLP, PIXELS
 
 INPUT = "pixels"
 OUTPUTS = ("logits", "probabilities")
@@ -30,6 +38,7 @@ INPUT_SPEC = {"name": INPUT, "dtype": "float32", "shape": ["N", PIXELS], "range"
 # Ops that only make sense while training; an inference graph must not carry them.
 TRAINING_OPS = {"BatchNormalization", "Dropout"}
 TRAINING_DOMAIN = "ai.onnx.preview.training"
+GOLDEN_IMAGES = 16  # test images in the golden vectors, besides an all-0 and an all-255 image
 
 
 class Classifier(nn.Module):
@@ -82,13 +91,17 @@ def strip_trace_metadata(proto: onnx.ModelProto) -> None:
 
 def build_onnx(model: MLP, opset: int = 17) -> onnx.ModelProto:
     """Export the folded network to an ONNX proto with a dynamic batch axis, shapes inferred."""
-    folded = inference_ready(model)
+    return export_classifier(Classifier(inference_ready(model)), opset)
+
+
+def export_classifier(classifier: nn.Module, opset: int) -> onnx.ModelProto:
+    """Export pixels -> (logits, probabilities) to a checked-shape proto without training ops."""
     example = torch.rand(2, PIXELS) * 255  # (N, 784) raw pixels
     with warnings.catch_warnings():
         # torch.export's own internals warn about its pytree API; nothing we can change.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
         program = torch.onnx.export(
-            Classifier(folded).eval(),
+            classifier.eval(),
             (example,),
             input_names=[INPUT],
             output_names=list(OUTPUTS),
@@ -133,3 +146,47 @@ def quantize_int8(
     props["quantization"] = f"dynamic {weight_type}" + (" per channel" if per_channel else "")
     onnx.helper.set_model_props(quantized, props)
     save_onnx(quantized, path)
+
+
+def model_metadata(proto: onnx.ModelProto, provenance: dict[str, Any]) -> dict[str, str]:
+    """The metadata_props serving and people read: name, version, classes, input, provenance."""
+    digest = hashlib.sha256(proto.SerializeToString()).hexdigest()  # the graph and its weights
+    return {
+        "model_name": "digits",
+        "model_version": f"{__version__}+{digest[:12]}",
+        "classes": json.dumps(list(range(CLASSES))),
+        "input_spec": json.dumps(INPUT_SPEC),
+        **{key: str(value) for key, value in provenance.items()},
+    }
+
+
+def cpu_session(path: Path) -> ort.InferenceSession:
+    """A plain ONNX Runtime CPU session, as any user without our code would open it."""
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(
+    session: ort.InferenceSession, x: np.ndarray, batch: int = 4096
+) -> np.ndarray:
+    """Probabilities (N, 10) of raw pixels x (N, 784) from an ONNX session, in batches."""
+    chunks = [
+        session.run(["probabilities"], {INPUT: x[i : i + batch].astype(np.float32)})[0]
+        for i in range(0, len(x), batch)
+    ]
+    return np.concatenate(chunks)
+
+
+def compare(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """Max |Δprobability| and argmax agreement between two (N, 10) probability arrays."""
+    return {
+        "max_abs_prob_diff": float(np.abs(reference - other).max()),
+        "argmax_agreement": float((reference.argmax(1) == other.argmax(1)).mean()),
+    }
+
+
+def golden_vectors(path: Path, x: np.ndarray, version: str) -> Golden:
+    """The written file's own outputs on a few test images and the two extreme blank images."""
+    blank = np.zeros((1, PIXELS), np.float32)
+    pixels = np.concatenate([x[:GOLDEN_IMAGES].astype(np.float32), blank, blank + 255])
+    logits, probabilities = cpu_session(path).run(list(OUTPUTS), {INPUT: pixels})
+    return Golden(pixels, logits, probabilities, version)

@@ -55,7 +55,8 @@ OPTIMIZER_LR = {
     "adam": 0.003,
     "adamw": 0.003,
 }
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "softplus")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "noisy_relu", "leaky_relu", "prelu", "elu", "gelu")
+ACTIVATIONS += ("silu", "softplus")
 INITS = ("default", "he_uniform", "he_normal", "xavier_uniform", "xavier_normal")
 INITS += ("lecun_uniform", "lecun_normal", "small_normal")
 
@@ -121,6 +122,27 @@ STUDIES = {
                 for depth in (1, 2, 3)
                 for width in (128, 512)
             },
+        ),
+        Study(
+            "residual",
+            "Plain vs residual (x + block(x)) 64-unit MLPs at depth 6 and 10, dropout off.",
+            {
+                f"d{depth}-{kind}": {"model.hidden": [64] * depth, "model.residual": kind == "skip"}
+                for depth in (6, 10)
+                for kind in ("plain", "skip")
+            },
+            common={"model.dropout": 0.0},
+        ),
+        Study(
+            "noisy-relu",
+            "ReLU vs noisy ReLU (Gaussian noise of std model.noise_std on the pre-activation).",
+            {"relu": {"model.activation": "relu"}, "noisy": {"model.activation": "noisy_relu"}},
+        ),
+        Study(
+            "max-norm",
+            "No constraint vs max-norm 3 on each unit's incoming weights, with dropout 0.5.",
+            {"none": {}, "c3": {"train.max_norm": 3.0}},
+            common={"model.dropout": 0.5},
         ),
     )
 }

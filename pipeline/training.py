@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils import prune
 
 from digits.atomic import atomic_path
 from digits.npz import read_split
@@ -32,6 +33,10 @@ from pipeline.optim import Optimizer, Schedule, make_optimizer, make_scheduler
 from pipeline.transform import AffineTransform
 
 Data = tuple[np.ndarray, np.ndarray]
+# Called with the model as each epoch starts; the function it returns is called as the epoch
+# ends, and its dict goes into the epoch's history row under "diagnostics"
+# (pipeline.diagnostics.make_probe). Rows are saved in the resume state with the rest.
+Probe = Callable[[MLP], Callable[[], dict]]
 TorchOptimizer = torch.optim.Optimizer
 Scheduler = torch.optim.lr_scheduler.LRScheduler
 
@@ -58,6 +63,7 @@ class TrainParams:
     final_div_factor: float = 1e4  # one_cycle: ends at lr / div_factor / final_div_factor
     warmup: float = 0.0  # epochs of linear warmup (0: none)
     clip_norm: float | None = None  # max global gradient norm (null: no clipping)
+    max_norm: float | None = None  # max L2 norm of each hidden unit's incoming weights (null: none)
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     label_smoothing: float = 0.0
     early_stopping: Literal["none", "dev_loss", "dev_accuracy"] = "none"
@@ -95,6 +101,7 @@ class TrainParams:
         require(self.final_div_factor >= 1, "train.final_div_factor", "must be >= 1")
         require(self.warmup >= 0, "train.warmup", "must be >= 0")
         require(self.clip_norm is None or self.clip_norm > 0, "train.clip_norm", "must be > 0")
+        require(self.max_norm is None or self.max_norm > 0, "train.max_norm", "must be > 0")
         require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
         require(self.patience >= 1, "train.patience", "must be >= 1")
         require(self.augment_degrees >= 0, "train.augment_degrees", "must be >= 0")
@@ -127,6 +134,21 @@ def penalty(model: MLP, l1: float, l2: float = 0.0) -> torch.Tensor:
         if l2:
             total = total + 0.5 * l2 * W.pow(2).sum()
     return total
+
+
+@torch.no_grad()
+def apply_max_norm(model: MLP, max_norm: float) -> None:
+    """Scale down each hidden unit's incoming weights to L2 norm <= max_norm (Srivastava 2014).
+
+    A projection after each step, not a reparametrization: weights inside the ball train as
+    they would unconstrained. Under a pruning mask the norm is that of the weights in use.
+    """
+    for block in model.blocks:
+        linear = block.linear
+        W = linear.weight_orig if prune.is_pruned(linear) else linear.weight  # (units, fan_in)
+        used = W * linear.weight_mask if prune.is_pruned(linear) else W
+        norms = used.norm(dim=1, keepdim=True)  # (units, 1)
+        W.mul_((max_norm / norms.clamp_min(1e-12)).clamp(max=1.0))
 
 
 def augment_batch(x: torch.Tensor, params: TrainParams, gen: torch.Generator) -> torch.Tensor:
@@ -241,6 +263,7 @@ def fit(
     resume: bool = False,
     seed: int = 0,
     progress: bool = False,
+    probe: Probe | None = None,
 ) -> list[dict]:
     """Train in place (best weights restored if early stopping); per-epoch history dicts."""
     epochs = epochs or params.epochs
@@ -255,11 +278,14 @@ def fit(
         run = load_state(state_path, config, model, optimizer, scheduler, gen)
     for epoch in range(run.epoch + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
+        finish = probe(model) if probe is not None else None
         model.train()
         sums = train_epoch(model, x, y, optimizer, scheduler, gen, params, progress, epoch)
         figures = evaluate(model, dev)
         row = {"epoch": epoch, **sums, "dev_loss": figures["loss"]}
         row.update(dev_accuracy=figures["accuracy"], lr=lr)
+        if finish is not None:
+            row["diagnostics"] = finish()
         run.history.append(row)
         run.epoch = epoch
         stop = track_best(model, run, row, params)
@@ -312,6 +338,8 @@ def train_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), params.clip_norm)
         optimizer.step()
         scheduler.step()
+        if params.max_norm is not None:
+            apply_max_norm(model, params.max_norm)
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(dim=1) == yb).sum()
         if progress:

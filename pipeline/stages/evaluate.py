@@ -59,6 +59,9 @@ class EvaluateParams:
     mismatch_threshold: float = 0.01  # |test - dev error| above this flags a mismatch
     calibration_bins: int = 15
     worst_errors: int = 25
+    # Low confidence: the threshold is chosen on dev so that the answers below it are right at
+    # most this often; export writes it into the model, serving and score flag such answers.
+    flag_accuracy: float = metrics.FLAG_ACCURACY
 
     def __post_init__(self) -> None:
         require(0 <= self.bayes_error < 1, "evaluate.bayes_error", "must be in [0, 1)")
@@ -67,6 +70,7 @@ class EvaluateParams:
         require(self.mismatch_threshold >= 0, "evaluate.mismatch_threshold", "must be >= 0")
         require(self.calibration_bins >= 1, "evaluate.calibration_bins", "must be >= 1")
         require(self.worst_errors >= 0, "evaluate.worst_errors", "must be >= 0")
+        require(0 <= self.flag_accuracy < 1, "evaluate.flag_accuracy", "must be in [0, 1)")
 
 
 def diagnose(
@@ -115,7 +119,20 @@ def evaluate_model(
     logits = {name: predict_logits(model, x) for name, (x, _) in splits.items()}
     detail = {name: metrics.summarize(logits[name], y, bins) for name, (_, y) in splits.items()}
     detail["worst_errors"] = worst_errors(logits["test"], splits["test"][1], params.worst_errors)
+    detail["low_confidence"] = low_confidence(logits, splits, params.flag_accuracy)
     return detail
+
+
+def low_confidence(
+    logits: dict[str, np.ndarray], splits: dict[str, tuple[np.ndarray, np.ndarray]], rule: float
+) -> dict[str, Any]:
+    """The low-confidence threshold chosen on dev, and what it flags on each split."""
+    probs = {name: metrics.softmax(z.astype(np.float64)) for name, z in logits.items()}
+    threshold = metrics.low_confidence_threshold(probs["dev"], splits["dev"][1], rule)
+    figures = {
+        name: metrics.flagged_figures(probs[name], y, threshold) for name, (_, y) in splits.items()
+    }
+    return {"threshold": threshold, "flag_accuracy": rule, **figures}
 
 
 def worst_errors(logits: np.ndarray, y: np.ndarray, k: int) -> list[dict[str, Any]]:
@@ -140,6 +157,10 @@ def headline(detail: dict[str, Any]) -> dict[str, float]:
             figures[f"{split}_{key}"] = detail[split][key]
     figures["test_macro_f1"] = detail["test"]["macro_f1"]
     figures["test_ece"] = detail["test"]["ece"]
+    flags = detail["low_confidence"]
+    figures["confidence_threshold"] = flags["threshold"]
+    figures["test_flagged_share"] = flags["test"]["flagged_share"]
+    figures["test_flagged_accuracy"] = flags["test"]["flagged_accuracy"]
     return figures
 
 

@@ -25,26 +25,28 @@ import torch
 
 from digits import __version__
 from digits.atomic import atomic_path, write_json
-from digits.golden import Golden, golden_path, write_golden
+from digits.golden import golden_path, write_golden
 from digits.npz import read_split
 from pipeline.compression import deployed_size
 from pipeline.config import BaseParams, load_group, read_params, require, seed_everything
 from pipeline.metrics import accuracy
 from pipeline.model_card import render_card
-from pipeline.network import CLASSES, MLP, PIXELS, load_checkpoint, predict_logits
+from pipeline.network import MLP, load_checkpoint, predict_logits
 from pipeline.onnx_model import (
     INPUT,
-    INPUT_SPEC,
-    OUTPUTS,
     build_onnx,
+    compare,
+    cpu_session,
+    golden_vectors,
     inference_ready,
+    model_metadata,
+    onnx_probabilities,
     quantize_int8,
     save_onnx,
 )
 from pipeline.options import params_option, path_option
 from pipeline.run_log import write_run_log
 
-GOLDEN_IMAGES = 16  # test images in the golden vectors, besides an all-0 and an all-255 image
 CHECKPOINTS = {"compressed": "mlp-compressed.pt", "dense": "mlp.pt"}
 # The groups whose values shape the exported network; their digest goes into the metadata.
 PARAM_GROUPS = ("base", "data", "model", "train", "compress", "export")
@@ -92,9 +94,12 @@ def params_digest(params_file: Path) -> str:
 
 
 def read_recorded(evaluate_file: Path, compress_file: Path, choice: str) -> dict[str, float]:
-    """Dev/test accuracy (evaluate.json) and sparsity (compress.json) recorded for the model."""
+    """Dev/test accuracy and the low-confidence threshold (evaluate.json), and sparsity
+    (compress.json), recorded for the model."""
     evaluated = json.loads(evaluate_file.read_text()).get(choice, {})
-    recorded = {key: evaluated.get(key) for key in ("dev_accuracy", "test_accuracy")}
+    # confidence_threshold: chosen on dev by evaluate; serving flags answers below it.
+    keys = ("dev_accuracy", "test_accuracy", "confidence_threshold")
+    recorded = {key: evaluated.get(key) for key in keys}
     if choice == "compressed":
         recorded["sparsity"] = json.loads(compress_file.read_text()).get("sparsity")
     else:
@@ -105,40 +110,10 @@ def read_recorded(evaluate_file: Path, compress_file: Path, choice: str) -> dict
     return recorded
 
 
-def model_metadata(proto: onnx.ModelProto, provenance: dict[str, Any]) -> dict[str, str]:
-    """The metadata_props serving and people read: name, version, classes, input, provenance."""
-    digest = hashlib.sha256(proto.SerializeToString()).hexdigest()  # the graph and its weights
-    return {
-        "model_name": "digits",
-        "model_version": f"{__version__}+{digest[:12]}",
-        "classes": json.dumps(list(range(CLASSES))),
-        "input_spec": json.dumps(INPUT_SPEC),
-        **{key: str(value) for key, value in provenance.items()},
-    }
-
-
-def cpu_session(path: Path) -> ort.InferenceSession:
-    """A plain ONNX Runtime CPU session, as any user without our code would open it."""
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def onnx_probabilities(
-    session: ort.InferenceSession, x: np.ndarray, batch: int = 4096
-) -> np.ndarray:
-    """Probabilities (N, 10) of raw pixels x (N, 784) from an ONNX session, in batches."""
-    chunks = [
-        session.run(["probabilities"], {INPUT: x[i : i + batch].astype(np.float32)})[0]
-        for i in range(0, len(x), batch)
-    ]
-    return np.concatenate(chunks)
-
-
-def compare(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """Max |Δprobability| and argmax agreement between two (N, 10) probability arrays."""
-    return {
-        "max_abs_prob_diff": float(np.abs(reference - other).max()),
-        "argmax_agreement": float((reference.argmax(1) == other.argmax(1)).mean()),
-    }
+def read_flags(evaluate_file: Path, choice: str) -> dict[str, float]:
+    """Share and accuracy of the test answers the recorded threshold flags (evaluate.json)."""
+    evaluated = json.loads(evaluate_file.read_text()).get(choice, {})
+    return {key: evaluated.get(f"test_{key}") for key in ("flagged_share", "flagged_accuracy")}
 
 
 def median_seconds(session: ort.InferenceSession, x: np.ndarray, repeats: int) -> float:
@@ -184,14 +159,6 @@ def verify(model: MLP, fp32: Path, int8: Path, x: np.ndarray, y: np.ndarray) -> 
     }
 
 
-def golden_vectors(path: Path, x: np.ndarray, version: str) -> Golden:
-    """The written file's own outputs on a few test images and the two extreme blank images."""
-    blank = np.zeros((1, PIXELS), np.float32)
-    pixels = np.concatenate([x[:GOLDEN_IMAGES].astype(np.float32), blank, blank + 255])
-    logits, probabilities = cpu_session(path).run(list(OUTPUTS), {INPUT: pixels})
-    return Golden(pixels, logits, probabilities, version)
-
-
 def check_parity(report: dict, tolerance: float) -> None:
     """Refuse a file that disagrees with torch (the atomic writes then leave nothing behind)."""
     diff, agreement = report["max_abs_prob_diff"], report["argmax_agreement"]
@@ -202,8 +169,13 @@ def check_parity(report: dict, tolerance: float) -> None:
         )
 
 
-def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any]) -> dict:
-    """Export, quantize and verify the checkpoint; write both ONNX files and the card together."""
+def export(
+    paths: ExportPaths, params: ExportParams, provenance: dict[str, Any], flags: dict[str, float]
+) -> dict:
+    """Export, quantize and verify the checkpoint; write both ONNX files and the card together.
+
+    `flags`: what the recorded low-confidence threshold flags on test, for the card.
+    """
     model, _ = load_checkpoint(paths.checkpoint)
     x, y = read_split(paths.test)
     proto = build_onnx(model, params.opset)
@@ -220,6 +192,7 @@ def export(paths: ExportPaths, params: ExportParams, provenance: dict[str, Any])
         quantize_int8(proto, int8, params.per_channel, params.weight_type)
         report = {"model": params.model, "opset": params.opset, **verify(model, fp32, int8, x, y)}
         report["metadata"] = props
+        report["low_confidence"] = flags
         report["deployed"] = deployed_size(inference_ready(model))  # what the graph computes
         check_parity(report, params.max_prob_diff)
         version = props["model_version"]
@@ -264,7 +237,7 @@ def export_command(
         "test_sha256": sha256_file(paths.test),
         "package_version": __version__,
     }
-    result = export(paths, config, provenance)
+    result = export(paths, config, provenance, read_flags(evaluate, config.model))
     write_json(report, result)
     # Timings differ between runs of the same inputs: a run log, not part of the metrics.
     x, _ = read_split(paths.test)

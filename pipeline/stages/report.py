@@ -1,11 +1,14 @@
 """Stage `report`: a Markdown report with PNG figures that explains the models without running them.
 
 Reads: reports/evaluate.json, reports/evaluate/detail.json, reports/learning_curve.json,
-reports/compress.json, reports/robustness.json and reports/robustness/examples.json (each one's
-section is skipped when absent), data/prepared/test.npz (images of the worst errors),
-params.yaml `report` (the seed band this run is compared with).
+reports/compress.json, reports/train.json, reports/train/, reports/robustness.json and
+reports/robustness/examples.json (each one's section is skipped when absent),
+data/prepared/test.npz (images of the worst errors), params.yaml `report` (the seed
+band this run is compared with).
 Writes: reports/figures/ (confusion.png, reliability.png, learning_curve.png,
-worst_errors.png, robustness.png), then reports/report.md.
+worst_errors.png, robustness.png, and from the train stage's diagnostics gradients.png,
+activations.png, weight_histograms.png, first_layer.png, hidden_pca.png), then
+reports/report.md.
 Run: `digits report`
 """
 
@@ -29,6 +32,15 @@ from digits.atomic import atomic_dir, refuse_foreign, write_bytes
 from digits.npz import read_split
 from pipeline.config import load_group, require
 from pipeline.options import params_option, path_option, prepared_option
+from pipeline.training_figures import (
+    DIAGNOSTIC_FIGURES,
+    diagnostics_section,
+    plot_activations,
+    plot_first_layer,
+    plot_gradients,
+    plot_hidden_pca,
+    plot_weight_histograms,
+)
 
 MODELS = ("dense", "compressed")
 STYLES = {"dense": "o-", "compressed": "x--"}
@@ -39,6 +51,7 @@ FIGURES = (
     "worst_errors.png",
     "learning_curve.png",
     "robustness.png",
+    *DIAGNOSTIC_FIGURES,
 )
 
 
@@ -313,6 +326,7 @@ def render_markdown(
     curve: list[dict[str, Any]] | None,
     band: ReportParams,
     compressed: dict[str, Any] | None = None,
+    trained: dict[str, Any] | None = None,
     robustness: dict[str, Any] | None = None,
 ) -> str:
     """The whole report as Markdown, figures linked from figures/."""
@@ -343,6 +357,10 @@ def render_markdown(
         "## Learning curve",
         "",
         *curve_section(curve),
+        "",
+        "## Inside the network (dense model, training)",
+        "",
+        *diagnostics_section(trained),
         "",
         "## Confusion matrices (test)",
         "",
@@ -392,12 +410,33 @@ def write_report(reports: Path, test_images: np.ndarray, band: ReportParams) -> 
         figures["learning_curve"] = plot_learning_curve(curve, bayes, summary["dense"])
     if robustness is not None and examples_file.exists():
         figures["robustness"] = plot_robustness(json.loads(examples_file.read_text()))
+    trained = read_training(reports)
+    if trained is not None:
+        figures.update(
+            gradients=plot_gradients(trained["diagnostics"]),
+            activations=plot_activations(trained["diagnostics"]),
+            weight_histograms=plot_weight_histograms(trained["diagnostics"]),
+            first_layer=plot_first_layer(trained["pictures"]),
+            hidden_pca=plot_hidden_pca(trained["pictures"]),
+        )
     # Rendered before any write: bad input writes nothing.
-    markdown = render_markdown(summary, details, curve, band, compressed, robustness)
+    markdown = render_markdown(summary, details, curve, band, compressed, trained, robustness)
     with atomic_dir(reports / "figures", FIGURES, "digits report") as tmp:
         for name, fig in figures.items():
             fig.savefig(tmp / f"{name}.png", dpi=100)
     write_bytes(reports / "report.md", markdown.encode())
+
+
+def read_training(reports: Path) -> dict[str, Any] | None:
+    """The train stage's verdict, per-epoch diagnostics and pictures; None if any is missing."""
+    files = {
+        "train": reports / "train.json",
+        "diagnostics": reports / "train" / "diagnostics.json",
+        "pictures": reports / "train" / "pictures.json",
+    }
+    if not all(path.exists() for path in files.values()):
+        return None
+    return {name: json.loads(path.read_text()) for name, path in files.items()}
 
 
 @click.command("report")

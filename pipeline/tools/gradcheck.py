@@ -17,7 +17,7 @@ import torch
 from pipeline.network import MLP, Activation, Maxout, ModelParams, NetSpec
 from pipeline.training import TrainParams, data_loss, penalty
 
-KINKED = ("relu", "leaky_relu", "prelu", "maxout")
+KINKED = ("relu", "noisy_relu", "leaky_relu", "prelu", "maxout")
 
 
 def small_net(

@@ -43,7 +43,9 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_checkpoint(root / "mlp.pt", model)
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     (root / "evaluate.json").write_text(
-        json.dumps({"compressed": {"dev_accuracy": 0.5, "test_accuracy": 0.5}})
+        json.dumps(
+            {"compressed": {"dev_accuracy": 0.5, "test_accuracy": 0.5, "confidence_threshold": 0.5}}
+        )
     )
     (root / "compress.json").write_text(json.dumps({"sparsity": 0.5}))
     write_linear_onnx(root / "digits.onnx")

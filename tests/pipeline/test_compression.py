@@ -26,6 +26,7 @@ from pipeline.compression import (
     plain_copy,
     prune_layers,
     prune_magnitude,
+    residual_groups,
     shrink_hidden,
     sparsity_schedule,
 )
@@ -48,13 +49,15 @@ def make_model(
     seed: int = 0,
     hidden: tuple[int, ...] = (32, 16),
     components: int | None = None,
+    residual: bool = False,
 ) -> MLP:
     """A small BN MLP with non-trivial BN statistics and affine parameters (not fresh init)."""
     transform, _ = fit_transform(
         data["train"][0], "standardize", whitening=whitening, components=components
     )
     torch.manual_seed(seed)
-    model = build_mlp(ModelParams(hidden=hidden, activation=activation), transform)
+    params = ModelParams(hidden=hidden, activation=activation, residual=residual)
+    model = build_mlp(params, transform)
     for block in model.blocks:
         nn.init.normal_(block.linear.bias, 0.0, 0.5)  # shifts the running means off 0
         nn.init.normal_(block.norm.weight, 1.0, 0.5)
@@ -388,3 +391,36 @@ def test_fold_preprocess_if_smaller_picks_the_smaller_model_and_keeps_the_output
     nonzero = sum(int(effective_weight(lin).count_nonzero()) for lin in result.linears())
     assert size["weights_nonzero"] == nonzero
     assert size["macs_per_image"] == nonzero + (0 if folded else costs["map_entries"])
+
+
+def test_residual_groups_join_the_layers_a_skip_connects():
+    assert residual_groups((False, True, True, False, True)) == [[0, 1, 2], [3, 4]]
+    assert residual_groups((False, False)) == [[0], [1]]
+
+
+def test_shrink_hidden_keeps_one_set_of_units_along_a_residual_stream(data):
+    model = make_model(data, hidden=(16, 16, 16, 8), residual=True)
+    assert model.skips == (False, True, True, False)
+    shrunk = shrink_hidden(model, 0.5)
+    assert shrunk.spec.hidden == (8, 8, 8, 4) and shrunk.skips == model.skips
+    kept = [kept_units(model, shrunk, i) for i in range(4)]
+    assert kept[0] == kept[1] == kept[2]  # the skips add unit j to unit j: the same j survive
+    # Oracle: the unshrunk model with the removed coordinates of each layer's output zeroed.
+    masks = [
+        torch.zeros(w).index_fill_(0, torch.tensor(k), 1.0)
+        for w, k in zip((16, 16, 16, 8), kept, strict=True)
+    ]
+    with torch.no_grad():
+        x = model.preprocess(torch.from_numpy(data["dev"][0]).float())
+        for block, skip, mask in zip(model.blocks, model.skips, masks, strict=True):
+            x = (x + block(x) if skip else block(x)) * mask
+        expected = model.head(x).numpy()
+    np.testing.assert_allclose(predict_logits(shrunk, data["dev"][0]), expected, atol=1e-4)
+
+
+def test_a_shrunk_pruned_residual_network_folds_to_the_same_outputs(data):
+    model = shrink_hidden(make_model(data, hidden=(16, 16, 16), residual=True), 0.25)
+    prune_magnitude(model, 0.6)
+    folded = fold_preprocess(fold_batchnorm(model))
+    assert not has_batchnorm(folded) and folded.skips == (False, True, True)
+    assert max_logit_diff(model, folded, data["dev"][0]) <= 1e-3

@@ -15,9 +15,19 @@ from click.testing import CliRunner
 from sklearn.metrics import confusion_matrix
 
 from digits.cli import cli
-from pipeline.network import MLP, ModelParams, NetSpec, build_mlp, save_checkpoint
+from pipeline.metrics import flagged_figures, low_confidence_threshold, softmax
+from pipeline.network import (
+    MLP,
+    ModelParams,
+    NetSpec,
+    build_mlp,
+    load_checkpoint,
+    predict_logits,
+    save_checkpoint,
+)
 from pipeline.stages.evaluate import SPLITS, EvaluateParams, diagnose
 from pipeline.training import TrainParams, fit
+from pipeline.training_figures import DIAGNOSTIC_FIGURES
 from pipeline.transform import AffineTransform
 from tests.conftest import make_digits
 
@@ -206,6 +216,27 @@ def test_report_links_figures_that_exist_and_shows_the_figures(workspace, report
     assert "| 300 | 1 | 1.00% | 10.00% |" in markdown
 
 
+def test_report_draws_the_train_stages_diagnostics_and_pictures(workspace, reports):
+    from PIL import Image
+
+    from tests.pipeline.test_report import diagnosed_run
+
+    run = diagnosed_run()
+    (reports / "train").mkdir()
+    (reports / "train.json").write_text(json.dumps(run["train"]))
+    for name in ("diagnostics", "pictures"):
+        (reports / "train" / f"{name}.json").write_text(json.dumps(run[name]))
+    result = report(reports, workspace["prepared"])
+    assert result.exit_code == 0, result.output
+    markdown = (reports / "report.md").read_text()
+    assert "Training diagnostics verdict: **dead units**." in markdown
+    links = {Path(link).name for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown)}
+    assert set(DIAGNOSTIC_FIGURES) <= links
+    for name in DIAGNOSTIC_FIGURES:
+        with Image.open(reports / "figures" / name) as image:
+            assert image.format == "PNG"
+
+
 def test_report_places_this_run_in_the_seed_band(workspace, reports):
     summary = json.loads((reports / "evaluate.json").read_text())
     dense = summary["dense"]["test_accuracy"]
@@ -263,3 +294,25 @@ def test_report_refuses_figures_holding_foreign_files_and_writes_nothing(workspa
     assert len(result.output.strip().splitlines()) == 1
     assert sorted(p.name for p in (reports / "figures").iterdir()) == ["logo.svg"]
     assert not (reports / "report.md").exists()
+
+
+def test_low_confidence_threshold_is_chosen_on_dev_and_its_figures_hold_on_each_split(
+    workspace, evaluated
+):
+    summary = json.loads((evaluated / "evaluate.json").read_text(), parse_constant=float.__call__)
+    detail = json.loads((evaluated / "evaluate" / "detail.json").read_text())
+    for name in ("dense", "compressed"):
+        flags = detail[name]["low_confidence"]
+        model = load_checkpoint(workspace[name])[0]
+        probs = {}
+        for split in SPLITS:
+            with np.load(workspace["prepared"] / f"{split}.npz") as f:
+                x, y = f["x"], f["y"]
+            probs[split] = softmax(predict_logits(model, x).astype(np.float64))
+            expected = flagged_figures(probs[split], y, flags["threshold"])
+            assert flags[split] == pytest.approx(expected, nan_ok=True)
+            if split == "dev":
+                rule = EvaluateParams().flag_accuracy
+                assert flags["threshold"] == low_confidence_threshold(probs[split], y, rule)
+        assert summary[name]["confidence_threshold"] == flags["threshold"]
+        assert summary[name]["test_flagged_share"] == flags["test"]["flagged_share"]

@@ -27,6 +27,9 @@ from pipeline.stages.prepare import load_split
 from pipeline.transform import fit_transform
 from tests.conftest import make_digits, write_mnist_idx
 
+# What evaluate records about low confidence, read by export for the metadata and the card.
+FLAGS = {"confidence_threshold": 0.61, "test_flagged_share": 0.012, "test_flagged_accuracy": 0.4}
+
 
 def train_tiny(seed: int = 0, sparsity: float = 0.5, **data_options) -> MLP:
     """A BN + dropout MLP with a fitted transform, barely trained, `sparsity` of it pruned."""
@@ -83,7 +86,7 @@ def export_workspace(tiny_model: MLP, root: Path) -> dict:
     save_checkpoint(root / "models" / "mlp-compressed.pt", plain_copy(tiny_model))
     recorded = accuracy(predict_logits(tiny_model, x), y)
     (root / "evaluate.json").write_text(
-        json.dumps({"compressed": {"dev_accuracy": 0.9, "test_accuracy": recorded}})
+        json.dumps({"compressed": {"dev_accuracy": 0.9, "test_accuracy": recorded, **FLAGS}})
     )
     (root / "compress.json").write_text(json.dumps({"sparsity": 0.5}))
     params = {"base": {"seed": 1}, "export": {"model": "compressed", "opset": 18}}
@@ -196,6 +199,7 @@ def test_export_stage_metadata(exported: dict) -> None:
     assert json.loads(meta["input_spec"])["shape"] == ["N", 784]
     assert float(meta["test_accuracy"]) == pytest.approx(exported["recorded"])
     assert float(meta["sparsity"]) == 0.5
+    assert float(meta["confidence_threshold"]) == FLAGS["confidence_threshold"]
     assert len(meta["params_digest"]) == 64 and meta["opset"] == "18"
     root = exported["root"]
     checkpoint = root / "models" / "mlp-compressed.pt"
@@ -213,6 +217,8 @@ def test_export_stage_writes_the_model_card(exported: dict) -> None:
         assert heading in card
     assert f"{exported['recorded']:.4f}" in card
     assert "onnxruntime" in card and "digits score" in card and "/predict" in card
+    assert "| low-confidence threshold (chosen on dev) | 0.6100 |" in card
+    assert "| test answers below it / their accuracy | 1.20% / 40.00% |" in card
 
 
 def test_plain_onnxruntime_reproduces_recorded_accuracy(exported: dict) -> None:
@@ -255,7 +261,7 @@ def test_training_nodes_are_detected() -> None:
 
 def test_export_without_recorded_accuracy_is_one_line(exported: dict, tmp_path: Path) -> None:
     evaluate = tmp_path / "evaluate.json"
-    evaluate.write_text(json.dumps({"dense": {"dev_accuracy": 0.9, "test_accuracy": 0.9}}))
+    evaluate.write_text(json.dumps({"dense": {"dev_accuracy": 0.9, "test_accuracy": 0.9, **FLAGS}}))
     result = run_export(exported["root"], "--evaluate", str(evaluate))
     assert result.exit_code == 1
     assert "no compressed dev_accuracy" in result.output and "Traceback" not in result.output
@@ -319,3 +325,26 @@ def test_the_model_card_says_a_diagonal_map_was_folded(exported: dict) -> None:
     card = (exported["root"] / "models" / "MODEL_CARD.md").read_text()
     assert "| preprocessing map | folded into the first layer |" in card
     assert exported["result"].output.count("Error") == 0
+
+
+def test_a_pruned_residual_noisy_relu_network_exports_with_plain_relu(tmp_path: Path) -> None:
+    x, y = make_digits(300, seed=1)
+    x = x.reshape(len(x), -1)
+    transform, _ = fit_transform(x, scaling="standardize")
+    torch.manual_seed(0)
+    params = ModelParams(hidden=(16, 16, 16), residual=True, activation="noisy_relu")
+    model = build_mlp(params, transform)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    X, Y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+    for _ in range(5):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(X), Y).backward()
+        optimizer.step()
+    prune_magnitude(model, 0.5)
+    model.eval()
+    to_onnx(model, tmp_path / "residual.onnx")
+    ops = [node.op_type for node in onnx.load(tmp_path / "residual.onnx").graph.node]
+    assert ops.count("Add") >= 2 and "Relu" in ops  # two skips; noise only while training
+    assert not {op for op in ops if op.startswith("Random")}, ops
+    got = plain_probabilities(tmp_path / "residual.onnx", x)
+    assert np.abs(got - torch_probabilities(model, x)).max() <= 1e-5

@@ -82,3 +82,46 @@ def test_summarize_reuses_the_single_accuracy_and_is_json_ready(predictions):
     assert np.sum(summary["confusion"]) == len(y)
     assert summary["macro_f1"] == pytest.approx(np.mean(summary["per_class"]["f1"]))
     json.loads(json.dumps(summary, allow_nan=False))  # valid JSON: no NaN anywhere
+
+
+def answers(confidence: list[float], right: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities whose top class has the given confidence, and labels right or wrong."""
+    probs = np.array([[c] + [(1 - c) / 9] * 9 for c in confidence])
+    return probs, np.array([0 if r else 1 for r in right])
+
+
+def test_low_confidence_threshold_flags_the_largest_least_confident_set_right_at_most_that_often():
+    probs, y = answers([0.3, 0.4, 0.45, 0.9, 0.95], [False, True, False, True, True])
+    threshold = metrics.low_confidence_threshold(probs, y, 0.5)
+    assert threshold == pytest.approx(0.925)  # the four lowest are right 2 of 4 times; five: 3/5
+    figures = metrics.flagged_figures(probs, y, threshold)
+    assert figures["flagged_share"] == pytest.approx(0.8)
+    assert figures["flagged_accuracy"] == pytest.approx(0.5)
+    assert figures["unflagged_accuracy"] == 1.0
+
+
+def test_low_confidence_threshold_flags_nothing_when_every_answer_is_right_and_all_when_none_is():
+    probs, y = answers([0.6, 0.7, 0.8], [True, True, True])
+    assert metrics.low_confidence_threshold(probs, y, 0.5) == 0.0
+    assert metrics.flagged_figures(probs, y, 0.0)["flagged_share"] == 0.0
+    probs, y = answers([0.6, 0.7, 0.8], [False, False, False])
+    threshold = metrics.low_confidence_threshold(probs, y, 0.5)
+    assert metrics.flagged_figures(probs, y, threshold)["flagged_share"] == 1.0
+
+
+@pytest.mark.parametrize("rule", [0.3, 0.5, 0.6])
+def test_low_confidence_threshold_keeps_flagged_accuracy_within_the_rule_on_random_answers(rule):
+    rng = np.random.default_rng(int(rule * 10))
+    probs = metrics.softmax(rng.normal(0, 3, size=(500, 10)))
+    # calibrated answers: right as often as they are confident
+    right = rng.random(500) < probs.max(axis=1)
+    y = np.where(right, probs.argmax(axis=1), (probs.argmax(axis=1) + 1) % 10)
+    threshold = metrics.low_confidence_threshold(probs, y, rule)
+    flagged = metrics.flagged_figures(probs, y, threshold)
+    assert 0 < flagged["flagged_share"] < 1
+    assert flagged["flagged_accuracy"] <= rule
+    # every larger set of least confident answers is right more often than the rule allows
+    order = np.argsort(probs.max(axis=1))
+    correct = (probs.argmax(axis=1) == y)[order]
+    accuracy = np.cumsum(correct) / np.arange(1, 501)
+    assert (accuracy[round(flagged["flagged_share"] * 500) :] > rule).all()

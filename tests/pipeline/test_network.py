@@ -55,6 +55,7 @@ FUNCTIONAL = {
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
     "relu": torch.nn.functional.relu,
+    "noisy_relu": torch.nn.functional.relu,  # in eval mode: no noise
     "leaky_relu": lambda x: torch.nn.functional.leaky_relu(x, 0.05),
     "prelu": lambda x: torch.nn.functional.prelu(x, torch.full((x.shape[1],), 0.25)),
     "elu": torch.nn.functional.elu,
@@ -180,6 +181,8 @@ def test_predict_logits_is_batch_independent_and_keeps_the_mode(transform, pixel
         ({"dropout": 1.0}, "model.dropout"),
         ({"activation": "relu6"}, "model.activation"),
         ({"maxout_pieces": 1}, "model.maxout_pieces"),
+        ({"noise_std": -1.0}, "model.noise_std"),
+        ({"init_gain": 0.0}, "model.init_gain"),
     ],
 )
 def test_bad_model_params_are_rejected_naming_the_key(raw, key):
@@ -192,3 +195,55 @@ def test_the_same_weights_give_byte_identical_checkpoints(tmp_path, transform):
     save_checkpoint(tmp_path / "a.pt", model, note=1)
     save_checkpoint(tmp_path / "b.pt", model, note=1)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def test_residual_layers_add_their_input_where_widths_match(transform, pixels):
+    params = ModelParams(hidden=(12, 12, 8, 8), residual=True, batchnorm=False, dropout=0.0)
+    model = build_mlp(params, transform).eval()
+    assert model.skips == (False, True, False, True)
+    with torch.no_grad():
+        x = model.preprocess(torch.from_numpy(pixels).float())
+        h0 = model.blocks[0](x)
+        h1 = h0 + model.blocks[1](h0)
+        h2 = model.blocks[2](h1)
+        expected = model.head(h2 + model.blocks[3](h2))
+    np.testing.assert_allclose(predict_logits(model, pixels), expected.numpy(), rtol=1e-6)
+
+
+def test_without_the_residual_param_no_layer_skips(transform):
+    model = build_mlp(ModelParams(hidden=(12, 12, 12)), transform)
+    assert model.skips == (False, False, False)
+
+
+def test_noisy_relu_adds_gaussian_noise_to_the_pre_activation_in_training_only(transform):
+    params = ModelParams(hidden=(4,), activation="noisy_relu", noise_std=2.0, dropout=0.0)
+    act = build_mlp(params, transform).blocks[0].act
+    z = torch.zeros(200_000, 4)
+    torch.manual_seed(0)
+    noisy = act.train()(z)
+    # relu(N(0, σ²)): half the values are 0, the mean is σ / sqrt(2π).
+    assert (noisy == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    assert noisy.mean().item() == pytest.approx(2.0 / (2 * np.pi) ** 0.5, rel=0.01)
+    x = torch.linspace(-3, 3, 101)[:, None].repeat(1, 4)
+    torch.testing.assert_close(act.eval()(x), torch.relu(x), rtol=0, atol=0)
+
+
+def test_init_gain_and_bias_scale_the_scheme_and_set_hidden_biases(transform):
+    torch.manual_seed(0)
+    plain = build_mlp(ModelParams(hidden=(12, 8)), transform)
+    torch.manual_seed(0)
+    scaled = build_mlp(ModelParams(hidden=(12, 8), init_gain=3.0, init_bias=-2.0), transform)
+    for a, b in zip(plain.linears(), scaled.linears(), strict=True):
+        torch.testing.assert_close(b.weight, 3.0 * a.weight)
+    assert all(torch.all(block.linear.bias == -2.0) for block in scaled.blocks)
+    assert torch.all(scaled.head.bias == 0)
+
+
+def test_residual_noisy_checkpoints_round_trip(tmp_path, transform, pixels):
+    params = ModelParams(hidden=(8, 8), residual=True, activation="noisy_relu", noise_std=0.3)
+    model = build_mlp(params, transform).eval()
+    save_checkpoint(tmp_path / "r.pt", model)
+    loaded, _ = load_checkpoint(tmp_path / "r.pt")
+    assert loaded.spec == model.spec and loaded.skips == (False, True)
+    assert loaded.blocks[0].act.std == 0.3
+    np.testing.assert_array_equal(predict_logits(loaded, pixels), predict_logits(model, pixels))

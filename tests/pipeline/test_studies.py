@@ -43,6 +43,9 @@ def test_the_studies_cover_what_the_issue_names():
     assert "small_normal" in variants["initializations"]
     assert variants["batchnorm"] == {"on", "off"}
     assert len(variants["depth-width"]) == 6
+    assert variants["residual"] == {"d6-plain", "d6-skip", "d10-plain", "d10-skip"}
+    assert variants["noisy-relu"] == {"relu", "noisy"} and "noisy_relu" in variants["activations"]
+    assert variants["max-norm"] == {"none", "c3"}
 
 
 def test_experiment_names_are_valid_git_refs_and_change_with_the_budget():

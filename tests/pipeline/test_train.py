@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from torch.nn.utils import prune
 
 from digits.cli import cli
+from pipeline.compression import effective_weight
 from pipeline.config import ParamError, parse_group
 from pipeline.network import Activation, ModelParams, build_mlp, load_checkpoint
 from pipeline.optim import OPTIMIZERS, SCHEDULES, lr_lambda, make_optimizer
@@ -151,6 +152,7 @@ def test_every_schedule_trains(data, schedule):
         {"loss": "mse", "epochs": 8},
         {"label_smoothing": 0.1},
         {"clip_norm": 0.5},
+        {"max_norm": 1.0},
         {"l1": 1e-4},
         # The fixture digits are random dot patterns: only a gentle affine keeps them readable.
         {"augment": True, "augment_shift": 0.3, "augment_degrees": 2.0, "augment_scale": 0.02},
@@ -269,9 +271,39 @@ def test_fit_trains_a_pruned_model_and_keeps_pruned_weights_zero(data):
     assert evaluate(net, train)["loss"] < 0.5 * before
 
 
+@pytest.mark.parametrize("pruned", [False, True])
+def test_max_norm_bounds_each_hidden_units_incoming_weights_after_every_step(data, pruned):
+    train, dev, transform = data
+    net = tiny_model(transform, hidden=(16, 12))
+    if pruned:
+        for linear in net.linears():
+            prune.l1_unstructured(linear, "weight", amount=0.5)
+    seen = []  # before every training forward: the weights the previous step left
+    net.register_forward_pre_hook(
+        lambda m, args: seen.append(largest_row_norm(m) if m.training else None)
+    )
+    fit(net, train, dev, TrainParams(**{**FAST, "epochs": 2, "lr": 0.5}, max_norm=0.3))
+    after_steps = [norm for norm in seen[1:] if norm is not None]  # seen[0]: the initial weights
+    assert len(after_steps) > 10 and max(after_steps) <= 0.3 * (1 + 1e-5)
+    assert largest_row_norm(net) == pytest.approx(0.3, rel=1e-5)  # the lr pushes them to the bound
+    assert effective_weight(net.head).norm(dim=1).max().item() > 0.3  # the head is not constrained
+
+
+def largest_row_norm(net) -> float:
+    """The largest incoming-weight norm of any hidden unit, as the layer computes with it."""
+    return max(effective_weight(b.linear).norm(dim=1).max().item() for b in net.blocks)
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("epochs", 0), ("lr", -1.0), ("optimizer", "lbfgs"), ("label_smoothing", 1.0), ("nope", 1)],
+    [
+        ("epochs", 0),
+        ("lr", -1.0),
+        ("optimizer", "lbfgs"),
+        ("label_smoothing", 1.0),
+        ("max_norm", 0.0),
+        ("nope", 1),
+    ],
 )
 def test_bad_train_params_are_rejected_naming_the_key(key, value):
     with pytest.raises(ParamError, match=f"train.{key}"):
@@ -309,6 +341,15 @@ def test_train_command_writes_checkpoint_metrics_and_dvclive_and_resumes(
     assert logits_acc == report["dev_accuracy"]
     lines = Path("dvclive/plots/metrics/dev/accuracy.tsv").read_text().splitlines()
     assert len(lines) == 4  # header + one row per epoch
+    grads = Path("dvclive/plots/metrics/diagnostics/blocks.0/grad_norm.tsv").read_text()
+    assert len(grads.splitlines()) == 4
+    assert report["diagnosis"]["verdict"] == "healthy"
+    diagnostics = json.loads(Path("reports/train/diagnostics.json").read_text())
+    assert [row["epoch"] for row in diagnostics] == [1, 2, 3]
+    assert set(diagnostics[0]["layers"]) == {"blocks.0", "head"}
+    pictures = json.loads(Path("reports/train/pictures.json").read_text())
+    assert np.array(pictures["first_layer"]).shape == (16, 28, 28)  # all 16 units of the layer
+    assert np.array(pictures["pca"]).shape == (len(data[1][1]), 2)
     # --resume on a finished run changes nothing.
     weights = model.state_dict()
     result = CliRunner().invoke(cli, ["train", "--resume"])

@@ -245,6 +245,33 @@ def fold_preprocess(model: MLP) -> MLP:
     return folded.eval()
 
 
+def mixes_pixels(model: MLP) -> bool:
+    """Whether the fixed map mixes pixels (PCA, ZCA), not just centres and scales them."""
+    if not model.spec.preprocess:
+        return False
+    M = model.preprocess.matrix  # (784, k)
+    return M.shape[0] != M.shape[1] or bool((M - torch.diag(M.diagonal())).count_nonzero())
+
+
+def unmix_preprocess(model: MLP, scale: float) -> MLP:
+    """A copy whose map only centres and scales, (pixels - mean) * scale; the mixing is folded.
+
+    W @ matrix.T / scale goes into the first Linear, so the network computes the same function
+    and its first layer's weights act on pixels at a standardized scale (the fine-tune's lr
+    suits them, as it suits an unwhitened model's).
+    """
+    source = plain_copy(model)
+    first = "blocks.0.linear" if source.spec.hidden else "head"
+    state = source.state_dict()
+    M = state.pop("preprocess.matrix").double()  # (784, k)
+    W = state[f"{first}.weight"].double()  # (out, k)
+    state[f"{first}.weight"] = (W @ M.T / scale).float()
+    state["preprocess.matrix"] = torch.eye(PIXELS) * scale
+    unmixed = MLP(dataclasses.replace(source.spec, features=PIXELS))
+    unmixed.load_state_dict(state)
+    return unmixed.train(model.training)
+
+
 def preprocess_costs(model: MLP) -> dict:
     """Size of the first layer with the fixed map kept in front vs folded in (weights, MACs).
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 import click
+import numpy as np
 
 from digits.atomic import write_json
 from pipeline import metrics
@@ -47,12 +48,14 @@ from pipeline.compression import (
     layer_sensitivity,
     layer_summary,
     max_logit_diff,
+    mixes_pixels,
     model_summary,
     plain_copy,
     prune_layers,
     prune_magnitude,
     shrink_hidden,
     sparsity_schedule,
+    unmix_preprocess,
 )
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.network import MLP, load_checkpoint, predict_logits, save_checkpoint
@@ -86,6 +89,10 @@ class CompressParams:
     polish_epochs: int = 2  # last fine-tune, on the unaugmented images: +5 dev images on MNIST
     polish_lr: float = 3e-4
     sweep: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+    # PCA/ZCA: fold the mixing into the first Linear before any step (a global-std scale stays
+    # in front), so the recipe prunes pixel weights and no dense map is deployed; false: prune
+    # in the whitened basis and fold the map afterwards only if that is smaller.
+    unmix_whitening: bool = True
 
     def __post_init__(self) -> None:
         require(0 <= self.structured_fraction < 1, "compress.structured_fraction", "not in [0, 1)")
@@ -285,6 +292,9 @@ def sweep(dense: MLP, dev: Data, levels: tuple[float, ...], scope: PruneScope) -
 def compress(dense: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, dict]:
     """Run the recipe on a copy of the dense model; return the folded model and the report."""
     model, steps = plain_copy(dense), []
+    unmix = params.unmix_whitening and mixes_pixels(model)
+    if unmix:  # prune pixel weights: no dense map left in front of a sparse first layer
+        model = unmix_preprocess(model, 1 / float(np.std(tuning.train[0])))
     if params.structured_fraction and dense.spec.hidden:
         model, row = structured_step(model, tuning, params)
         steps.append(row)
@@ -314,7 +324,7 @@ def compress(dense: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, d
         "compression_ratio": dense_summary["params_total"] / summary["params_nonzero"],
         "dense": dense_summary,
         "steps": steps,
-        "folding": folding,
+        "folding": {**folding, "whitening_unmixed_before_pruning": unmix},
         "deployed": deployed_size(folded),
     }
     if sensitivity is not None:

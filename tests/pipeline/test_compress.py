@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -181,18 +182,20 @@ QUICK = CompressParams(
 
 
 @pytest.mark.parametrize(
-    ("data_options", "hidden", "map_kept"),
+    ("data_options", "hidden", "unmix", "map_kept"),
     [
-        ({}, (32, 16), False),
-        ({"whitening": "pca", "components": 20}, (32, 16), True),
+        ({}, (32, 16), True, False),
+        ({"whitening": "pca", "components": 20}, (32, 16), True, False),
+        ({"whitening": "zca"}, (32, 16), True, False),
+        ({"whitening": "pca", "components": 20}, (32, 16), False, True),
         pytest.param(  # wide enough that folding the map would make the model larger
-            {"whitening": "zca"}, (1600, 16), True, marks=pytest.mark.slow
+            {"whitening": "zca"}, (1600, 16), False, True, marks=pytest.mark.slow
         ),
     ],
-    ids=["none", "pca20", "zca"],
+    ids=["none", "pca20", "zca", "pca20-pruned-whitened", "zca-pruned-whitened"],
 )
 def test_every_whitening_option_compresses_honestly_and_exports_in_parity(
-    tmp_path, data_options, hidden, map_kept
+    tmp_path, data_options, hidden, unmix, map_kept
 ):
     train, dev = flat_digits(600, 1), flat_digits(200, 2)
     transform, _ = fit_transform(train[0], "standardize", **data_options)
@@ -200,9 +203,12 @@ def test_every_whitening_option_compresses_honestly_and_exports_in_parity(
     dense = build_mlp(ModelParams(hidden=hidden), transform)
     fit(dense, train, dev, TrainParams(epochs=1, batch_size=64))
     tuning = Tuning(train, dev, TrainParams(**TINY_TRAIN), seed=0)
-    folded, report = compress(dense, tuning, QUICK)
+    folded, report = compress(dense, tuning, dataclasses.replace(QUICK, unmix_whitening=unmix))
     save_checkpoint(tmp_path / "c.pt", folded, sparsity=report["sparsity"])
     model, _ = load_checkpoint(tmp_path / "c.pt")
+    assert report["folding"]["whitening_unmixed_before_pruning"] is (unmix and bool(data_options))
+    if report["folding"]["whitening_unmixed_before_pruning"]:  # pruned on pixels, 784 wide
+        assert model.linears()[0].weight.shape[1] == 784
     assert model.spec.preprocess is map_kept
     assert report["folding"]["preprocess"]["folded"] is not map_kept
     assert report["sparsity"] == pytest.approx(0.9, abs=1e-3)

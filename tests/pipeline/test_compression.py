@@ -22,6 +22,7 @@ from pipeline.compression import (
     has_batchnorm,
     layer_sensitivity,
     max_logit_diff,
+    mixes_pixels,
     model_summary,
     plain_copy,
     prune_layers,
@@ -29,6 +30,7 @@ from pipeline.compression import (
     residual_groups,
     shrink_hidden,
     sparsity_schedule,
+    unmix_preprocess,
 )
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
 from pipeline.training import TrainParams, fit
@@ -424,3 +426,17 @@ def test_a_shrunk_pruned_residual_network_folds_to_the_same_outputs(data):
     folded = fold_preprocess(fold_batchnorm(model))
     assert not has_batchnorm(folded) and folded.skips == (False, True, True)
     assert max_logit_diff(model, folded, data["dev"][0]) <= 1e-3
+
+
+@pytest.mark.parametrize("options", [{"whitening": "pca", "components": 20}, {"whitening": "zca"}])
+def test_unmixing_a_whitening_map_keeps_the_function_and_leaves_a_scaled_identity(options):
+    train = flat_digits(300, 1)
+    transform, _ = fit_transform(train[0], "standardize", **options)
+    torch.manual_seed(0)
+    model = build_mlp(ModelParams(hidden=(24, 12)), transform).eval()
+    assert mixes_pixels(model)
+    unmixed = unmix_preprocess(model, 0.0125).eval()
+    assert not mixes_pixels(unmixed)
+    assert torch.equal(unmixed.preprocess.matrix, torch.eye(784) * 0.0125)
+    assert unmixed.linears()[0].weight.shape == (24, 784)
+    assert max_logit_diff(model, unmixed, train[0]) < 1e-3

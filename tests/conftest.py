@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -75,15 +76,25 @@ def checksums_file(mnist_dir: Path, tmp_path: Path) -> Path:
 
 
 def write_linear_onnx(
-    path: Path, seed: int = 0, version: str = "test", metadata: dict[str, str] | None = None
+    path: Path,
+    seed: int = 0,
+    version: str = "test",
+    metadata: dict[str, str] | None = None,
+    answer: int | None = None,
 ) -> Path:
-    """A linear softmax classifier with the digits.onnx contract (pixels -> logits, probs)."""
+    """A linear softmax classifier with the digits.onnx contract (pixels -> logits, probs).
+
+    Random weights, or with `answer` zero weights and a bias that answers that digit always.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     W = (rng.normal(0, 0.01, size=(784, 10))).astype(np.float32)
     b = np.zeros(10, np.float32)
+    if answer is not None:
+        W[:] = 0
+        b[answer] = 5.0
     graph = helper.make_graph(
         [
             helper.make_node("Gemm", ["pixels", "W", "b"], ["logits"]),
@@ -131,3 +142,18 @@ def assert_one_line_error(result, *words: str, code: int = 1) -> None:
         assert lines == errors, result.output
     for word in words:
         assert word in errors[0], errors[0]
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True) -> str:
+    """Run a command, failing the test with its output when it exits non-zero (with check)."""
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def commit(repo: Path, env: dict[str, str], message: str) -> None:
+    """Commit everything git does not ignore."""
+    run(["git", "add", "-A"], repo, env)
+    git_id = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    run(["git", *git_id, "commit", "-qm", message], repo, env)

@@ -14,7 +14,7 @@ import onnx.numpy_helper
 import pytest
 import yaml
 
-from tests.conftest import write_mnist_idx
+from tests.conftest import commit, run, write_mnist_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,20 +34,6 @@ TINY_PARAMS: dict[str, dict] = {
     "learning_curve": {"fractions": [0.5, 1.0], "epochs": 1.0, "max_epochs": 2},
     "robustness": {"per_kind": 50, "font_sizes": [28]},
 }
-
-
-def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    """Run a command, failing the test with its output when it exits non-zero."""
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def commit(repo: Path, env: dict[str, str], message: str) -> None:
-    """Commit everything git does not ignore."""
-    run(["git", "add", "-A"], repo, env)
-    git_id = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
-    run(["git", *git_id, "commit", "-qm", message], repo, env)
 
 
 @pytest.fixture(scope="module")

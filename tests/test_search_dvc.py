@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import write_mnist_idx
+from tests.conftest import commit, run, write_mnist_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 # One epoch of a tiny net: the search's machinery is under test here, not the network.
@@ -40,21 +40,6 @@ SPACE = {
         "train.batch_size": {"distribution": "integer", "low": 50, "high": 200},
     },
 }
-
-
-def run(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True) -> str:
-    """Run a command, failing the test with its output when it exits non-zero."""
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def commit(repo: Path, env: dict[str, str], message: str) -> None:
-    """Commit everything git does not ignore."""
-    run(["git", "add", "-A"], repo, env)
-    git_id = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
-    run(["git", *git_id, "commit", "-qm", message], repo, env)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import yaml
 from click.testing import CliRunner
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from digits.cli import cli
@@ -28,27 +26,7 @@ PARAMS = {"robustness": {"seed": 0, "per_kind": 30, "font_sizes": [28], "example
 
 def write_constant_onnx(path: Path, digit: int) -> Path:
     """A model with the digits.onnx contract that answers `digit` for every image."""
-    W = np.zeros((784, 10), np.float32)
-    b = np.zeros(10, np.float32)
-    b[digit] = 5.0
-    graph = helper.make_graph(
-        [
-            helper.make_node("Gemm", ["pixels", "W", "b"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "constant",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 784])],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10]),
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10]),
-        ],
-        initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(b, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, {"model_version": f"always-{digit}"})
-    onnx.save(model, path)
-    return path
+    return write_linear_onnx(path, version=f"always-{digit}", answer=digit)
 
 
 @pytest.fixture

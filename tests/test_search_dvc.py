@@ -241,6 +241,19 @@ def test_a_failing_trial_is_reported_and_the_next_one_still_runs(search_repo, tm
     assert not any(name.startswith("failing-") for name in shown(repo, env))
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        if ppid == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_a_rerun_continues(search_repo, tmp_path: Path):
     repo, env = search_repo
@@ -257,7 +270,11 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_continues(search_repo, tmp_pat
         lines.append(line)
         if line.startswith("[2/2]"):
             break
-    time.sleep(3)  # inside `dvc exp run`: the second trial is under way
+    # Inside `dvc exp run`: signal as soon as the second trial's process exists. A fixed sleep
+    # let a fast machine finish the whole trial first; DVC takes seconds, polling 50 ms.
+    deadline = time.monotonic() + 60
+    while not children(search.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     os.killpg(search.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
     _, err = search.communicate(timeout=120)
     assert search.returncode == 130, "".join(lines) + err

@@ -261,9 +261,12 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_continues(search_repo, tmp_pat
     space.write_text(yaml.safe_dump({**SPACE, "name": "ctrlc", "trials": 2}, sort_keys=False))
     command = ["digits", "search", "--space", str(space)]
     status = run(["git", "status", "--porcelain"], repo, env)
+    # A suite run as a background job inherits SIGINT ignored: give the search the default,
+    # as a terminal's foreground job has, or the Ctrl-C below would never reach it.
     search = subprocess.Popen(
         command, cwd=repo, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     lines = []
     for line in search.stdout:  # wait until the second trial has started

@@ -175,5 +175,9 @@ def test_decoding_stops_when_the_client_goes_away(slow_server: str) -> None:
         httpx.post(f"{url}/predict_image", files=files, timeout=httpx.Timeout(10, read=0.5))
     time.sleep(2.0)
     decoded = metric(url, "digits_image_decode_seconds_count") - start
-    assert 0 < decoded < 20, decoded
+    time.sleep(2.0)
+    # Stopped: at most the one decode in flight on the single thread finishes afterwards, and
+    # never all 40. (How many got decoded before the client left depends on the machine.)
+    assert metric(url, "digits_image_decode_seconds_count") - start <= decoded + 1
+    assert 0 < decoded < 40, decoded
     assert httpx.post(f"{url}/predict", json={"pixels": [[0] * 784]}).status_code == 200

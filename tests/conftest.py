@@ -157,3 +157,20 @@ def commit(repo: Path, env: dict[str, str], message: str) -> None:
     run(["git", "add", "-A"], repo, env)
     git_id = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
     run(["git", *git_id, "commit", "-qm", message], repo, env)
+
+
+def offline_mnist_env(
+    tmp_path_factory: pytest.TempPathFactory, n_train: int = 1000, n_test: int = 300
+) -> dict[str, str]:
+    """os.environ plus what makes `digits fetch` read tiny IDX files offline, for DVC repos."""
+    mnist = tmp_path_factory.mktemp("mnist")
+    checksums = write_mnist_idx(mnist, n_train=n_train, n_test=n_test)
+    (mnist.parent / "checksums.json").write_text(json.dumps(checksums))
+    return {
+        **os.environ,
+        "DIGITS_MNIST_DIR": str(mnist),
+        "DIGITS_MNIST_CHECKSUMS": str(mnist.parent / "checksums.json"),
+        "DIGITS_OFFLINE": "1",
+        "DIGITS_CACHE": str(tmp_path_factory.mktemp("cache")),
+        "DVC_NO_ANALYTICS": "1",
+    }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import onnx.numpy_helper
 import pytest
 import yaml
 
-from tests.conftest import commit, run, write_mnist_idx
+from tests.conftest import commit, offline_mnist_env, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,17 +50,7 @@ def scratch_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
         if group in params:
             params[group].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    mnist = tmp_path_factory.mktemp("mnist")
-    checksums = write_mnist_idx(mnist)
-    (mnist.parent / "checksums.json").write_text(json.dumps(checksums))
-    env = {
-        **os.environ,
-        "DIGITS_MNIST_DIR": str(mnist),
-        "DIGITS_MNIST_CHECKSUMS": str(mnist.parent / "checksums.json"),
-        "DIGITS_OFFLINE": "1",
-        "DIGITS_CACHE": str(tmp_path_factory.mktemp("cache")),
-        "DVC_NO_ANALYTICS": "1",
-    }
+    env = offline_mnist_env(tmp_path_factory)
     run(["git", "init", "-q"], repo, env)
     run(["dvc", "init", "-q"], repo, env)
     for name in (".dvc/config", ".gitignore", ".dvcignore"):  # the project's remote and ignores

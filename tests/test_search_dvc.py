@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import commit, run, write_mnist_idx
+from tests.conftest import commit, offline_mnist_env, run
 
 ROOT = Path(__file__).resolve().parents[1]
 # One epoch of a tiny net: the search's machinery is under test here, not the network.
@@ -61,17 +61,9 @@ def search_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
         params[group].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "search.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
-    mnist = tmp_path_factory.mktemp("mnist")
-    checksums = write_mnist_idx(mnist, n_train=500, n_test=100)
-    (mnist.parent / "checksums.json").write_text(json.dumps(checksums))
     env = {
-        **os.environ,
-        "DIGITS_MNIST_DIR": str(mnist),
-        "DIGITS_MNIST_CHECKSUMS": str(mnist.parent / "checksums.json"),
-        "DIGITS_OFFLINE": "1",
-        "DIGITS_CACHE": str(tmp_path_factory.mktemp("cache")),
+        **offline_mnist_env(tmp_path_factory, n_train=500, n_test=100),
         "DIGITS_LOGS": str(tmp_path_factory.mktemp("logs")),
-        "DVC_NO_ANALYTICS": "1",
         # The code under test, wherever DVC runs a stage (temp experiment copies included).
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",

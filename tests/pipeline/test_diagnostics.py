@@ -34,12 +34,7 @@ def data():
     return train, dev, transform
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(data, model: dict, train: dict) -> tuple[dict, list[dict]]:

@@ -41,13 +41,7 @@ def data():
     return train, dev, transform
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets run fastest on one thread, and the shared test machine has few cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(transform, seed: int = 0, **model):

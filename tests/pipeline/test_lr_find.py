@@ -9,7 +9,9 @@ from click.testing import CliRunner
 from digits.cli import cli
 from pipeline.tools.lr_find import lr_sweep, suggest_lr
 from pipeline.training import TrainParams
-from tests.pipeline.test_train import data, one_thread, tiny_model, write_prepared  # noqa: F401
+from tests.pipeline.test_train import data, tiny_model, write_prepared  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sweep_grows_geometrically_stops_on_divergence_and_suggests_below_it(data):  # noqa: F811

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from digits.lines import without_lines
+
 WORK_SIDE = 512  # larger pictures are area-averaged down first: a digit needs far fewer pixels
 MIN_SIDE = 8  # a picture narrower than this cannot hold a readable digit
 MIN_CONTRAST = 16  # ink brighter than the paper by less than this is no ink at all
@@ -236,6 +238,7 @@ def to_ink(gray: np.ndarray) -> tuple[np.ndarray | None, str | None]:
     ink = bright_ink(255 - gray if ink_is_dark(gray, smooth) else gray)
     if ink is None or not ink.any():
         return None, NOISE
+    ink = without_lines(ink)
     rows, cols = np.nonzero(ink)
     height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
     if rows.size < MIN_FILL * height * width:  # a few clumps spread far apart: noise

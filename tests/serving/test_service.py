@@ -95,6 +95,35 @@ def test_batcher_merges_concurrent_requests(linear_onnx: Path) -> None:
     assert len(batched) < len(inputs) and max(batched) <= 16
 
 
+def test_a_lone_request_runs_the_model_once_on_its_own_rows(linear_onnx: Path) -> None:
+    model = CountingModel(**vars(load_model(linear_onnx, provider="cpu")))
+    model.calls = []
+    X = np.random.default_rng(1).uniform(0, 255, size=(3, 784)).astype(np.float32)
+    P = asyncio.run(Batcher(model, max_batch=16)(X))
+    assert model.calls == [3]
+    np.testing.assert_allclose(P, model.predict(X)[1], atol=1e-6)
+
+
+def test_a_cancelled_leader_leaves_no_request_waiting(linear_onnx: Path) -> None:
+    model = load_model(linear_onnx, provider="cpu")
+    batcher = Batcher(model, max_batch=16)
+    first, second = np.random.default_rng(2).uniform(0, 255, size=(2, 1, 784)).astype(np.float32)
+
+    async def cancel_the_leader() -> np.ndarray:
+        leader = asyncio.ensure_future(batcher(first))
+        follower = asyncio.ensure_future(batcher(second))
+        await asyncio.sleep(0)  # the leader waits for the batch to form; the follower joined it
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        return await asyncio.wait_for(follower, timeout=30)
+
+    np.testing.assert_allclose(
+        asyncio.run(cancel_the_leader()), model.predict(second)[1], atol=1e-6
+    )
+    assert not batcher.pending and not batcher.leading
+
+
 @pytest.fixture
 def service(linear_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> Digits:
     monkeypatch.setenv("DIGITS_MODEL", str(linear_onnx))

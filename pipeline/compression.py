@@ -51,15 +51,45 @@ def pruned_count(linear: nn.Linear) -> int:
     return int((linear.weight_mask == 0).sum()) if prune.is_pruned(linear) else 0
 
 
-def prune_magnitude(model: MLP, sparsity: float, scope: Scope = "global") -> None:
-    """Mask the smallest-|w| Linear weights (in place) until `sparsity` of them are masked.
+def input_scales(model: MLP, x: np.ndarray) -> list[torch.Tensor]:
+    """Per Linear, the std of each of its inputs over raw pixels x (N, 784), over their mean
+    (1 on average): how much each weight's input varies, the part of |w|·|input| BatchNorm keeps."""
+    linears, seen = model.linears(), []
+    hooks = [lin.register_forward_pre_hook(lambda _, args: seen.append(args[0])) for lin in linears]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.from_numpy(np.asarray(x, dtype=np.float32)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    stds = [inputs.std(dim=0) for inputs in seen]
+    return [std / std.mean().clamp_min(1e-12) for std in stds]
 
+
+def importance(linear: nn.Linear, scale: torch.Tensor | None) -> torch.Tensor:
+    """|w|, or |w| times its input's relative scale (Wanda, Sun et al. 2023, per input)."""
+    magnitude = effective_weight(linear).abs()
+    return magnitude if scale is None else magnitude * scale[None, :]
+
+
+def prune_magnitude(
+    model: MLP,
+    sparsity: float,
+    scope: Scope = "global",
+    scales: list[torch.Tensor] | None = None,
+) -> None:
+    """Mask the least important Linear weights (in place) until `sparsity` of them are masked.
+
+    Importance is |w|, or with `scales` (input_scales) |w| times its input's relative scale.
     Existing masks are kept (torch's PruningContainer prunes only among the survivors), so
     calling this with a rising target is the iterative prune step of Han et al. (2015).
     """
     linears = model.linears()
+    per_layer = scales or [None] * len(linears)
     if scope == "layer":
-        prune_layers(model, [sparsity] * len(linears))
+        prune_layers(model, [sparsity] * len(linears), scales)
         return
     total = sum(linear.weight.numel() for linear in linears)
     more = round(sparsity * total) - sum(pruned_count(linear) for linear in linears)
@@ -67,17 +97,24 @@ def prune_magnitude(model: MLP, sparsity: float, scope: Scope = "global") -> Non
         prune.global_unstructured(
             [(linear, "weight") for linear in linears],
             pruning_method=prune.L1Unstructured,
-            importance_scores={(lin, "weight"): effective_weight(lin).abs() for lin in linears},
+            importance_scores={
+                (lin, "weight"): importance(lin, scale)
+                for lin, scale in zip(linears, per_layer, strict=True)
+            },
             amount=more,
         )
 
 
-def prune_layers(model: MLP, sparsities: list[float]) -> None:
-    """Mask each Linear's smallest-|w| weights (in place) until its own share is masked."""
-    for linear, sparsity in zip(model.linears(), sparsities, strict=True):
+def prune_layers(
+    model: MLP, sparsities: list[float], scales: list[torch.Tensor] | None = None
+) -> None:
+    """Mask each Linear's least important weights (in place) until its own share is masked."""
+    linears = model.linears()
+    per_layer = scales or [None] * len(linears)
+    for linear, sparsity, scale in zip(linears, sparsities, per_layer, strict=True):
         more = round(sparsity * linear.weight.numel()) - pruned_count(linear)
         if more > 0:
-            scores = effective_weight(linear).abs()
+            scores = importance(linear, scale)
             prune.l1_unstructured(linear, "weight", amount=more, importance_scores=scores)
 
 

@@ -45,6 +45,7 @@ from pipeline.compression import (
     fold_batchnorm,
     fold_preprocess_if_smaller,
     has_batchnorm,
+    input_scales,
     layer_sensitivity,
     layer_summary,
     max_logit_diff,
@@ -64,6 +65,8 @@ from pipeline.run_log import write_run_log
 from pipeline.training import Data, TrainParams, fit, load_data
 
 PruneScope = Literal["global", "layer", "sensitivity"]
+Importance = Literal["magnitude", "input_scaled"]
+CALIBRATION = 4096  # train images whose activations give input_scaled its input scales
 # Learned-weight sparsity may fall short of the target by rounding alone (per layer, per step).
 SPARSITY_TOLERANCE = 1e-3
 
@@ -93,6 +96,9 @@ class CompressParams:
     # in front), so the recipe prunes pixel weights and no dense map is deployed; false: prune
     # in the whitened basis and fold the map afterwards only if that is smaller.
     unmix_whitening: bool = True
+    # magnitude: rank weights by |w|; input_scaled: by |w| times the std of the input it
+    # multiplies, relative to its layer's mean (Wanda, Sun et al. 2023), measured on train.
+    importance: Importance = "magnitude"
 
     def __post_init__(self) -> None:
         require(0 <= self.structured_fraction < 1, "compress.structured_fraction", "not in [0, 1)")
@@ -204,10 +210,13 @@ def prune_steps(
     schedules = [sparsity_schedule(share, params.steps) for share in shares or []]
     for k, target in enumerate(sparsity_schedule(params.sparsity, params.steps), 1):
         before = dev_accuracy(model, tuning.dev)
+        scales = None
+        if params.importance == "input_scaled":
+            scales = input_scales(model, tuning.train[0][:CALIBRATION])
         if shares is None:
-            prune_magnitude(model, target, params.scope)
+            prune_magnitude(model, target, params.scope, scales)
         else:
-            prune_layers(model, [schedule[k - 1] for schedule in schedules])
+            prune_layers(model, [schedule[k - 1] for schedule in schedules], scales)
         cut = dev_accuracy(model, tuning.dev)
         epochs = params.final_epochs if k == params.steps else params.step_epochs
         fine_tune(model, tuning, epochs, params.lr)

@@ -20,6 +20,8 @@ from pipeline.compression import (
     fold_preprocess,
     fold_preprocess_if_smaller,
     has_batchnorm,
+    importance,
+    input_scales,
     layer_sensitivity,
     max_logit_diff,
     mixes_pixels,
@@ -440,3 +442,38 @@ def test_unmixing_a_whitening_map_keeps_the_function_and_leaves_a_scaled_identit
     assert torch.equal(unmixed.preprocess.matrix, torch.eye(784) * 0.0125)
     assert unmixed.linears()[0].weight.shape == (24, 784)
     assert max_logit_diff(model, unmixed, train[0]) < 1e-3
+
+
+def test_input_scales_are_each_inputs_std_over_its_layers_mean(data):
+    model = make_model(data)
+    x = data["train"][0]
+    scales = input_scales(model, x)
+    assert [len(s) for s in scales] == [lin.in_features for lin in model.linears()]
+    for scale in scales:
+        assert float(scale.mean()) == pytest.approx(1.0, rel=1e-5)
+    pixels = torch.from_numpy(x.astype(np.float32))
+    std = model.preprocess(pixels).std(dim=0)
+    torch.testing.assert_close(scales[0], std / std.mean())
+    assert model.training is False  # the model is left in the mode it came in
+
+
+def test_input_scaled_pruning_removes_weights_on_inputs_that_never_vary_first(data):
+    x = data["train"][0].copy()
+    x[:, :40] = 0  # border pixels: the same in every image
+    models = {}
+    for name in ("input_scaled", "magnitude"):
+        model = make_model(data)
+        first = model.linears()[0]
+        with torch.no_grad():
+            first.weight[:, :40] = 10.0 * first.weight.abs().max()  # the largest weights of all
+        models[name] = model
+    scales = input_scales(models["input_scaled"], x)
+    assert (scales[0][:40] < 1e-6).all() and (scales[0][40:] > 0).any()
+    # Weights on inputs that never vary (the constant pixels; units never active) count zero.
+    linears = models["input_scaled"].linears()
+    idle = sum(int((importance(lin, s) == 0).sum()) for lin, s in zip(linears, scales, strict=True))
+    share = idle / sum(lin.weight.numel() for lin in linears)
+    prune_magnitude(models["input_scaled"], share, "global", scales)
+    prune_magnitude(models["magnitude"], share, "global")
+    assert (effective_weight(models["input_scaled"].linears()[0])[:, :40] == 0).all()
+    assert (effective_weight(models["magnitude"].linears()[0])[:, :40] != 0).all()

@@ -82,14 +82,17 @@ def prune_magnitude(
 ) -> None:
     """Mask the least important Linear weights (in place) until `sparsity` of them are masked.
 
-    Importance is |w|, or with `scales` (input_scales) |w| times its input's relative scale.
+    Importance is |w|; with `scales` (input_scales), each layer loses the share global |w|
+    ranking gives it, chosen within the layer by |w| times its input's relative scale.
     Existing masks are kept (torch's PruningContainer prunes only among the survivors), so
     calling this with a rising target is the iterative prune step of Han et al. (2015).
     """
     linears = model.linears()
-    per_layer = scales or [None] * len(linears)
     if scope == "layer":
         prune_layers(model, [sparsity] * len(linears), scales)
+        return
+    if scales is not None:  # each layer's share as |w| ranks them globally, chosen within it
+        prune_layers(model, global_shares(linears, sparsity), scales)
         return
     total = sum(linear.weight.numel() for linear in linears)
     more = round(sparsity * total) - sum(pruned_count(linear) for linear in linears)
@@ -97,12 +100,23 @@ def prune_magnitude(
         prune.global_unstructured(
             [(linear, "weight") for linear in linears],
             pruning_method=prune.L1Unstructured,
-            importance_scores={
-                (lin, "weight"): importance(lin, scale)
-                for lin, scale in zip(linears, per_layer, strict=True)
-            },
+            importance_scores={(lin, "weight"): effective_weight(lin).abs() for lin in linears},
             amount=more,
         )
+
+
+def global_shares(linears: list[nn.Linear], sparsity: float) -> list[float]:
+    """Each layer's pruned share when the smallest |w| of all layers together are pruned."""
+    weights = [effective_weight(linear).abs().ravel() for linear in linears]
+    every = torch.cat(weights)
+    count = round(sparsity * every.numel())
+    if count == 0:
+        return [0.0] * len(linears)
+    # Ties at the threshold go to the earlier layers, as a stable global sort would send them.
+    order = torch.argsort(every, stable=True)[:count]
+    bounds = np.cumsum([0] + [w.numel() for w in weights])
+    taken = np.histogram(order.numpy(), bins=bounds)[0]
+    return [int(t) / w.numel() for t, w in zip(taken, weights, strict=True)]
 
 
 def prune_layers(

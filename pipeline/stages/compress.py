@@ -65,7 +65,7 @@ from pipeline.run_log import write_run_log
 from pipeline.training import Data, TrainParams, fit, load_data
 
 PruneScope = Literal["global", "layer", "sensitivity"]
-Importance = Literal["magnitude", "input_scaled"]
+Importance = Literal["auto", "magnitude", "input_scaled"]
 CALIBRATION = 4096  # train images whose activations give input_scaled its input scales
 # Learned-weight sparsity may fall short of the target by rounding alone (per layer, per step).
 SPARSITY_TOLERANCE = 1e-3
@@ -96,9 +96,11 @@ class CompressParams:
     # in front), so the recipe prunes pixel weights and no dense map is deployed; false: prune
     # in the whitened basis and fold the map afterwards only if that is smaller.
     unmix_whitening: bool = True
-    # magnitude: rank weights by |w|; input_scaled: by |w| times the std of the input it
-    # multiplies, relative to its layer's mean (Wanda, Sun et al. 2023), measured on train.
-    importance: Importance = "magnitude"
+    # magnitude: rank weights by |w|; input_scaled: within each layer (its share as |w| ranks
+    # globally), by |w| times the std of the input it multiplies (Wanda, Sun et al. 2023);
+    # auto: input_scaled when a whitening map was unmixed (its weights sit on pixels whose
+    # scale the map changed), else magnitude.
+    importance: Importance = "auto"
 
     def __post_init__(self) -> None:
         require(0 <= self.structured_fraction < 1, "compress.structured_fraction", "not in [0, 1)")
@@ -200,7 +202,11 @@ def sensitivity_step(model: MLP, dev: Data, params: CompressParams) -> dict:
 
 
 def prune_steps(
-    model: MLP, tuning: Tuning, params: CompressParams, shares: list[float] | None = None
+    model: MLP,
+    tuning: Tuning,
+    params: CompressParams,
+    shares: list[float] | None = None,
+    scaled: bool = False,
 ) -> list[dict]:
     """Iterative magnitude pruning to the target sparsity, fine-tuning after each step.
 
@@ -211,7 +217,7 @@ def prune_steps(
     for k, target in enumerate(sparsity_schedule(params.sparsity, params.steps), 1):
         before = dev_accuracy(model, tuning.dev)
         scales = None
-        if params.importance == "input_scaled":
+        if scaled:
             scales = input_scales(model, tuning.train[0][:CALIBRATION])
         if shares is None:
             prune_magnitude(model, target, params.scope, scales)
@@ -304,6 +310,10 @@ def compress(dense: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, d
     unmix = params.unmix_whitening and mixes_pixels(model)
     if unmix:  # prune pixel weights: no dense map left in front of a sparse first layer
         model = unmix_preprocess(model, 1 / float(np.std(tuning.train[0])))
+    importance = params.importance
+    if importance == "auto":
+        importance = "input_scaled" if unmix else "magnitude"
+    scaled = importance == "input_scaled"
     if params.structured_fraction and dense.spec.hidden:
         model, row = structured_step(model, tuning, params)
         steps.append(row)
@@ -313,9 +323,9 @@ def compress(dense: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, d
     if params.sparsity and params.scope == "sensitivity":
         sensitivity = sensitivity_step(model, tuning.dev, params)
         shares = list(sensitivity["allocation"].values())
-        steps.extend(prune_steps(model, tuning, params, shares))
+        steps.extend(prune_steps(model, tuning, params, shares, scaled))
     elif params.sparsity:
-        steps.extend(prune_steps(model, tuning, params))
+        steps.extend(prune_steps(model, tuning, params, scaled=scaled))
     if params.polish_epochs:
         steps.append(polish_step(model, tuning, params))
     folded, folding = fold(model, tuning.dev)
@@ -334,6 +344,7 @@ def compress(dense: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, d
         "dense": dense_summary,
         "steps": steps,
         "folding": {**folding, "whitening_unmixed_before_pruning": unmix},
+        "importance": importance,
         "deployed": deployed_size(folded),
     }
     if sensitivity is not None:

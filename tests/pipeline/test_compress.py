@@ -209,6 +209,9 @@ def test_every_whitening_option_compresses_honestly_and_exports_in_parity(
     assert report["folding"]["whitening_unmixed_before_pruning"] is (unmix and bool(data_options))
     if report["folding"]["whitening_unmixed_before_pruning"]:  # pruned on pixels, 784 wide
         assert model.linears()[0].weight.shape[1] == 784
+        assert report["importance"] == "input_scaled"  # auto: |w| misleads after unmixing
+    else:
+        assert report["importance"] == "magnitude"
     assert model.spec.preprocess is map_kept
     assert report["folding"]["preprocess"]["folded"] is not map_kept
     assert report["sparsity"] == pytest.approx(0.9, abs=1e-3)

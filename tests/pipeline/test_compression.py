@@ -19,6 +19,7 @@ from pipeline.compression import (
     fold_batchnorm,
     fold_preprocess,
     fold_preprocess_if_smaller,
+    global_shares,
     has_batchnorm,
     importance,
     input_scales,
@@ -29,6 +30,7 @@ from pipeline.compression import (
     plain_copy,
     prune_layers,
     prune_magnitude,
+    pruned_count,
     residual_groups,
     shrink_hidden,
     sparsity_schedule,
@@ -477,3 +479,12 @@ def test_input_scaled_pruning_removes_weights_on_inputs_that_never_vary_first(da
     prune_magnitude(models["magnitude"], share, "global")
     assert (effective_weight(models["input_scaled"].linears()[0])[:, :40] == 0).all()
     assert (effective_weight(models["magnitude"].linears()[0])[:, :40] != 0).all()
+
+
+def test_global_shares_are_the_shares_global_magnitude_pruning_takes_per_layer(data):
+    model = make_model(data)
+    shares = global_shares(model.linears(), 0.7)
+    prune_magnitude(model, 0.7)
+    taken = [pruned_count(lin) / lin.weight.numel() for lin in model.linears()]
+    assert shares == pytest.approx(taken)
+    assert len(set(shares)) > 1  # the layers lose different shares

@@ -56,6 +56,7 @@ PREDICTION_ROUTES = ("/predict", "/predict_image")
 POLL_S = 0.05  # how often a request waiting on image decoding checks that its client is still there
 # Requests this small (a few digit-sized images) are decoded on the event loop, in well under 1 ms.
 INLINE_PIXELS = 4 * 64 * 64
+JSON = b"application/json"
 current_service = bentoml.get_current_service  # looked up once: bentoml's lazy module attribute
 FAILED = "An unexpected error has occurred, please check the server log."  # BentoML's words
 
@@ -382,8 +383,11 @@ class PredictionRoutes:
         except Exception:  # as BentoML does: the traceback to the log, no internals to the client
             log.exception("failed %s", path)
             status, result = 500, {"error": FAILED}
-        response = Response(orjson.dumps(result), status, media_type="application/json")
-        await response(scope, receive, send)
+        body = orjson.dumps(result)
+        # The two messages Starlette's Response would send, without building one per request.
+        headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 # Outermost first: the document costs nothing, then backpressure, the body limit, the routes.

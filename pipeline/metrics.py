@@ -6,8 +6,8 @@ import numpy as np
 
 from digits.confusion import confusion_counts
 
-# Low confidence by default: answers below the threshold are right at most half the time on dev.
-FLAG_ACCURACY = 0.5
+# Low confidence by default: answers below the threshold are right at most 6 times in 10 on dev.
+FLAG_ACCURACY = 0.6
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

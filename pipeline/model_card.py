@@ -49,8 +49,8 @@ unless that would make the model larger, so the file takes raw pixels.
 
 Answers whose confidence is below the threshold are flagged `low_confidence` by the service
 and `digits score`. The threshold is chosen on dev, never test: the largest set of least
-confident dev answers that are right at most `evaluate.flag_accuracy` of the time (0.5 by
-default: a flagged answer is a coin toss or worse on MNIST) is flagged.
+confident dev answers that are right at most `evaluate.flag_accuracy` of the time (0.6 in the
+default params.yaml) is flagged; a threshold of 0 means no such set existed, and nothing is.
 
 ## Limitations
 - Trained on MNIST only: digits written by US Census staff and students, size-normalised and

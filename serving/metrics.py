@@ -4,49 +4,14 @@ Registered with prometheus_client at import, as BentoML documents for custom met
 every worker's values). What a person watching for drift or overload needs: answers per digit
 (and "no digit" answers), the confidence of each answer and how many fall under the threshold,
 image decode time, the model's batch sizes, and refused requests by route and status.
-
-In BentoML's multiprocess mode every metric write asks the kernel for the process id (fork
-detection), about 10 writes and 70 µs per one-image request on a VM, a third of the service's
-overhead over a bare server: the id is cached here instead and refreshed after a fork.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-from prometheus_client import Counter, Histogram, values
+from prometheus_client import Counter, Histogram
 
 from serving.answers import Answers
-
-_pid = os.getpid()
-
-
-def cached_pid() -> int:
-    """os.getpid() without a system call: a cached value, refreshed in a forked child."""
-    return _pid
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-def live_values(value_class: type) -> int:
-    """How many metric values a multiprocess value class has made (0 for any other class)."""
-    # The count is only kept in the factory's closure; a class without one has made none.
-    for cell in getattr(value_class.__init__, "__closure__", None) or ():
-        if isinstance(cell.cell_contents, list):
-            return len(cell.cell_contents)
-    return 0
-
-
-# Swapped only before any value exists: two factories would both write the same pid's files.
-if getattr(values.ValueClass, "_multiprocess", False) and not live_values(values.ValueClass):
-    values.ValueClass = values.MultiProcessValue(process_identifier=cached_pid)
 
 PREDICTIONS = Counter(
     "digits_predictions", "Images answered, by predicted digit ('none': no digit)", ["digit"]

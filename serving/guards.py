@@ -44,9 +44,12 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         error = f"request body too large (limit {self.max_bytes} bytes)"
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_bytes:
-            return await send_error(scope, send, 413, error)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
+                return await send_error(scope, send, 413, error)
+            # The server reads no more than a declared length: nothing left to count.
+            return await self.app(scope, receive, send)
         seen, started = 0, False
 
         async def counted() -> Message:

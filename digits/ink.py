@@ -4,7 +4,8 @@ What real photos, scans and canvas exports need before MNIST's recipe (digits/im
 mode Pillow opens (16-bit, palette, LA/RGBA, CMYK, EXIF-rotated) as luminance without losing ink;
 strokes on a transparent canvas; which side is ink (dark on light paper or light on dark); a
 smooth background (uneven lighting, soft shadows) fitted and removed; a noise threshold (paper
-texture, sensor and JPEG noise) and lone specks dropped, leaving anti-aliased grey strokes.
+texture, sensor and JPEG noise) and lone specks dropped, leaving anti-aliased grey strokes;
+lines running edge to edge across the picture taken away (digits/lines.py).
 A picture with no digit in it (blank, uniform, noise only, too little ink) gives a reason
 instead of ink. Reads and writes no files.
 """

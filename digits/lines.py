@@ -22,6 +22,7 @@ LEVEL = 96  # ink at least this bright is part of a line (lines drawn in ink are
 COVERAGE = 0.9  # share of a path that must be ink, both end pixels included, to be a line
 MAX_LINES = 4  # a form's box has four rules; more lines than that is a drawing, not a page
 END_ROOM = 0.05  # what stays must keep this share of the line's length clear at both ends
+WIDE, MIN_WIDE = 0.08, 4  # a line is at most this share of the picture (or pixels) wide
 
 
 def pooled(mask: np.ndarray) -> np.ndarray:
@@ -72,20 +73,26 @@ def top_to_bottom(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def row_runs(ink: np.ndarray, centres: np.ndarray, reach: int) -> list[tuple[int, int, int]]:
-    """Per row, the run of line-bright ink nearest the predicted centre: (row, start, stop)."""
+    """Per row, the run of line-bright ink nearest the predicted centre: (row, start, stop).
+
+    Runs are followed at most 2·reach past the centre: longer ones are strokes or filled areas,
+    never a line, and following them across a large picture would cost a pass per pixel.
+    """
     h, w = ink.shape
     runs = []
     for row in range(h):
         c = int(round(float(centres[row])))
-        lo, hi = max(c - reach, 0), min(c + reach + 1, w)
-        near = np.flatnonzero(ink[row, lo:hi] >= LEVEL)
+        lo, hi = max(c - 3 * reach, 0), min(c + 3 * reach + 1, w)
+        bright = ink[row, lo:hi] >= LEVEL
+        first = max(c - reach - lo, 0)  # the search window inside the followed span
+        near = first + np.flatnonzero(bright[first : c + reach + 1 - lo])
         if near.size == 0:
             continue
-        start = stop = lo + int(near[np.argmin(np.abs(lo + near - c))])
-        while start > 0 and ink[row, start - 1] >= LEVEL:
-            start -= 1
-        while stop + 1 < w and ink[row, stop + 1] >= LEVEL:
-            stop += 1
+        k = int(near[np.argmin(np.abs(near - (c - lo)))])
+        dark_left = np.flatnonzero(~bright[:k])
+        dark_right = np.flatnonzero(~bright[k:])
+        start = lo + (int(dark_left[-1]) + 1 if dark_left.size else 0)
+        stop = lo + (k + int(dark_right[0]) - 1 if dark_right.size else len(bright) - 1)
         runs.append((row, start, stop))
     return runs
 
@@ -101,6 +108,8 @@ def fitted_band(ink: np.ndarray, top: int, bottom: int, factor: int) -> np.ndarr
         return None
     lengths = runs[:, 2] - runs[:, 1] + 1
     width = float(np.median(lengths))
+    if width > max(MIN_WIDE, WIDE * w):  # a filled area or a broad band: no line to erase
+        return None
     straight = lengths <= 1.5 * width + 1  # longer runs are strokes crossing the line
     if straight.sum() < 2:
         return None
@@ -169,11 +178,12 @@ def without_lines(ink: np.ndarray) -> np.ndarray:
     # The lines' anti-aliased edges: faint pixels beside them would still span the picture.
     beside = shifted(band, 0, 1) | shifted(band, 0, -1) | shifted(band, 1, 0) | shifted(band, -1, 0)
     rest = np.where(band | (beside & (ink < LEVEL)), 0.0, ink)
+    # Every line must have room at both of its ends, judged on what all of them leave. Bridging
+    # only fills between ink already there, so it is judged before the bridging is paid for.
+    if not all(room_at_both_ends(rest.T if across else rest) for across, _ in lines):
+        return ink
     for across, line in lines:
         # Farther than twice its width along a row, a walk follows the line, not crosses it.
         reach = 2 * int(line.sum(axis=1).max()) + 1
         rest = np.maximum(rest, inpainted(ink, band, line.T if across else line, reach))
-    # Every line must have room at both of its ends, judged on what all of them leave.
-    if all(room_at_both_ends(rest.T if across else rest) for across, _ in lines):
-        return rest
-    return ink
+    return rest

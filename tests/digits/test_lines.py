@@ -91,3 +91,12 @@ def test_large_photos_lose_their_lines_too() -> None:
     out = without_lines(lined)
     assert (out[:, :40] >= LEVEL).sum() == 0  # the margin beside the digit: only lines were there
     assert (out >= LEVEL).sum() > 0.9 * (ink_of(page) >= LEVEL).sum()
+
+
+def test_a_broad_band_across_the_picture_is_no_line() -> None:
+    # A bar a quarter of the picture wide is a shape (a shadow, a fold, the page's edge), not a
+    # ruled line: erasing it would take whatever it covers, so it stays.
+    picture = four()
+    ImageDraw.Draw(picture).rectangle([(0, 0), (29, 159)], fill=0)  # edge to edge, 30 px wide
+    ink = ink_of(picture)
+    assert without_lines(ink) is ink

@@ -93,9 +93,12 @@ def params_digest(params_file: Path) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
-def read_recorded(evaluate_file: Path, compress_file: Path, choice: str) -> dict[str, float]:
-    """Dev/test accuracy and the low-confidence threshold (evaluate.json), and sparsity
-    (compress.json), recorded for the model."""
+def read_recorded(
+    evaluate_file: Path, compress_file: Path, choice: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """What was recorded for the model: dev/test accuracy and the low-confidence threshold
+    (evaluate.json) and sparsity (compress.json), for the metadata; and the share and accuracy
+    of the test answers that threshold flags, for the card."""
     evaluated = json.loads(evaluate_file.read_text()).get(choice, {})
     # confidence_threshold: chosen on dev by evaluate; serving flags answers below it.
     keys = ("dev_accuracy", "test_accuracy", "confidence_threshold")
@@ -107,13 +110,8 @@ def read_recorded(evaluate_file: Path, compress_file: Path, choice: str) -> dict
     missing = [key for key, value in recorded.items() if not isinstance(value, int | float)]
     if missing:
         raise click.ClickException(f"no {choice} {missing[0]} recorded in {evaluate_file}")
-    return recorded
-
-
-def read_flags(evaluate_file: Path, choice: str) -> dict[str, float]:
-    """Share and accuracy of the test answers the recorded threshold flags (evaluate.json)."""
-    evaluated = json.loads(evaluate_file.read_text()).get(choice, {})
-    return {key: evaluated.get(f"test_{key}") for key in ("flagged_share", "flagged_accuracy")}
+    flags = {key: evaluated.get(f"test_{key}") for key in ("flagged_share", "flagged_accuracy")}
+    return recorded, flags
 
 
 def median_seconds(session: ort.InferenceSession, x: np.ndarray, repeats: int) -> float:
@@ -230,14 +228,15 @@ def export_command(
         int8=models / "digits-int8.onnx",
         card=models / "MODEL_CARD.md",
     )
+    recorded, flags = read_recorded(evaluate, compress, config.model)
     provenance = {
-        **read_recorded(evaluate, compress, config.model),
+        **recorded,
         "params_digest": params_digest(params_file),
         "checkpoint_sha256": sha256_file(paths.checkpoint),
         "test_sha256": sha256_file(paths.test),
         "package_version": __version__,
     }
-    result = export(paths, config, provenance, read_flags(evaluate, config.model))
+    result = export(paths, config, provenance, flags)
     write_json(report, result)
     # Timings differ between runs of the same inputs: a run log, not part of the metrics.
     x, _ = read_split(paths.test)

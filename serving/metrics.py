@@ -44,15 +44,6 @@ NO_DIGIT = PREDICTIONS.labels(digit="none")
 
 def observe_answers(answers: Answers) -> None:
     """Count each image's digit (or none) and record the confidence of each answered one."""
-    if len(answers.reasons) == 1:  # most requests: one image, no array passes needed
-        if answers.reasons[0] is not None:
-            NO_DIGIT.inc()
-            return
-        DIGITS[int(answers.digits[0])].inc()
-        CONFIDENCE.observe(float(answers.confidence[0]))
-        if answers.low[0]:
-            LOW_CONFIDENCE.inc()
-        return
     answered = answers.answered
     counts = np.bincount(answers.digits[answered], minlength=10)  # (10,)
     for digit in np.flatnonzero(counts).tolist():

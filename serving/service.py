@@ -147,10 +147,7 @@ class Batcher:
         try:
             # Inline, not in a thread: a thread hop per batch costs more than a small model.
             _, P = self.model.predict(X)
-            if len(jobs) == 1:
-                results: list[np.ndarray] | list[Exception] = [P]
-            else:
-                results = np.split(P, np.cumsum([len(x) for x, _ in jobs])[:-1])
+            results = np.split(P, np.cumsum([len(x) for x, _ in jobs])[:-1])
         except Exception as err:  # every waiting request gets the failure
             results = [err] * len(jobs)
         for (_, future), result in zip(jobs, results, strict=True):

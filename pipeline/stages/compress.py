@@ -216,9 +216,7 @@ def prune_steps(
     schedules = [sparsity_schedule(share, params.steps) for share in shares or []]
     for k, target in enumerate(sparsity_schedule(params.sparsity, params.steps), 1):
         before = dev_accuracy(model, tuning.dev)
-        scales = None
-        if scaled:
-            scales = input_scales(model, tuning.train[0][:CALIBRATION])
+        scales = input_scales(model, tuning.train[0][:CALIBRATION]) if scaled else None
         if shares is None:
             prune_magnitude(model, target, params.scope, scales)
         else:

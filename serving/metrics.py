@@ -3,13 +3,18 @@
 Registered with prometheus_client at import, as BentoML documents for custom metrics (it merges
 every worker's values). What a person watching for drift or overload needs: answers per digit
 (and "no digit" answers), the confidence of each answer and how many fall under the threshold,
-image decode time, the model's batch sizes, and refused requests by route and status.
+image decode time, the model's batch sizes, refused requests by route and status, and the
+prediction routes' requests by status and their latency (served in front of BentoML's own request
+metrics, which therefore count only the other routes).
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.answers import Answers
 
@@ -37,6 +42,15 @@ REFUSED = Counter(
 LOW_CONFIDENCE = Counter(
     "digits_low_confidence_answers", "Digits answered under the model's confidence threshold"
 )
+REQUESTS = Counter(
+    "digits_requests", "Prediction requests answered, by route and status", ["route", "status"]
+)
+LATENCY = Histogram(
+    "digits_request_seconds",
+    "Time from a prediction request's arrival to its answer, by route",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
 DIGITS = [PREDICTIONS.labels(digit=str(d)) for d in range(10)]  # label lookups once, not per answer
 # Exported at 0 from the start, so dashboards and alerts can rely on the series.
 NO_DIGIT = PREDICTIONS.labels(digit="none")
@@ -54,3 +68,33 @@ def observe_answers(answers: Answers) -> None:
         LOW_CONFIDENCE.inc(low)
     for value in answers.confidence[answered].tolist():
         CONFIDENCE.observe(value)
+
+
+class RequestMetrics:
+    """Count the prediction routes' requests by status and time them, refusals included."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.latency = {path: LATENCY.labels(route=path) for path in paths}
+        self.counts: dict[tuple[str, int], Counter] = {}  # label lookups once per status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        latency = self.latency.get(scope["path"]) if scope["type"] == "http" else None
+        if latency is None:
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500  # an app that raises sends nothing: a 500
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            latency.observe(time.perf_counter() - start)
+            key = (scope["path"], status)
+            if (count := self.counts.get(key)) is None:
+                count = self.counts[key] = REQUESTS.labels(route=key[0], status=str(status))
+            count.inc()

@@ -31,6 +31,7 @@ class Settings:
     decode_threads: int = 1  # per worker: image decoding and large JSON bodies run in this pool
     # Requests in flight per worker past which new ones get an immediate 503 (Retry-After).
     max_queue: int = 256
+    timeout_s: int = 30  # a request not answered by then gets 504 (a client dripping its body)
     json_logs: bool = False  # log lines as JSON objects, for log collectors
     # BentoML's access log and OpenTelemetry spans cost more CPU per request than the model.
     access_log: bool = False
@@ -46,7 +47,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         positive = ("threads", "workers", "max_images", "max_body_bytes", "max_image_pixels")
-        positive += ("max_request_pixels", "decode_threads", "max_queue")
+        positive += ("max_request_pixels", "decode_threads", "max_queue", "timeout_s")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ValueError(f"DIGITS_{key.upper()} must be at least 1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -59,6 +60,10 @@ def test_metrics_after_a_few_requests(tmp_path: Path) -> None:
     assert m["digits_batch_size_count"] == 3 and m["digits_batch_size_sum"] == 9
     assert m['digits_batch_size_bucket{le="4.0"}'] == 3  # rows 3, 4 and 2
     assert m['digits_refused_requests_total{route="/predict",status="400"}'] == 1
+    assert m['digits_requests_total{route="/predict",status="200"}'] == 2
+    assert m['digits_requests_total{route="/predict",status="400"}'] == 1
+    assert m['digits_requests_total{route="/predict_image",status="200"}'] == 1
+    assert m['digits_request_seconds_count{route="/predict"}'] == 3
 
 
 def broken_model(path: Path) -> Path:
@@ -107,3 +112,54 @@ def test_json_logs_one_line_per_4xx_and_a_traceback_for_5xx(tmp_path: Path) -> N
     errors = [line for line in lines if line["level"] == "ERROR"]
     assert len(errors) == 1 and "Traceback" in errors[0]["traceback"]
     assert "/predict" in errors[0]["message"]
+
+
+def bentoml_requests(url: str, route: str) -> float:
+    """BentoML's own request count for a route on /metrics (0 when it has none)."""
+    text = httpx.get(f"{url}/metrics").text
+    pattern = rf'^bentoml_\w*request_total{{[^}}]*endpoint="{route}"[^}}]*}} (\S+)$'
+    found = re.findall(pattern, text, re.M)
+    return sum(map(float, found))
+
+
+@pytest.mark.parametrize("access_log", [0, 1])
+def test_prediction_routes_answer_alike_in_front_of_bentoml_or_inside_it(
+    tmp_path: Path, access_log: int
+) -> None:
+    model, log = write_linear_onnx(tmp_path / "digits.onnx", seed=5), tmp_path / "server.log"
+    pixels = np.random.default_rng(1).integers(0, 256, size=(2, 784)).tolist()
+    with running_server(model, log, access_log=access_log) as url:
+        answer = httpx.post(f"{url}/predict", json={"pixels": pixels})
+        refused = httpx.post(f"{url}/predict", json={"pixels": [[1] * 10]})
+        assert httpx.get(f"{url}/info").is_success  # a route of BentoML's app either way
+        m, counted_by_bentoml = samples(url), bentoml_requests(url, "/predict")
+        time.sleep(0.5)  # the worker's lines reach the file through BentoML's arbiter
+    assert answer.status_code == 200 and len(answer.json()["digits"]) == 2
+    assert refused.status_code == 400 and "N×784" in refused.json()["error"]
+    assert m['digits_requests_total{route="/predict",status="200"}'] == 1
+    assert m['digits_requests_total{route="/predict",status="400"}'] == 1
+    # Access logging puts the routes inside BentoML's middlewares, which then count them too.
+    assert counted_by_bentoml == 2 * access_log
+    assert ("method=POST,path=/predict," in log.read_text()) == bool(access_log)  # its access log
+
+
+def test_a_body_that_never_completes_gets_504_and_the_server_goes_on(tmp_path: Path) -> None:
+    model = write_linear_onnx(tmp_path / "digits.onnx", seed=5)
+    with running_server(model, tmp_path / "server.log", timeout_s=1) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=20) as client:
+            head = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            client.sendall(f'{head}Content-Length: 5000\r\n\r\n{{"pixels": [['.encode())
+            response = b""
+            while b"\r\n\r\n" not in response or not response.endswith(b"}"):
+                if not (data := client.recv(4096)):
+                    break
+                response += data
+        ok = httpx.post(f"{url}/predict", json={"pixels": [[0] * 784]})
+        m = samples(url)
+    status, _, body = response.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 504"), response
+    assert json.loads(body) == {"error": "not answered within 1 s"}
+    assert ok.status_code == 200
+    assert m['digits_requests_total{route="/predict",status="504"}'] == 1
+    assert m['digits_refused_requests_total{route="/predict",status="504"}'] == 1

@@ -225,6 +225,7 @@ def test_serve_refuses_cuda_without_it(linear_onnx: Path) -> None:
         ("MAX_REQUEST_PIXELS", "lots", "a whole number"),
         ("DECODE_THREADS", "0", "at least 1"),
         ("MAX_QUEUE", "0", "at least 1"),
+        ("TIMEOUT_S", "0", "at least 1"),
         ("JSON_LOGS", "json", "1 or 0"),
     ],
 )

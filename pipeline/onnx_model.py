@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 from torch import nn
@@ -31,8 +30,8 @@ from pipeline.compression import (
     plain_copy,
 )
 from pipeline.network import CLASSES, MLP, PIXELS
+from pipeline.onnx_scoring import INPUT, cpu_session
 
-INPUT = "pixels"
 OUTPUTS = ("logits", "probabilities")
 INPUT_SPEC = {"name": INPUT, "dtype": "float32", "shape": ["N", PIXELS], "range": [0, 255]}
 # Ops that only make sense while training; an inference graph must not carry them.
@@ -158,22 +157,6 @@ def model_metadata(proto: onnx.ModelProto, provenance: dict[str, Any]) -> dict[s
         "input_spec": json.dumps(INPUT_SPEC),
         **{key: str(value) for key, value in provenance.items()},
     }
-
-
-def cpu_session(path: Path) -> ort.InferenceSession:
-    """A plain ONNX Runtime CPU session, as any user without our code would open it."""
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def onnx_probabilities(
-    session: ort.InferenceSession, x: np.ndarray, batch: int = 4096
-) -> np.ndarray:
-    """Probabilities (N, 10) of raw pixels x (N, 784) from an ONNX session, in batches."""
-    chunks = [
-        session.run(["probabilities"], {INPUT: x[i : i + batch].astype(np.float32)})[0]
-        for i in range(0, len(x), batch)
-    ]
-    return np.concatenate(chunks)
 
 
 def compare(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:

@@ -33,17 +33,15 @@ from pipeline.metrics import accuracy
 from pipeline.model_card import render_card
 from pipeline.network import MLP, load_checkpoint, predict_logits
 from pipeline.onnx_model import (
-    INPUT,
     build_onnx,
     compare,
-    cpu_session,
     golden_vectors,
     inference_ready,
     model_metadata,
-    onnx_probabilities,
     quantize_int8,
     save_onnx,
 )
+from pipeline.onnx_scoring import INPUT, cpu_session, onnx_probabilities
 from pipeline.options import params_option, path_option
 from pipeline.run_log import write_run_log
 

@@ -33,21 +33,11 @@ from pipeline.benchmark import (
 from pipeline.config import BaseParams, load_group, seed_everything
 from pipeline.font_digits import font_digits
 from pipeline.metrics import accuracy
+from pipeline.onnx_scoring import cpu_session, onnx_probabilities
 from pipeline.options import params_option, path_option, prepared_option
 
-BATCH = 4096
 # What `digits robustness` writes into --examples, and so may replace there.
 OUTPUTS = ("examples.json",)
-
-
-def onnx_probabilities(session: ort.InferenceSession, pixels: np.ndarray) -> np.ndarray:
-    """Probabilities (N, 10) of raw pixels (N, 784), in batches."""
-    name = session.get_inputs()[0].name
-    chunks = [
-        session.run(["probabilities"], {name: pixels[i : i + BATCH].astype(np.float32)})[0]
-        for i in range(0, len(pixels), BATCH)
-    ]
-    return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
 
 
 def accuracy_by(groups: list[str], probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -135,7 +125,7 @@ def robustness_command(
     """Score the ONNX model on corrupted test images and printed digits, as image files."""
     seed_everything(load_group(BaseParams, "base", params_file).seed)
     params = load_group(RobustnessParams, "robustness", params_file)
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    session = cpu_session(model)
     report, examples = benchmark(session, read_split(prepared / "test.npz"), params)
     with atomic_dir(examples_dir, OUTPUTS, "digits robustness") as tmp:
         write_json(tmp / "examples.json", examples)

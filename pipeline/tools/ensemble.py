@@ -33,14 +33,8 @@ from pipeline.ensemble import (
 )
 from pipeline.metrics import FLAG_ACCURACY, accuracy, low_confidence_threshold
 from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
-from pipeline.onnx_model import (
-    compare,
-    cpu_session,
-    golden_vectors,
-    model_metadata,
-    onnx_probabilities,
-    save_onnx,
-)
+from pipeline.onnx_model import compare, golden_vectors, model_metadata, save_onnx
+from pipeline.onnx_scoring import cpu_session, onnx_probabilities
 from pipeline.options import params_option, path_option, prepared_option
 from pipeline.training import Data, TrainParams, fit, load_data
 from pipeline.transform import AffineTransform

@@ -138,24 +138,36 @@ def read_idx_stream(
     batch: int,
     size: int | None = None,
     labels: Callable[[], np.ndarray | None] = lambda: None,
+    rows: tuple[int, int] | None = None,
 ) -> Iterator[Chunk]:
-    """Stream IDX images from an open (raw) stream; `size`, when known, is checked first."""
+    """Stream IDX images from an open (raw) stream; `size`, when known, is checked first.
+
+    `rows` = (first, stop) reads only those images, seeking past the others (a seekable stream).
+    """
     shape = read_idx_header(stream, path)
     if int(np.prod(shape[1:])) != PIXELS:
         raise InputError(f"{path}: IDX shape {shape} is not N×28×28 images")
     n = shape[0]
-    if size is not None and size != (expected := 4 + 4 * len(shape) + n * PIXELS):
+    if size is not None and size != (expected := idx_bytes(shape)):
         raise InputError(f"{path}: file is {size} bytes, header says {expected}")
     given = labels()  # only once the images' header is known to be good
     if given is not None and len(given) != n:
         raise InputError(f"{path}: {len(given)} labels beside it for {n} images")
-    for start in range(0, n, batch):
-        rows = min(batch, n - start)
-        pixels = np.frombuffer(read_exact(stream, rows * PIXELS, path), np.uint8)
-        part = None if given is None else given[start : start + rows]
-        yield Chunk(row_ids(path, start, rows), pixels.reshape(rows, PIXELS), part)
-    if stream.read(1):
+    first, stop = rows or (0, n)
+    if first:
+        stream.seek(first * PIXELS, os.SEEK_CUR)
+    for start in range(first, stop, batch):
+        count = min(batch, stop - start)
+        pixels = np.frombuffer(read_exact(stream, count * PIXELS, path), np.uint8)
+        part = None if given is None else given[start : start + count]
+        yield Chunk(row_ids(path, start, count), pixels.reshape(count, PIXELS), part)
+    if stop == n and stream.read(1):
         raise InputError(f"{path}: trailing bytes after {n} images")
+
+
+def idx_bytes(shape: tuple[int, ...]) -> int:
+    """The size of an IDX file of unsigned bytes with this shape: header and data."""
+    return 4 + 4 * len(shape) + int(np.prod(shape))
 
 
 def read_idx(path: Path, batch: int) -> Iterator[Chunk]:
@@ -324,8 +336,13 @@ def parquet_pixels(column: Any, path: Path, start: int) -> np.ndarray:
     return checked(values.reshape(len(column), PIXELS), path, start)
 
 
-def read_parquet_stream(source: Any, path: Path, batch: int) -> Iterator[Chunk]:
-    """Stream a Parquet file (a path or an open pyarrow file) with `pixels` and maybe `label`."""
+def read_parquet_stream(
+    source: Any, path: Path, batch: int, groups: list[int] | None = None, start: int = 0
+) -> Iterator[Chunk]:
+    """Stream a Parquet file (a path or an open pyarrow file) with `pixels` and maybe `label`.
+
+    `groups` reads only those row groups, the first of which begins at row `start` of the file.
+    """
     pq = import_pyarrow_parquet()
     try:
         # Without pre-buffering, pyarrow reads column chunks as it goes instead of whole row
@@ -337,9 +354,11 @@ def read_parquet_stream(source: Any, path: Path, batch: int) -> Iterator[Chunk]:
     if "pixels" not in names:
         raise InputError(f"{path}: no column 'pixels' among {', '.join(names)}")
     columns = ["pixels"] + ["label"] * ("label" in names)
-    start = 0
     try:
-        for part in table.iter_batches(batch_size=batch, columns=columns, use_threads=False):
+        parts = table.iter_batches(
+            batch_size=batch, row_groups=groups, columns=columns, use_threads=False
+        )
+        for part in parts:
             pixels = parquet_pixels(part.column("pixels"), path, start)
             labels = part.column("label").to_numpy() if "label" in names else None
             yield Chunk(row_ids(path, start, len(pixels)), pixels, labels)

@@ -40,7 +40,9 @@ from serving.inputs import (
     Chunk,
     InputError,
     expand_inputs,
+    idx_bytes,
     kind_of,
+    read_idx_header,
     read_idx_labels_stream,
     read_idx_stream,
     read_npy_stream,
@@ -55,6 +57,7 @@ from serving.session import load_model
 KINDS = {"idx", "npy", "parquet", "image"}  # what the Ray engine reads; .csv/.npz stay local
 OWNED = ("part-*", "_SUCCESS")  # what this engine writes into its output directory
 PART_ROWS = 1 << 18  # rows per part file (~10 MB of Parquet): few files, little memory per task
+PIECE_ROWS = 1 << 16  # rows per read task of a large IDX or Parquet file (~50 MB of pixels)
 
 
 def chunk_block(chunk: Chunk) -> pa.Table:
@@ -94,21 +97,93 @@ def check_gzip(fs: pafs.FileSystem, path: str, name: Path) -> None:
         raise InputError(f"{name}: corrupt gzip data ({err})") from None
 
 
+@dataclass(frozen=True)
+class Piece:
+    """What one read task reads of a file: all of it, or rows [start, stop) (Parquet: `groups`)."""
+
+    path: str
+    start: int = 0
+    stop: int | None = None
+    groups: tuple[int, ...] | None = None
+
+    @property
+    def key(self) -> str:
+        """The piece's name where Ray Data expects a path (each must be distinct)."""
+        return self.path if self.stop is None else f"{self.path}#rows={self.start}-{self.stop}"
+
+
+def parquet_pieces(path: str, counts: list[int]) -> list[Piece]:
+    """Consecutive row groups (of these row counts) in pieces of at least PIECE_ROWS rows."""
+    pieces: list[Piece] = []
+    start = rows = first = 0
+    for i, count in enumerate(counts):
+        rows += count
+        if rows - start >= PIECE_ROWS or i == len(counts) - 1:
+            pieces.append(Piece(path, start, rows, tuple(range(first, i + 1))))
+            start, first = rows, i + 1
+    return pieces
+
+
+def plan_pieces(fs: pafs.FileSystem, path: str, name: Path) -> list[Piece]:
+    """A large raw IDX or Parquet file as pieces that read tasks score in parallel; other
+    files, and any whose layout is not as its header says, whole (its task reports why)."""
+    pieces = [Piece(path)]
+    with contextlib.suppress(InputError, *STREAM_ERRORS), fs.open_input_file(path) as f:
+        kind = kind_of(name)
+        if kind == "parquet":
+            meta = pq.ParquetFile(f).metadata
+            pieces = parquet_pieces(
+                path, [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            )
+        elif kind == "idx" and f.read_at(2, 0) != GZIP_MAGIC:
+            f.seek(0)
+            shape = read_idx_header(f, name)
+            if f.size() == idx_bytes(shape) and int(np.prod(shape[1:])) == PIXELS:
+                n = shape[0]
+                pieces = [Piece(path, a, min(a + PIECE_ROWS, n)) for a in range(0, n, PIECE_ROWS)]
+    return pieces if len(pieces) > 1 else [Piece(path)]
+
+
 class DigitsDatasource(FileBasedDatasource):
-    """Ray read tasks over digits inputs: one block per chunk; bad files fail or become a row."""
+    """Ray read tasks over digits inputs: one block per chunk; bad files fail or become a row.
+
+    Ray Data reads a file in one task; a large raw IDX or Parquet file is planned here as
+    pieces (Piece.key stands for a path), so its rows are read by several tasks at once.
+    """
 
     def __init__(self, paths: list[str], names: dict[str, str], batch: int, skip_bad: bool):
         super().__init__(paths, partition_filter=lambda found: [p for p in found if wanted(p)])
         self.names, self.batch, self.skip_bad = names, batch, skip_bad
+        files = super()._paths()
+        sizes = dict(zip(files, super()._file_sizes(), strict=True))
+        pieces = [p for path in files for p in plan_pieces(self._filesystem, path, self.name(path))]
+        self.pieces = {piece.key: piece for piece in pieces}
+        rows = {p.path: p.stop for p in pieces if p.stop}  # a split file's last piece ends it
+        shares = [1 if p.stop is None else (p.stop - p.start) / rows[p.path] for p in pieces]
+        estimates = [
+            sizes[p.path] and sizes[p.path] * share for p, share in zip(pieces, shares, strict=True)
+        ]
+        self.piece_keys, self.piece_sizes = ray.put(list(self.pieces)), ray.put(estimates)
+
+    def _paths(self) -> list[str]:
+        return ray.get(self.piece_keys)
+
+    def _file_sizes(self) -> list[float | None]:
+        return ray.get(self.piece_sizes)
+
+    def name(self, path: str) -> Path:
+        """A file's name as the user gave it (local paths), or its URI path."""
+        return Path(self.names.get(path, path))
 
     def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> Any:
         # Random access: sizes are checked before scoring, and Parquet needs it for its footer.
-        return filesystem.open_input_file(path)
+        return filesystem.open_input_file(self.pieces[path].path)
 
     def _read_stream(self, f: Any, path: str) -> Iterator[pa.Table]:
-        name = Path(self.names.get(path, path))
+        piece = self.pieces[path]
+        name = self.name(piece.path)
         try:
-            for chunk in self.read_chunks(f, path, name):
+            for chunk in self.read_chunks(f, piece, name):
                 yield chunk_block(chunk)
         except InputError as err:
             if not self.skip_bad:
@@ -120,8 +195,8 @@ class DigitsDatasource(FileBasedDatasource):
                 raise InputError(message) from None
             yield error_block(name, message)
 
-    def read_chunks(self, f: Any, path: str, name: Path) -> Iterator[Chunk]:
-        """Chunks of one file, checked as far as its kind allows before the first is yielded."""
+    def read_chunks(self, f: Any, piece: Piece, name: Path) -> Iterator[Chunk]:
+        """Chunks of one piece, checked as far as its kind allows before the first is yielded."""
         kind = kind_of(name)
         if kind == "image":
             try:
@@ -131,7 +206,8 @@ class DigitsDatasource(FileBasedDatasource):
             pixels = prepared.pixels.reshape(1, PIXELS)
             yield Chunk(np.array([os.fsencode(name)]), pixels, reasons=[prepared.reason])
         elif kind == "parquet":
-            yield from read_parquet_stream(f, name, self.batch)
+            groups = None if piece.groups is None else list(piece.groups)
+            yield from read_parquet_stream(f, name, self.batch, groups, piece.start)
         elif kind == "npy":
             version = np.lib.format.read_magic(f)
             if version in NPY_HEADERS:  # read_npy_stream names any other version
@@ -145,11 +221,11 @@ class DigitsDatasource(FileBasedDatasource):
                 yield Chunk(row_ids(name, start, len(x)), x)
                 start += len(x)
         else:
-            yield from self.read_idx(f, path, name)
+            yield from self.read_idx(f, piece, name)
 
-    def read_idx(self, f: Any, path: str, name: Path) -> Iterator[Chunk]:
+    def read_idx(self, f: Any, piece: Piece, name: Path) -> Iterator[Chunk]:
         """IDX images (raw or gzip, sniffed), with the IDX labels beside them if any."""
-        fs = self._filesystem
+        fs, path = self._filesystem, piece.path
         size: int | None = f.size()
         if f.read_at(2, 0) == GZIP_MAGIC:
             check_gzip(fs, path, name)
@@ -165,7 +241,8 @@ class DigitsDatasource(FileBasedDatasource):
             with fs.open_input_stream(beside, compression=compression) as stream:
                 return read_idx_labels_stream(stream, Path(self.names.get(beside, beside)))
 
-        yield from read_idx_stream(f, name, self.batch, size, labels)
+        rows = None if piece.stop is None else (piece.start, piece.stop)
+        yield from read_idx_stream(f, name, self.batch, size, labels, rows)
 
 
 def wanted(path: str) -> bool:
@@ -379,7 +456,7 @@ def score_dataset(
         source = DigitsDatasource(paths, names, batch_size, skipped is not None)
         # Reads and writes ask for no CPU, since the pool may hold every CPU; bounding how many
         # run at once keeps Ray from starting a worker process for each (a second of CPU each).
-        side = max(1, pool // 2)
+        side = max(2, pool // 2)
         scored = ray.data.read_datasource(source, num_cpus=0, concurrency=side).map_batches(
             OnnxScorer,
             fn_constructor_kwargs={"model": model.read_bytes(), "provider": provider},

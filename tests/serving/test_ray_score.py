@@ -117,9 +117,12 @@ def inputs(tmp_path_factory) -> tuple[Path, list[Path]]:
     return model, [d / "t10k-images-idx3-ubyte", d / "more.parquet", d / "extra.npy", pngs]
 
 
-def digits_score(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`digits score ... --provider cpu` from this checkout, in a subprocess."""
-    command = [sys.executable, "-c", "from digits.cli import main; main()", "score"]
+def digits_score(
+    *args: object, env: dict[str, str] | None = None, first: str = ""
+) -> subprocess.CompletedProcess:
+    """`digits score ... --provider cpu` from this checkout, in a subprocess (`first` runs
+    before the command, in its process)."""
+    command = [sys.executable, "-c", f"{first}from digits.cli import main; main()", "score"]
     command += [*map(str, args), "--provider", "cpu"]
     env = env or {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -189,3 +192,44 @@ def test_ray_engine_reads_and_writes_filesystem_uris(cluster, inputs, tmp_path: 
     again = digits_score(model, f"file://{args[0]}", "-o", out, "--engine", "ray",
                          "--ray-address", address, env=env)  # fmt: skip
     assert again.returncode == 1 and "not empty" in again.stderr
+
+
+def test_large_files_are_read_in_pieces_that_add_up_to_the_local_output(
+    cluster, inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # pieces of 512 rows here (the default is 65,536): the driver's plan, then the scores
+    from pyarrow import fs as pafs
+
+    from serving import ray_score
+
+    address, env = cluster
+    model, (images, parquet, *_) = inputs
+    grouped = tmp_path / "grouped.parquet"
+    pq.write_table(pq.read_table(parquet), grouped, row_group_size=200)
+    monkeypatch.setattr(ray_score, "PIECE_ROWS", 512)  # planned on the driver: this process
+    local_fs = pafs.LocalFileSystem()
+    planned = ray_score.plan_pieces(local_fs, str(images), images)
+    assert [(p.start, p.stop) for p in planned] == [
+        (0, 512),
+        (512, 1024),
+        (1024, 1536),
+        (1536, 2000),
+    ]
+    planned = ray_score.plan_pieces(local_fs, str(grouped), grouped)
+    assert [(p.start, p.stop, p.groups) for p in planned] == [(0, 600, (0, 1, 2)), (600, 800, (3,))]
+    assert ray_score.plan_pieces(local_fs, str(parquet), parquet) == [ray_score.Piece(str(parquet))]
+
+    args = [model, images, grouped, "-o"]
+    local = digits_score(*args, tmp_path / "local.parquet", "--probabilities")
+    assert local.returncode == 0, local.stderr
+    small = "import serving.ray_score as r; r.PIECE_ROWS = 512; "  # in the driver, which plans
+    remote = digits_score(*args, tmp_path / "ray.parquet", "--probabilities", "--engine", "ray",
+                          "--ray-address", address, "--actors", "2", "--batch-size", "256",
+                          env=env, first=small)  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    expected, got = read_scores(tmp_path / "local.parquet"), read_scores(tmp_path / "ray.parquet")
+    assert (got["source"] == expected["source"]).all() and len(set(got["source"])) == 2800
+    assert np.array_equal(got["digit"], expected["digit"], equal_nan=True)
+    for name in ["confidence"] + [f"p{k}" for k in range(10)]:
+        np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-6)
+    # The labels beside the IDX file and in the Parquet column, each row counted once.
+    assert remote.stdout.splitlines()[1:] == local.stdout.splitlines()[1:]

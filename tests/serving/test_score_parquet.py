@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import serving
 from digits.cli import cli
 from serving import score as score_module
 from tests.conftest import assert_one_line_error
@@ -114,6 +115,7 @@ def test_ray_engine_options_fail_in_one_line(
     assert_one_line_error(labels, "--labels", "--engine local", code=2)
     monkeypatch.setitem(sys.modules, "ray", None)
     monkeypatch.delitem(sys.modules, "serving.ray_score", raising=False)
+    monkeypatch.delattr(serving, "ray_score", raising=False)  # imported by an earlier test
     missing = runner.invoke(cli, [*args, "--engine", "ray"])
     assert_one_line_error(missing, "pip install 'digits[ray]'")
     (tmp_path / "d.csv").mkdir()

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,6 +424,9 @@ def connect(address: str | None, quiet: bool) -> None:
     context.enable_progress_bars = not quiet and sys.stderr.isatty()
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # our summary says what happened
+    # A small input has fewer read or write tasks than may run at once; Ray's advice on that
+    # (a UserWarning naming its internals) is no news to whoever runs the command.
+    warnings.filterwarnings("ignore", "The maximum number of concurrent tasks", UserWarning)
     ray.init(
         address=address,
         include_dashboard=False if not (address or os.environ.get("RAY_ADDRESS")) else None,

@@ -19,7 +19,9 @@ from serving.inputs import (
     expand_inputs,
     load_labels,
     read_file,
+    read_idx_stream,
     read_images,
+    read_parquet_stream,
     row_count,
 )
 from tests.conftest import make_digits
@@ -388,3 +390,47 @@ def test_load_labels_refuses_fractional_labels(tmp_path: Path) -> None:
     (tmp_path / "y.txt").write_text("3\n1.5\n")
     with pytest.raises(InputError, match="y.txt: cannot read labels"):
         load_labels(tmp_path / "y.txt")
+
+
+def idx_range(data: bytes, labels: np.ndarray, first: int, stop: int) -> list:
+    """The chunks read_idx_stream yields for images first..stop-1 of IDX bytes, 8 at a time."""
+    path = Path("big-images-idx3-ubyte")
+    return list(read_idx_stream(io.BytesIO(data), path, 8, None, lambda: labels, (first, stop)))
+
+
+@pytest.mark.parametrize(("first", "stop"), [(0, 16), (16, 32), (32, N), (5, 6)])
+def test_idx_rows_read_only_that_range_named_by_their_row_in_the_file(
+    digits, first: int, stop: int
+) -> None:
+    x, y = digits
+    chunks = idx_range(encode_idx(x), y, first, stop)
+    assert all(len(c.ids) <= 8 for c in chunks) and len(chunks) == -(-(stop - first) // 8)
+    ids = [i for c in chunks for i in c.ids.tolist()]
+    assert ids == [f"big-images-idx3-ubyte:{i}".encode() for i in range(first, stop)]
+    assert np.array_equal(
+        np.concatenate([c.pixels for c in chunks]), x[first:stop].reshape(-1, 784)
+    )
+    assert np.array_equal(np.concatenate([c.labels for c in chunks]), y[first:stop])
+    # Bytes after the last image: only the range that ends the file reads far enough to see them.
+    if stop == N:
+        with pytest.raises(InputError, match=f"trailing bytes after {N} images"):
+            idx_range(encode_idx(x) + b"junk", y, first, stop)
+    else:
+        assert len(idx_range(encode_idx(x) + b"junk", y, first, stop)) == len(chunks)
+
+
+def test_parquet_row_groups_read_only_those_rows_named_from_start(digits, tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    x, y = digits
+    pixels = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 784)
+    path = tmp_path / "grouped.parquet"
+    pq.write_table(pa.table({"pixels": pixels, "label": y}), path, row_group_size=10)
+    chunks = list(read_parquet_stream(path, path, 4, groups=[1, 2], start=10))
+    assert all(len(c.ids) <= 4 for c in chunks)
+    ids = [i for c in chunks for i in c.ids.tolist()]
+    assert ids == [f"{path}:{i}".encode() for i in range(10, 30)]
+    assert np.array_equal(np.concatenate([c.pixels for c in chunks]), x[10:30].reshape(-1, 784))
+    assert np.array_equal(np.concatenate([c.labels for c in chunks]), y[10:30])
+    whole = [i for c in read_parquet_stream(path, path, 16) for i in c.ids.tolist()]
+    assert whole == [f"{path}:{i}".encode() for i in range(N)]

@@ -15,7 +15,7 @@ import itertools
 import os
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -144,12 +144,7 @@ def read_idx_stream(
 
     `rows` = (first, stop) reads only those images, seeking past the others (a seekable stream).
     """
-    shape = read_idx_header(stream, path)
-    if int(np.prod(shape[1:])) != PIXELS:
-        raise InputError(f"{path}: IDX shape {shape} is not N×28×28 images")
-    n = shape[0]
-    if size is not None and size != (expected := idx_bytes(shape)):
-        raise InputError(f"{path}: file is {size} bytes, header says {expected}")
+    n = read_idx_images_header(stream, path, size)
     given = labels()  # only once the images' header is known to be good
     if given is not None and len(given) != n:
         raise InputError(f"{path}: {len(given)} labels beside it for {n} images")
@@ -165,9 +160,15 @@ def read_idx_stream(
         raise InputError(f"{path}: trailing bytes after {n} images")
 
 
-def idx_bytes(shape: tuple[int, ...]) -> int:
-    """The size of an IDX file of unsigned bytes with this shape: header and data."""
-    return 4 + 4 * len(shape) + int(np.prod(shape))
+def read_idx_images_header(stream: IO[bytes], path: Path, size: int | None = None) -> int:
+    """The number of images an IDX image file's header declares, checked: N×28×28 (or N×784)
+    unsigned bytes and, when `size` is known, a file of that size. The stream is left at them."""
+    shape = read_idx_header(stream, path)
+    if int(np.prod(shape[1:])) != PIXELS:
+        raise InputError(f"{path}: IDX shape {shape} is not N×28×28 images")
+    if size is not None and size != (expected := 4 + 4 * len(shape) + int(np.prod(shape))):
+        raise InputError(f"{path}: file is {size} bytes, header says {expected}")
+    return shape[0]
 
 
 def read_idx(path: Path, batch: int) -> Iterator[Chunk]:
@@ -337,7 +338,7 @@ def parquet_pixels(column: Any, path: Path, start: int) -> np.ndarray:
 
 
 def read_parquet_stream(
-    source: Any, path: Path, batch: int, groups: list[int] | None = None, start: int = 0
+    source: Any, path: Path, batch: int, groups: Sequence[int] | None = None, start: int = 0
 ) -> Iterator[Chunk]:
     """Stream a Parquet file (a path or an open pyarrow file) with `pixels` and maybe `label`.
 

@@ -41,9 +41,8 @@ from serving.inputs import (
     Chunk,
     InputError,
     expand_inputs,
-    idx_bytes,
     kind_of,
-    read_idx_header,
+    read_idx_images_header,
     read_idx_labels_stream,
     read_idx_stream,
     read_npy_stream,
@@ -138,10 +137,8 @@ def plan_pieces(fs: pafs.FileSystem, path: str, name: Path) -> list[Piece]:
             )
         elif kind == "idx" and f.read_at(2, 0) != GZIP_MAGIC:
             f.seek(0)
-            shape = read_idx_header(f, name)
-            if f.size() == idx_bytes(shape) and int(np.prod(shape[1:])) == PIXELS:
-                n = shape[0]
-                pieces = [Piece(path, a, min(a + PIECE_ROWS, n)) for a in range(0, n, PIECE_ROWS)]
+            n = read_idx_images_header(f, name, f.size())
+            pieces = [Piece(path, a, min(a + PIECE_ROWS, n)) for a in range(0, n, PIECE_ROWS)]
     return pieces if len(pieces) > 1 else [Piece(path)]
 
 
@@ -207,8 +204,7 @@ class DigitsDatasource(FileBasedDatasource):
             pixels = prepared.pixels.reshape(1, PIXELS)
             yield Chunk(np.array([os.fsencode(name)]), pixels, reasons=[prepared.reason])
         elif kind == "parquet":
-            groups = None if piece.groups is None else list(piece.groups)
-            yield from read_parquet_stream(f, name, self.batch, groups, piece.start)
+            yield from read_parquet_stream(f, name, self.batch, piece.groups, piece.start)
         elif kind == "npy":
             version = np.lib.format.read_magic(f)
             if version in NPY_HEADERS:  # read_npy_stream names any other version
@@ -240,7 +236,7 @@ class DigitsDatasource(FileBasedDatasource):
                 return None
             compression = "gzip" if beside.endswith(".gz") else None
             with fs.open_input_stream(beside, compression=compression) as stream:
-                return read_idx_labels_stream(stream, Path(self.names.get(beside, beside)))
+                return read_idx_labels_stream(stream, self.name(beside))
 
         rows = None if piece.stop is None else (piece.start, piece.stop)
         yield from read_idx_stream(f, name, self.batch, size, labels, rows)

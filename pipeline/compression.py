@@ -100,14 +100,14 @@ def prune_magnitude(
         prune.global_unstructured(
             [(linear, "weight") for linear in linears],
             pruning_method=prune.L1Unstructured,
-            importance_scores={(lin, "weight"): effective_weight(lin).abs() for lin in linears},
+            importance_scores={(lin, "weight"): importance(lin, None) for lin in linears},
             amount=more,
         )
 
 
 def global_shares(linears: list[nn.Linear], sparsity: float) -> list[float]:
     """Each layer's pruned share when the smallest |w| of all layers together are pruned."""
-    weights = [effective_weight(linear).abs().ravel() for linear in linears]
+    weights = [importance(linear, None).ravel() for linear in linears]
     every = torch.cat(weights)
     count = round(sparsity * every.numel())
     if count == 0:

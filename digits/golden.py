@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from digits.atomic import write_npz
+from digits.contract import CLASSES, GOLDEN_ARRAYS, GOLDEN_VERSION, PIXELS
 from digits.errors import DataError
 from digits.npz import read_npz
-
-KEYS = ("pixels", "logits", "probabilities")
 
 
 @dataclass(frozen=True)
@@ -37,15 +36,18 @@ def golden_path(model: Path) -> Path:
 
 def write_golden(path: Path, golden: Golden) -> None:
     """Write golden vectors atomically."""
-    arrays = {key: np.asarray(getattr(golden, key), np.float32) for key in KEYS}
-    write_npz(path, **arrays, model_version=np.array(golden.model_version))
+    arrays = {key: np.asarray(getattr(golden, key), np.float32) for key in GOLDEN_ARRAYS}
+    write_npz(path, **arrays, **{GOLDEN_VERSION: np.array(golden.model_version)})
 
 
 def read_golden(path: Path) -> Golden:
     """Read golden vectors, refusing a file that lacks a key (DataError naming the file)."""
-    pixels, logits, probabilities, version = read_npz(path, *KEYS, "model_version")
+    pixels, logits, probabilities, version = read_npz(path, *GOLDEN_ARRAYS, GOLDEN_VERSION)
     n = len(pixels)
-    if pixels.shape != (n, 784) or logits.shape != (n, 10) or probabilities.shape != (n, 10):
+    outputs = (n, CLASSES)
+    if pixels.shape != (n, PIXELS) or logits.shape != outputs or probabilities.shape != outputs:
         shapes = f"{pixels.shape}, {logits.shape}, {probabilities.shape}"
-        raise DataError(f"{path}: golden vectors must be N×784 -> N×10, N×10; got {shapes}")
+        raise DataError(
+            f"{path}: golden vectors must be N×{PIXELS} -> N×{CLASSES}, N×{CLASSES}; got {shapes}"
+        )
     return Golden(pixels, logits, probabilities, str(version))

@@ -14,9 +14,9 @@ from typing import IO
 
 import numpy as np
 
+from digits.contract import PIXELS
 from digits.errors import DataError, reason
 
-PIXELS = 784
 # What np.load raises on a file that is not an .npz, or one whose members are cut short.
 NPZ_ERRORS = (ValueError, EOFError, zipfile.BadZipFile, zlib.error, OSError)
 
@@ -53,8 +53,8 @@ def read_archive(f: IO[bytes], path: str, keys: tuple[str, ...]) -> tuple[np.nda
 
 
 def read_split(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
-    """A prepared split (x: N×784 pixels, y: N labels), checked against the contract."""
+    """A prepared split (x: N×PIXELS raw pixels, y: N labels), checked against the contract."""
     x, y = read_npz(path, "x", "y")
     if x.ndim != 2 or x.shape[1] != PIXELS or y.shape != (len(x),):
-        raise DataError(f"{path}: x must be N×784 and y N labels, got {x.shape} and {y.shape}")
+        raise DataError(f"{path}: x must be N×{PIXELS} and y N labels, got {x.shape} and {y.shape}")
     return x, y

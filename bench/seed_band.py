@@ -28,7 +28,7 @@ FIGURES = {
     "dense_dev": ("reports/compress.json", ("dev_accuracy_before",)),
     "compressed_dev": ("reports/compress.json", ("dev_accuracy_after",)),
     "sparsity": ("reports/compress.json", ("sparsity",)),
-    # The deployed model through the image path (the robustness stage, README: robustness).
+    # The deployed model through the image path (the robustness stage, docs/robustness.md).
     "image_path_clean": ("reports/robustness.json", ("clean_accuracy",)),
     "corruption_mean": ("reports/robustness.json", ("mean_corruption_accuracy",)),
     "font_set": ("reports/robustness.json", ("font_accuracy",)),

@@ -333,7 +333,7 @@ def test_experiments_travel_between_clones_through_one_git_and_one_dvc_remote(
         run(["dvc", "remote", "modify", "--local", "local", "url", str(dvc_remote)], clone, env)
         clones[name] = clone
     a, b = clones["a"], clones["b"]
-    for clone, shard in ((a, "0/2"), (b, "1/2")):  # the README's steps, one machine each
+    for clone, shard in ((a, "0/2"), (b, "1/2")):  # docs/experiments.md's steps, one machine each
         run(["dvc", "pull"], clone, env)
         digits(["search", "--trials", "2", "--shard", shard], clone, env)
         run(["dvc", "exp", "push", "origin", "--all-commits"], clone, env)

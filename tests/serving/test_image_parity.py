@@ -3,7 +3,7 @@ and drawn with a thin pen, a fat marker or at low resolution they still read wel
 
 Needs the recorded run's files (`dvc repro` or `dvc pull`): data/raw's test IDX files and
 models/digits.onnx; without them it is skipped. The same check on all 10,000 images is a figure
-in the README (bench/image_path.py).
+in docs/robustness.md (bench/image_path.py).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def low_resolution(pixels: np.ndarray) -> Image.Image:
 @needs_recorded_run
 @pytest.mark.parametrize("render", [thin_pen, fat_marker, low_resolution])
 def test_thin_fat_and_low_resolution_strokes_read_well(render) -> None:
-    # Before the stroke-width normalization: thin pen 94 %, fat marker 93.5 % (README).
+    # Before the stroke-width normalization: thin pen 94 %, fat marker 93.5 % (docs/robustness.md).
     x, y = read_idx(IMAGES)[::10], read_idx(LABELS)[::10]
     X = np.stack([prepare(load_image(png(render(a)))).pixels for a in x]).reshape(len(x), 784)
     accuracy = load_model(MODEL, "cpu").predict(X.astype(np.float32))[1].argmax(axis=1) == y

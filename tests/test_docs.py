@@ -224,6 +224,18 @@ def test_paths_in_backticks_exist(doc: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_every_page_is_in_the_index() -> None:
+    index = ROOT / "docs" / "index.md"
+    linked = {
+        (index.parent / m.group(1).partition("#")[0]).resolve()
+        for _, text, fenced in lines_of(index)
+        if not fenced
+        for m in LINK.finditer(text)
+    }
+    missing = [rel(doc) for doc in DOCS[1:] if doc != index and doc not in linked]
+    assert not missing, f"docs/index.md: no link to {', '.join(missing)}"
+
+
 def test_readme_is_short() -> None:
     count = len((ROOT / "README.md").read_text(encoding="utf-8").splitlines())
     assert count <= README_MAX_LINES, (

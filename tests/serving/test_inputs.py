@@ -14,7 +14,7 @@ from PIL import Image
 
 from digits.idx import encode_idx
 from digits.images import to_mnist
-from serving.inputs import (
+from serving.scoring.inputs import (
     InputError,
     expand_inputs,
     load_labels,

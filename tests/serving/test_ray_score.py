@@ -199,7 +199,7 @@ def test_large_files_are_read_in_pieces_that_add_up_to_the_local_output(
 ) -> None:  # pieces of 512 rows here (the default is 65,536): the driver's plan, then the scores
     from pyarrow import fs as pafs
 
-    from serving import ray_score
+    from serving.scoring import ray_engine as ray_score
 
     address, env = cluster
     model, (images, parquet, *_) = inputs
@@ -223,7 +223,7 @@ def test_large_files_are_read_in_pieces_that_add_up_to_the_local_output(
     assert local.returncode == 0, local.stderr
     # In the driver, which plans: pieces of 512 rows, each one's key told on stderr.
     small = (
-        "import sys, serving.ray_score as r; r.PIECE_ROWS = 512; plan = r.plan_pieces; "
+        "import sys, serving.scoring.ray_engine as r; r.PIECE_ROWS = 512; plan = r.plan_pieces; "
         "r.plan_pieces = lambda *a: [print('piece', p.key, file=sys.stderr) or p "
         "for p in plan(*a)]; "
     )

@@ -29,7 +29,7 @@ from digits.cli import cli
 from digits.idx import encode_idx
 from digits.images import to_mnist
 from serving.answers import Answers, answer_rows
-from serving.score import format_rows, summarize, tally
+from serving.scoring.rows import format_rows, summarize, tally
 from serving.session import cuda_problem
 from tests.conftest import make_digits
 

@@ -34,7 +34,7 @@ from digits.atomic import atomic_dir
 from digits.idx import GZIP_MAGIC
 from digits.images import ImageError, load_image, prepare
 from serving.answers import answer_rows, no_digit_reasons
-from serving.inputs import (
+from serving.scoring.inputs import (
     NPY_HEADERS,
     PIXELS,
     STREAM_ERRORS,
@@ -50,8 +50,8 @@ from serving.inputs import (
     row_ids,
     scorable,
 )
-from serving.score import arrow_rows, empty_schema, format_rows, header, record
-from serving.score import tally as score_tally
+from serving.scoring.rows import arrow_rows, empty_schema, format_rows, header, record
+from serving.scoring.rows import tally as score_tally
 from serving.session import load_model
 
 KINDS = {"idx", "npy", "parquet", "image"}  # what the Ray engine reads; .csv/.npz stay local

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from digits.atomic import atomic_open, atomic_path
 from digits.confusion import confusion_counts
 from serving.answers import Answers, answer_rows, no_digit_reasons
-from serving.inputs import (
+from serving.scoring.inputs import (
     Chunk,
     InputError,
     expand_inputs,
@@ -436,7 +436,7 @@ def score_on_ray(
         raise click.BadParameter(hint, param_hint="--labels")
     checked = open_model(model, "cpu", quiet=True)  # a bad model fails here, not in each actor
     try:
-        from serving import ray_score
+        from serving.scoring import ray_engine as ray_score
     except ImportError as err:
         if (err.name or "").partition(".")[0] not in ("ray", "pyarrow"):
             raise

@@ -1,45 +1,28 @@
-"""Batch scoring: `digits score MODEL INPUT... -o OUT` (CSV, JSONL or Parquet), in chunks.
+"""Output rows of `digits score` (CSV, JSONL or Parquet): what both engines write through.
 
-Reads an ONNX model with the digits.onnx contract and inputs that serving/inputs.py reads (IDX,
-.npy/.npz, CSV, Parquet, image files, directories, globs); writes one row per image (source id,
-digit, confidence, optionally p0…p9) to OUT atomically, and prints accuracy and a confusion summary
-when labels are known. Text rows are formatted as whole numpy byte matrices, never row by row in
-Python. `--engine ray` hands the same work to serving/ray_score.py (the `ray` extra).
+One row per image: source id, digit, confidence, optionally p0…p9, the reason for no digit and the
+low-confidence flag, with the same columns in every format. Text rows are formatted as whole numpy
+byte matrices, never row by row in Python; Parquet rows are Arrow tables of exact float32. The
+local engine (local.py) writes one file through open_rows, atomically; the Ray engine
+(ray_engine.py) writes its part files with header, format_rows and arrow_rows. Writes only the
+file it is given.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
-import logging
 import os
-import signal
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import click
 import numpy as np
-from tqdm import tqdm
 
 from digits.atomic import atomic_open, atomic_path
-from digits.confusion import confusion_counts
-from serving.answers import Answers, answer_rows, no_digit_reasons
-from serving.scoring.inputs import (
-    Chunk,
-    InputError,
-    expand_inputs,
-    kind_of,
-    load_labels,
-    read_file,
-    read_images,
-    row_count,
-)
-from serving.session import PROVIDERS, ModelError, OnnxModel, ProviderError, load_model
+from digits.contract import CLASSES, LABELS
+from serving.answers import Answers, answer_rows
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 ROW_GROUP = 1 << 16  # Parquet rows per row group: large enough for readers, small in memory
@@ -133,7 +116,7 @@ def format_rows(
 
 def column_names(all_p: bool) -> list[str]:
     """The output columns in every format; the newer ones last, for readers by position."""
-    probabilities = [f"p{i}" for i in range(10)] * all_p
+    probabilities = [f"p{label}" for label in LABELS] * all_p
     return ["source", "digit", "confidence", *probabilities, "reason", "low_confidence"]
 
 
@@ -166,15 +149,17 @@ def arrow_rows(ids: np.ndarray, probabilities: np.ndarray, answers: Answers, all
         pa.array(answers.confidence.astype(np.float32), mask=none),
     ]
     if all_p:
-        columns += [pa.array(probabilities[:, k].astype(np.float32), mask=none) for k in range(10)]
+        columns += [
+            pa.array(probabilities[:, k].astype(np.float32), mask=none) for k in range(CLASSES)
+        ]
     columns += [pa.array(answers.reasons, pa.string()), pa.array(answers.low, pa.bool_())]
     return pa.table(columns, names=column_names(all_p))
 
 
 def empty_schema(all_p: bool) -> Any:
     """The Arrow schema of the output rows."""
-    answers = answer_rows(np.zeros((0, 10), np.float32), [], 0.0)
-    return arrow_rows(np.array([], "S1"), np.zeros((0, 10), np.float32), answers, all_p).schema
+    answers = answer_rows(np.zeros((0, CLASSES), np.float32), [], 0.0)
+    return arrow_rows(np.array([], "S1"), np.zeros((0, CLASSES), np.float32), answers, all_p).schema
 
 
 class TextRows:
@@ -265,273 +250,3 @@ def open_rows(output: Path, fmt: str, all_p: bool) -> Iterator[TextRows | Parque
             rows.writer.close()  # atomic_path then removes the temp file
             raise
         rows.close()
-
-
-def tally(labels: np.ndarray, digits: np.ndarray, answered: np.ndarray) -> np.ndarray:
-    """Counts (10, 11) of labelled rows: row = true digit, column = answer (10: no digit)."""
-    matrix = confusion_counts(labels, np.where(answered, digits, 0))
-    none = np.bincount(np.asarray(labels, np.int64)[~answered], minlength=10)
-    matrix[:, 0] -= none  # those rows were counted as 0 above
-    return np.column_stack([matrix, none])
-
-
-def summarize(matrix: np.ndarray) -> str:
-    """Accuracy, the confusion matrix with per-class recall, and the most common mistakes."""
-    total, right = int(matrix.sum()), int(np.trace(matrix[:, :10]))
-    lines = [f"accuracy {right / total:.4f} ({right}/{total} labelled images)"]
-    if none := int(matrix[:, 10].sum()):
-        lines.append(f"no digit found in {none} labelled images (counted as wrong)")
-    lines.append("confusion (rows: true digit, columns: answer; last: recall)")
-    lines.append("     " + "".join(f"{d:>6}" for d in [*range(10), "none"]))
-    for d, row in enumerate(matrix):
-        recall = row[d] / row.sum() if row.sum() else float("nan")
-        lines.append(f"{d:>5}" + "".join(f"{c:>6}" for c in row) + f"  {recall:.3f}")
-    errors = matrix[:, :10] - np.diag(np.diag(matrix))
-    worst = [divmod(int(i), 10) for i in np.argsort(-errors, axis=None, kind="stable")[:5]]
-    mistakes = [f"{t}→{p} ({errors[t, p]})" for t, p in worst if errors[t, p]]
-    lines.append("most confused: " + (", ".join(mistakes) or "none"))
-    return "\n".join(lines)
-
-
-def group_inputs(paths: list[Path]) -> Iterator[list[Path]]:
-    """Runs of consecutive image files together (scored in shared batches), other files alone."""
-    for is_image, run in itertools.groupby(paths, key=lambda p: kind_of(p) == "image"):
-        files = list(run)
-        yield from [files] if is_image else ([p] for p in files)
-
-
-@dataclass
-class Scorer:
-    """Scores inputs into one open output file, tallying labelled rows; undoes skipped inputs."""
-
-    model: OnnxModel
-    out: TextRows | ParquetRows
-    batch: int
-    given: np.ndarray | None  # --labels: one per image, in input order
-    skipped: list[str] | None  # None: the first bad input stops the run
-    bar: tqdm
-    rows: int = 0
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((10, 11), np.int64))
-
-    def score_chunks(self, chunks: Iterator[Chunk]) -> None:
-        """Predict and write each chunk; count labelled rows into the confusion matrix."""
-        for chunk in chunks:
-            n = len(chunk.ids)
-            _, probabilities = self.model.predict(np.asarray(chunk.pixels, dtype=np.float32))
-            reasons = no_digit_reasons(chunk.pixels, chunk.reasons)
-            answers = answer_rows(probabilities, reasons, self.model.threshold)
-            self.out.write(chunk.ids, probabilities, answers)
-            labels = chunk.labels if self.given is None else self.given[self.rows : self.rows + n]
-            if labels is not None:
-                if len(labels) != n:
-                    raise InputError(f"--labels has {len(self.given)} labels, inputs have more")
-                try:
-                    self.matrix += tally(labels, answers.digits, answers.answered)
-                except ValueError as err:
-                    raise InputError(str(err)) from None
-            self.rows += n
-            self.bar.update(n)
-
-    def score_input(self, paths: list[Path]) -> None:
-        """Score one file or a run of image files; with skipping on, a failure leaves no rows."""
-        mark, rows, matrix = self.out.mark(), self.rows, self.matrix.copy()
-        if kind_of(paths[0]) == "image":
-            chunks = read_images(paths, self.batch, self.skipped)
-        else:
-            chunks = read_file(paths[0], self.batch)
-        try:
-            self.score_chunks(chunks)
-        except InputError as err:
-            if self.skipped is None:
-                raise
-            self.skipped.append(str(err))
-            self.out.rollback(mark)
-            self.rows, self.matrix = rows, matrix
-
-
-def open_model(path: Path, provider: str, quiet: bool) -> OnnxModel:
-    """Load the model, turning provider and model errors into one-line CLI errors."""
-    logging.getLogger("serving.session").setLevel(logging.ERROR if quiet else logging.WARNING)
-    try:
-        return load_model(path, provider=provider)
-    except (ProviderError, ModelError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
-
-
-def output_format(path: str) -> str:
-    """'csv', 'jsonl' or 'parquet' from the output's extension."""
-    suffix = Path(path.rstrip("/")).suffix.lower()
-    if suffix not in FORMATS:
-        hint = f"use a .csv, .jsonl or .parquet file, not {Path(path).name!r}"
-        raise click.BadParameter(hint, param_hint="-o")
-    return FORMATS[suffix]
-
-
-def record(item: Path | InputError, skipped: list[str] | None) -> bool:
-    """True for a bad input that is skipped; raise it when skipping is off."""
-    if not isinstance(item, InputError):
-        return False
-    if skipped is None:
-        raise item
-    skipped.append(str(item))
-    return True
-
-
-def progress(paths: list[Path], quiet: bool) -> tqdm:
-    """A progress bar on a terminal (stderr), silent otherwise or with -q."""
-    shown = not quiet and sys.stderr.isatty()
-    # Sizing the bar opens every input once more; only pay that when the bar is drawn.
-    return tqdm(
-        total=row_count(paths) if shown else None, unit="img", unit_scale=True, disable=not shown
-    )
-
-
-def report(
-    rows: int,
-    matrix: np.ndarray,
-    output: str | Path,
-    seconds: float,
-    skipped: list[str] | None,
-    quiet: bool,
-) -> None:
-    """Print the summary (unless quiet) and the skipped inputs (always)."""
-    if not quiet:
-        rate = rows / seconds if seconds else 0
-        click.echo(f"scored {rows} images -> {output} ({seconds:.1f} s, {rate:,.0f}/s)")
-        if matrix.sum():
-            click.echo(summarize(matrix))
-    if skipped:
-        click.echo(f"skipped {len(skipped)} bad input(s):", err=True)
-        for line in skipped:
-            click.echo(f"  {line}", err=True)
-
-
-def score_locally(
-    onnx_model: OnnxModel,
-    inputs: tuple[str, ...],
-    output: Path,
-    fmt: str,
-    options: dict[str, Any],
-) -> tuple[int, np.ndarray]:
-    """Score every input in this process into `output`: (rows, confusion matrix)."""
-    skipped, labels = options["skipped"], options["labels"]
-    given = load_labels(labels) if labels else None
-    paths = [p for p in expand_inputs(list(inputs)) if not record(p, skipped)]
-    with open_rows(output, fmt, options["probabilities"]) as out:
-        with progress(paths, options["quiet"]) as bar:
-            scorer = Scorer(onnx_model, out, options["batch_size"], given, skipped, bar)
-            for group in group_inputs(paths):
-                scorer.score_input(group)
-        if given is not None and len(given) != scorer.rows:
-            raise InputError(f"--labels has {len(given)} labels for {scorer.rows} images")
-    return scorer.rows, scorer.matrix
-
-
-def score_on_ray(
-    model: Path, inputs: tuple[str, ...], output: str, fmt: str, options: dict[str, Any]
-) -> tuple[int, np.ndarray]:
-    """Score on a Ray cluster (serving/ray_score.py): (rows, confusion matrix)."""
-    if options["labels"]:
-        hint = "needs --engine local (Ray reads labels beside IDX files and Parquet's 'label')"
-        raise click.BadParameter(hint, param_hint="--labels")
-    checked = open_model(model, "cpu", quiet=True)  # a bad model fails here, not in each actor
-    try:
-        from serving.scoring import ray_engine as ray_score
-    except ImportError as err:
-        if (err.name or "").partition(".")[0] not in ("ray", "pyarrow"):
-            raise
-        hint = "--engine ray needs the ray extra: pip install 'digits[ray]'"
-        raise click.ClickException(hint) from None
-    threshold = checked.threshold  # the sink flags answers under it
-    return ray_score.score_dataset(model, list(inputs), output, fmt, threshold=threshold, **options)
-
-
-def local_output(output: str) -> Path:
-    """The local engine's output file; a directory or URI is a usage error."""
-    if "://" in output or Path(output).is_dir():
-        hint = f"{output!r} must be a file (a directory needs --engine ray)"
-        raise click.BadParameter(hint, param_hint="-o")
-    return Path(output)
-
-
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit so the temp output is removed on the way out."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-
-@click.command("score")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    help="Where to write the rows: .csv, .jsonl or .parquet, written atomically "
-    "(with --engine ray: a directory of part files, local or a URI).",
-)
-@click.option(
-    "--batch-size",
-    default=1024,
-    show_default=True,
-    type=click.IntRange(1, 1 << 16),
-    help="Images per inference call (and per read).",
-)
-@click.option(
-    "--provider",
-    type=click.Choice(PROVIDERS),
-    default="auto",
-    show_default=True,
-    help="ONNX Runtime provider; auto uses CUDA when it works.",
-)
-@click.option("--probabilities", is_flag=True, help="Also write p0…p9.")
-@click.option(
-    "--labels",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="True labels for all images in input order (IDX, .npy or one per line).",
-)
-@click.option("--skip-bad", is_flag=True, help="Skip unreadable inputs, list them, exit 0.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="local: this process; ray: Ray Data over a cluster (the ray extra).",
-)
-@click.option(
-    "--ray-address",
-    help="Ray cluster to join (host:port or ray://…); default: $RAY_ADDRESS, else a local Ray.",
-)
-@click.option(
-    "--actors",
-    type=click.IntRange(1),
-    help="Ray actors, one ONNX Runtime session each; default: one per CPU of the cluster.",
-)
-def score(
-    model: Path,
-    inputs: tuple[str, ...],
-    output: str,
-    engine: str,
-    **options: Any,
-) -> None:
-    """Score images in IDX, .npy/.npz, CSV, Parquet or image files (or directories, globs).
-
-    MODEL is an ONNX file with the digits.onnx contract. With --engine ray the same scoring runs
-    in Ray Data (IDX, .npy, Parquet and image inputs, local paths or URIs) and OUTPUT is a
-    directory of part files with the same columns.
-    """
-    fmt, started = output_format(output), time.perf_counter()
-    exit_on_sigterm()
-    options["skipped"] = [] if options.pop("skip_bad") else None
-    ray_options = {k: options.pop(k) for k in ("ray_address", "actors")}
-    try:
-        if engine == "ray":
-            rows, matrix = score_on_ray(model, inputs, output, fmt, {**options, **ray_options})
-        else:
-            path = local_output(output)
-            onnx_model = open_model(model, options.pop("provider"), options["quiet"])
-            rows, matrix = score_locally(onnx_model, inputs, path, fmt, options)
-    except InputError as err:
-        raise click.ClickException(str(err)) from None
-    seconds = time.perf_counter() - started
-    report(rows, matrix, output, seconds, options["skipped"], options["quiet"])

@@ -1,4 +1,4 @@
-"""serving.inputs: each reader streams the same pixels, ids and labels; bad files: InputError."""
+"""scoring.inputs: each reader streams the same pixels, ids and labels; bad files: InputError."""
 
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 import serving.scoring
 from digits.cli import cli
-from serving.scoring import rows as score_module
+from serving.scoring import rows as rows_module
 from tests.conftest import assert_one_line_error
-from tests.serving.test_score import oracle, read_csv_rows, run
+from tests.serving.conftest import oracle, read_csv_rows, run
 
 try:
     import pyarrow as pa
@@ -68,7 +68,7 @@ def test_parquet_input_scores_like_idx_with_its_labels(
 def test_skipped_input_leaves_no_rows_even_after_row_groups_were_written(
     linear_onnx: Path, idx_pair, tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(score_module, "ROW_GROUP", 8)  # the bad file's rows reach the file first
+    monkeypatch.setattr(rows_module, "ROW_GROUP", 8)  # the bad file's rows reach the file first
     path, x, _ = idx_pair
     bad = write_parquet(tmp_path / "bad.parquet", x[:40])
     data = bytearray(bad.read_bytes())

@@ -4,8 +4,9 @@ Reads IDX (raw or gzip), .npy, Parquet and image files from local paths (every n
 them) or any pyarrow filesystem URI (s3://, gs://, hdfs://…) in Ray read tasks, with the readers
 of inputs.py; scores them with map_batches over an actor pool, one ONNX Runtime session per
 actor (serving/session.py); writes a directory of Parquet, CSV or JSONL part files with the local
-engine's columns and formatting (rows.py). A local directory is swapped in
-atomically; a URI gets `_SUCCESS` written last. Needs the `ray` extra. Writes nothing else.
+engine's columns and formatting (rows.py). A local directory is swapped in atomically; a URI gets
+`_SUCCESS` written last. Needs the `ray` extra. Writes nothing else. score_dataset takes the
+ScoreOptions that command.py builds.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 
 from serving.answers import answer_rows, no_digit_reasons
-from serving.inputs import read_file
-from serving.score import format_rows
+from serving.scoring.inputs import read_file
+from serving.scoring.rows import format_rows
 from serving.session import load_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ COMMANDS = {
     "report": "pipeline.stages.report:report_command",
     "export": "pipeline.stages.export:export_command",
     "robustness": "pipeline.stages.robustness:robustness_command",
-    "score": "serving.score:score",
+    "score": "serving.scoring.command:score",
     "serve": "serving.serve:serve",
     "verify": "serving.verify:verify",
 }

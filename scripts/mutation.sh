@@ -5,7 +5,7 @@
 # Writes mutants/ (git-ignored): mutmut's mutated copy, its results and one log per module.
 set -euo pipefail
 if [ $# -eq 0 ]; then
-    set -- digits.images pipeline.transform pipeline.compression serving.inputs
+    set -- digits.images pipeline.transform pipeline.compression serving.scoring.inputs
 fi
 rm -rf mutants && mkdir mutants
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # one thread per mutmut worker: no oversubscription

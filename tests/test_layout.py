@@ -57,3 +57,34 @@ def test_the_core_needs_only_numpy_pillow_and_click(path: Path) -> None:
     roots = {m.split(".")[0] for m in imported_modules(path)}
     third_party = roots - set(sys.stdlib_module_names) - {"digits", "__future__"}
     assert third_party <= {"numpy", "PIL", "click"}, path
+
+
+def module_name(path: Path) -> str:
+    """A source file's absolute module name (a package's __init__ names the package)."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_circle(graph: dict[str, set[str]]) -> list[str]:
+    """One circle of imports in `graph` (module -> the modules it imports), or [] when none."""
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> list[str]:
+        if module in path:
+            return path[path.index(module) :] + [module]
+        if module in done:
+            return []
+        for imported in sorted(graph[module]):
+            if circle := visit(imported, [*path, module]):
+                return circle
+        done.add(module)
+        return []
+
+    return next((c for m in sorted(graph) if (c := visit(m, []))), [])
+
+
+@pytest.mark.parametrize("package", ["digits", "serving"])
+def test_no_import_circles(package: str) -> None:
+    modules = {module_name(p): p for p in sources(package)}
+    graph = {m: imported_modules(p) & modules.keys() - {m} for m, p in modules.items()}
+    assert import_circle(graph) == [], " -> ".join(import_circle(graph))

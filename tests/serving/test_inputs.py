@@ -1,4 +1,4 @@
-"""serving.inputs: each reader streams the same pixels, ids and labels; bad files: InputError."""
+"""scoring.inputs: each reader streams the same pixels, ids and labels; bad files: InputError."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 
 from digits.idx import encode_idx
 from digits.images import to_mnist
-from serving.inputs import (
+from serving.scoring.inputs import (
     InputError,
     expand_inputs,
     load_labels,

@@ -199,31 +199,32 @@ def test_large_files_are_read_in_pieces_that_add_up_to_the_local_output(
 ) -> None:  # pieces of 512 rows here (the default is 65,536): the driver's plan, then the scores
     from pyarrow import fs as pafs
 
-    from serving import ray_score
+    from serving.scoring import ray_engine
 
     address, env = cluster
     model, (images, parquet, *_) = inputs
     grouped = tmp_path / "grouped.parquet"
     pq.write_table(pq.read_table(parquet), grouped, row_group_size=200)
-    monkeypatch.setattr(ray_score, "PIECE_ROWS", 512)  # planned on the driver: this process
+    monkeypatch.setattr(ray_engine, "PIECE_ROWS", 512)  # planned on the driver: this process
     local_fs = pafs.LocalFileSystem()
-    planned = ray_score.plan_pieces(local_fs, str(images), images)
+    planned = ray_engine.plan_pieces(local_fs, str(images), images)
     assert [(p.start, p.stop) for p in planned] == [
         (0, 512),
         (512, 1024),
         (1024, 1536),
         (1536, 2000),
     ]
-    planned = ray_score.plan_pieces(local_fs, str(grouped), grouped)
+    planned = ray_engine.plan_pieces(local_fs, str(grouped), grouped)
     assert [(p.start, p.stop, p.groups) for p in planned] == [(0, 600, (0, 1, 2)), (600, 800, (3,))]
-    assert ray_score.plan_pieces(local_fs, str(parquet), parquet) == [ray_score.Piece(str(parquet))]
+    whole = [ray_engine.Piece(str(parquet))]
+    assert ray_engine.plan_pieces(local_fs, str(parquet), parquet) == whole
 
     args = [model, images, grouped, "-o"]
     local = digits_score(*args, tmp_path / "local.parquet", "--probabilities")
     assert local.returncode == 0, local.stderr
     # In the driver, which plans: pieces of 512 rows, each one's key told on stderr.
     small = (
-        "import sys, serving.ray_score as r; r.PIECE_ROWS = 512; plan = r.plan_pieces; "
+        "import sys, serving.scoring.ray_engine as r; r.PIECE_ROWS = 512; plan = r.plan_pieces; "
         "r.plan_pieces = lambda *a: [print('piece', p.key, file=sys.stderr) or p "
         "for p in plan(*a)]; "
     )

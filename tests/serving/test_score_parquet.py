@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import serving
+import serving.scoring
 from digits.cli import cli
-from serving import score as score_module
+from serving.scoring import rows as rows_module
 from tests.conftest import assert_one_line_error
-from tests.serving.test_score import oracle, read_csv_rows, run
+from tests.serving.conftest import oracle, read_csv_rows, run
 
 try:
     import pyarrow as pa
@@ -68,7 +68,7 @@ def test_parquet_input_scores_like_idx_with_its_labels(
 def test_skipped_input_leaves_no_rows_even_after_row_groups_were_written(
     linear_onnx: Path, idx_pair, tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(score_module, "ROW_GROUP", 8)  # the bad file's rows reach the file first
+    monkeypatch.setattr(rows_module, "ROW_GROUP", 8)  # the bad file's rows reach the file first
     path, x, _ = idx_pair
     bad = write_parquet(tmp_path / "bad.parquet", x[:40])
     data = bytearray(bad.read_bytes())
@@ -114,8 +114,8 @@ def test_ray_engine_options_fail_in_one_line(
     labels = runner.invoke(cli, [*args, "--engine", "ray", "--labels", str(idx_pair[0])])
     assert_one_line_error(labels, "--labels", "--engine local", code=2)
     monkeypatch.setitem(sys.modules, "ray", None)
-    monkeypatch.delitem(sys.modules, "serving.ray_score", raising=False)
-    monkeypatch.delattr(serving, "ray_score", raising=False)  # imported by an earlier test
+    monkeypatch.delitem(sys.modules, "serving.scoring.ray_engine", raising=False)
+    monkeypatch.delattr(serving.scoring, "ray_engine", raising=False)  # imported by an earlier test
     missing = runner.invoke(cli, [*args, "--engine", "ray"])
     assert_one_line_error(missing, "pip install 'digits[ray]'")
     (tmp_path / "d.csv").mkdir()

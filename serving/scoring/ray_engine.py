@@ -2,10 +2,11 @@
 
 Reads IDX (raw or gzip), .npy, Parquet and image files from local paths (every node must see
 them) or any pyarrow filesystem URI (s3://, gs://, hdfs://…) in Ray read tasks, with the readers
-of serving/inputs.py; scores them with map_batches over an actor pool, one ONNX Runtime session
-per actor (serving/session.py); writes a directory of Parquet, CSV or JSONL part files with the
-local scorer's columns and formatting (serving/score.py). A local directory is swapped in
-atomically; a URI gets `_SUCCESS` written last. Needs the `ray` extra. Writes nothing else.
+of inputs.py; scores them with map_batches over an actor pool, one ONNX Runtime session per
+actor (serving/session.py); writes a directory of Parquet, CSV or JSONL part files with the local
+engine's columns and formatting (rows.py). A local directory is swapped in atomically; a URI gets
+`_SUCCESS` written last. Needs the `ray` extra. Writes nothing else. score_dataset takes the
+ScoreOptions that command.py builds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,12 @@ from ray.data.datasource import Datasink, FileBasedDatasource
 from ray.data.extensions import ArrowTensorArray
 
 from digits.atomic import atomic_dir
+from digits.contract import PIXELS
 from digits.idx import GZIP_MAGIC
 from digits.images import ImageError, load_image, prepare
 from serving.answers import answer_rows, no_digit_reasons
-from serving.inputs import (
+from serving.scoring.inputs import (
     NPY_HEADERS,
-    PIXELS,
     STREAM_ERRORS,
     Chunk,
     InputError,
@@ -47,11 +48,13 @@ from serving.inputs import (
     read_idx_stream,
     read_npy_stream,
     read_parquet_stream,
+    record,
     row_ids,
     scorable,
 )
-from serving.score import arrow_rows, empty_schema, format_rows, header, record
-from serving.score import tally as score_tally
+from serving.scoring.options import ScoreOptions
+from serving.scoring.rows import arrow_rows, empty_schema, format_rows, header
+from serving.scoring.summary import Totals, tally
 from serving.session import load_model
 
 KINDS = {"idx", "npy", "parquet", "image"}  # what the Ray engine reads; .csv/.npz stay local
@@ -278,51 +281,36 @@ class OnnxScorer:
         return passed.append_column("probabilities", ArrowTensorArray.from_numpy(probabilities))
 
 
-@dataclass
-class Tally:
-    """What one write task (or all of them) did: rows written, confusion counts, bad inputs."""
-
-    rows: int = 0
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((10, 11), np.int64))
-    skipped: list[str] = field(default_factory=list)
-
-    def add(self, other: Tally) -> None:
-        """Fold another tally into this one."""
-        self.rows += other.rows
-        self.matrix += other.matrix
-        self.skipped += other.skipped
-
-
 class ScoreSink(Datasink):
-    """Writes each task's rows to one part file in the local scorer's format, and tallies."""
+    """Writes each task's rows to one part file in the local engine's format, and tallies."""
 
     def __init__(
         self, fs: pafs.FileSystem, root: str, fmt: str, all_p: bool, threshold: float
     ) -> None:
         self.fs, self.root, self.fmt, self.all_p = fs, root, fmt, all_p
         self.threshold = threshold  # the model's: answers under it are flagged
-        self.tally = Tally()
+        self.totals = Totals()  # every task's, once the write is complete
 
     @property
     def min_rows_per_write(self) -> int:
         """Rows Ray gathers for one write task: part files of a useful size, not one per batch."""
         return PART_ROWS
 
-    def write(self, blocks: Iterable[pa.Table], ctx: Any) -> Tally:
-        """Write the good rows of these blocks to part-NNNNN.<fmt>; return their tally."""
-        tally, writer = Tally(), None
+    def write(self, blocks: Iterable[pa.Table], ctx: Any) -> Totals:
+        """Write the good rows of these blocks to part-NNNNN.<fmt>; return their totals."""
+        totals, writer = Totals(), None
         path = f"{self.root}/part-{ctx.task_idx:05d}.{self.fmt}"
         with contextlib.ExitStack() as stack:
             for block in blocks:
                 bad = block.column("error").is_valid()
-                tally.skipped += block.filter(bad).column("error").to_pylist()
+                totals.skipped += block.filter(bad).column("error").to_pylist()
                 good = block.filter(pa.compute.invert(bad))
                 if not len(good):
                     continue
                 if writer is None:
                     writer = stack.enter_context(self.open_part(path))
-                self.write_rows(writer, good, tally)
-        return tally
+                self.write_rows(writer, good, totals)
+        return totals
 
     @contextlib.contextmanager
     def open_part(self, path: str) -> Iterator[Any]:
@@ -335,7 +323,7 @@ class ScoreSink(Datasink):
             with pq.ParquetWriter(stream, empty_schema(self.all_p)) as writer:
                 yield writer
 
-    def write_rows(self, writer: Any, rows: pa.Table, tally: Tally) -> None:
+    def write_rows(self, writer: Any, rows: pa.Table, totals: Totals) -> None:
         """Format and write scored rows; count the labelled ones."""
         ids = rows.column("source").to_numpy().astype("S")
         probabilities = rows.column("probabilities").combine_chunks().to_numpy()
@@ -348,13 +336,13 @@ class ScoreSink(Datasink):
         known = labels >= 0
         if known.any():
             answered = answers.answered[known]
-            tally.matrix += score_tally(labels[known], answers.digits[known], answered)
-        tally.rows += len(rows)
+            totals.matrix += tally(labels[known], answers.digits[known], answered)
+        totals.rows += len(rows)
 
     def on_write_complete(self, write_result: Any) -> None:
-        """Gather every task's tally on the driver."""
+        """Gather every task's totals on the driver."""
         for part in write_result.write_returns:
-            self.tally.add(part)
+            self.totals.add(part)
 
 
 def plan_inputs(args: list[str], skipped: list[str] | None) -> tuple[list[str], dict[str, str]]:
@@ -433,46 +421,33 @@ def connect(address: str | None, quiet: bool) -> None:
 
 
 def score_dataset(
-    model: Path,
-    inputs: list[str],
-    output: str,
-    fmt: str,
-    *,
-    batch_size: int,
-    provider: str,
-    probabilities: bool,
-    skipped: list[str] | None,
-    quiet: bool,
-    ray_address: str | None,
-    actors: int | None,
-    threshold: float,
-    **_: Any,
-) -> tuple[int, np.ndarray]:
-    """Score inputs on Ray into a directory of part files: (rows, confusion matrix)."""
+    model: Path, inputs: list[str], output: str, options: ScoreOptions, threshold: float
+) -> Totals:
+    """Score inputs on Ray into a directory of part files; `threshold` is the model's."""
+    skipped = [] if options.skip_bad else None
     paths, names = plan_inputs(inputs, skipped)
-    connect(ray_address, quiet)
+    connect(options.ray_address, options.quiet)
     try:
-        pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        source = DigitsDatasource(paths, names, batch_size, skipped is not None)
+        pool = options.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        source = DigitsDatasource(paths, names, options.batch_size, options.skip_bad)
         # Reads and writes ask for no CPU, since the pool may hold every CPU; bounding how many
         # run at once keeps Ray from starting a worker process for each (a second of CPU each).
         side = max(2, pool // 2)
         scored = ray.data.read_datasource(source, num_cpus=0, concurrency=side).map_batches(
             OnnxScorer,
-            fn_constructor_kwargs={"model": model.read_bytes(), "provider": provider},
-            batch_size=batch_size,
+            fn_constructor_kwargs={"model": model.read_bytes(), "provider": options.provider},
+            batch_size=options.batch_size,
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=pool),
             num_cpus=1,
         )
         with output_root(output) as (fs, root):
-            sink = ScoreSink(fs, root, fmt, probabilities, threshold)
+            sink = ScoreSink(fs, root, options.fmt, options.probabilities, threshold)
             try:
                 scored.write_datasink(sink, ray_remote_args={"num_cpus": 0}, concurrency=side)
             except Exception as err:  # Ray wraps what its tasks raise
                 raise one_line(err) from None
     finally:
         ray.shutdown()
-    if skipped is not None:
-        skipped += sink.tally.skipped
-    return sink.tally.rows, sink.tally.matrix
+    # Inputs the planner skipped, then those the read tasks met.
+    return Totals(sink.totals.rows, sink.totals.matrix, (skipped or []) + sink.totals.skipped)

@@ -1,10 +1,10 @@
 """Input readers for `digits score`: stream images from IDX, .npy/.npz, CSV and image files.
 
-Reads IDX image files (raw or gzip), .npy/.npz arrays, CSV rows of 784 pixels, Parquet (column
-`pixels`, optional `label`; needs pyarrow) and PNG/JPEG/BMP/GIF files, given as files, directories
-or globs; writes nothing. Every reader yields Chunks of at most `batch` rows, so memory stays
-bounded whatever the input size. Bad input raises InputError. The IDX, .npy and Parquet readers
-also take an open stream, which is how the Ray engine (serving/ray_score.py) uses them.
+Reads IDX image files (raw or gzip), .npy/.npz arrays, CSV rows of PIXELS pixels, Parquet
+(column `pixels`, optional `label`; needs pyarrow) and PNG/JPEG/BMP/GIF files, given as files,
+directories or globs; writes nothing. Every reader yields Chunks of at most `batch` rows, so memory
+stays bounded whatever the input size. Bad input raises InputError. The IDX, .npy and Parquet
+readers also take an open stream, which is how the Ray engine (ray_engine.py) uses them.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import IO, Any
 import numpy as np
 
 from digits import idx
+from digits.contract import PIXELS, SIDE
 from digits.images import ImageError, load_image, pixel_problem, prepare
 
-PIXELS = 784
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 ARRAY_SUFFIXES = {".npy", ".npz", ".csv", ".parquet"}
 NPY_HEADERS = {
@@ -33,6 +33,8 @@ NPY_HEADERS = {
     (2, 0): np.lib.format.read_array_header_2_0,
 }
 STREAM_ERRORS = (OSError, EOFError, zlib.error, ValueError, zipfile.BadZipFile)
+# Parquet input columns: our file format's names, kept even if the ONNX graph's input is renamed.
+PIXELS_COLUMN, LABEL_COLUMN = "pixels", "label"
 
 
 class InputError(ValueError):
@@ -41,7 +43,7 @@ class InputError(ValueError):
 
 @dataclass
 class Chunk:
-    """Up to `batch` images: ids (bytes 'file:index'), pixels (n, 784) 0–255, labels or None."""
+    """Up to `batch` images: ids (bytes 'file:index'), pixels (n, PIXELS) 0–255, labels or None."""
 
     ids: np.ndarray
     pixels: np.ndarray
@@ -77,6 +79,16 @@ def expand_inputs(args: list[str]) -> Iterator[Path | InputError]:
             yield from matches or [InputError(f"{arg}: no files match")]
         else:
             yield InputError(f"{arg}: no such file or directory")
+
+
+def record(item: Path | InputError, skipped: list[str] | None) -> bool:
+    """True for a bad input that is skipped (listed in `skipped`); raise it when skipping is off."""
+    if not isinstance(item, InputError):
+        return False
+    if skipped is None:
+        raise item
+    skipped.append(str(item))
+    return True
 
 
 def row_ids(path: Path, start: int, n: int) -> np.ndarray:
@@ -161,18 +173,18 @@ def read_idx_stream(
 
 
 def read_idx_images_header(stream: IO[bytes], path: Path, size: int | None = None) -> int:
-    """The number of images an IDX image file's header declares, checked: N×28×28 (or N×784)
+    """The number of images an IDX image file's header declares, checked: N×SIDE×SIDE (or N×PIXELS)
     unsigned bytes and, when `size` is known, a file of that size. The stream is left at them."""
     shape = read_idx_header(stream, path)
     if int(np.prod(shape[1:])) != PIXELS:
-        raise InputError(f"{path}: IDX shape {shape} is not N×28×28 images")
+        raise InputError(f"{path}: IDX shape {shape} is not N×{SIDE}×{SIDE} images")
     if size is not None and size != (expected := 4 + 4 * len(shape) + int(np.prod(shape))):
         raise InputError(f"{path}: file is {size} bytes, header says {expected}")
     return shape[0]
 
 
 def read_idx(path: Path, batch: int) -> Iterator[Chunk]:
-    """Stream an IDX image file (N×28×28 or N×784 bytes), with the labels beside it if any."""
+    """Stream an IDX image file (N×SIDE×SIDE or N×PIXELS bytes), with the labels beside it."""
     with idx.open_idx(path) as stream:
         # A regular raw file's size is checked before scoring; gzip and pipes are checked as read.
         raw = not isinstance(stream, gzip.GzipFile) and path.is_file()
@@ -194,13 +206,15 @@ def checked(pixels: np.ndarray, path: Path, start: int) -> np.ndarray:
 
 
 def read_npy_stream(stream: IO[bytes], path: Path, batch: int) -> Iterator[np.ndarray]:
-    """Stream the rows of a .npy array of images (N×784 or N×28×28), `batch` at a time."""
+    """Stream the rows of a .npy array of images (N×PIXELS or N×SIDE×SIDE), `batch` at a time."""
     version = np.lib.format.read_magic(stream)
     if version not in NPY_HEADERS:
         raise InputError(f"{path}: unsupported .npy format version {version}")
     shape, fortran, dtype = NPY_HEADERS[version](stream)
     if fortran or dtype.kind not in "uif" or len(shape) < 2 or np.prod(shape[1:]) != PIXELS:
-        raise InputError(f"{path}: expected a C-order numeric N×784 array, got {dtype} {shape}")
+        raise InputError(
+            f"{path}: expected a C-order numeric N×{PIXELS} array, got {dtype} {shape}"
+        )
     for start in range(0, shape[0], batch):
         rows = min(batch, shape[0] - start)
         data = read_exact(stream, rows * PIXELS * dtype.itemsize, path)
@@ -238,7 +252,7 @@ def read_npz(path: Path, batch: int) -> Iterator[Chunk]:
 
 
 def is_header(fields: list[str]) -> bool:
-    """A first CSV row of names, or of column numbers (0…783 or 1…784 in the pixel columns)."""
+    """A first CSV row of names, or of the pixel columns' numbers (0…PIXELS-1 or 1…PIXELS)."""
     try:
         values = np.asarray(fields[-PIXELS:], dtype=np.float64)
     except ValueError:
@@ -248,12 +262,12 @@ def is_header(fields: list[str]) -> bool:
 
 
 def read_csv(path: Path, batch: int) -> Iterator[Chunk]:
-    """Stream CSV rows of 784 pixels; a header row and a leading label column are detected."""
+    """Stream CSV rows of PIXELS pixels; a header row and a leading label column are detected."""
     with path.open() as f:
         first = f.readline()
         fields = first.strip().split(",")
         if len(fields) not in (PIXELS, PIXELS + 1):
-            raise InputError(f"{path}: {len(fields)} columns; expected 784 pixels (+1 label)")
+            raise InputError(f"{path}: {len(fields)} columns; expected {PIXELS} pixels (+1 label)")
         has_label = len(fields) == PIXELS + 1
         lines = f if is_header(fields) else itertools.chain([first], f)
         start = 0
@@ -323,24 +337,26 @@ def import_pyarrow_parquet() -> Any:
 
 
 def parquet_pixels(column: Any, path: Path, start: int) -> np.ndarray:
-    """A Parquet/Arrow list column of 784 numbers per row -> (n, 784) array, checked."""
+    """A Parquet/Arrow list column of PIXELS numbers per row -> (n, PIXELS) array, checked."""
     import pyarrow as pa
 
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if not pa.types.is_list(column.type) and not pa.types.is_fixed_size_list(column.type):
-        raise InputError(f"{path}: column 'pixels' is {column.type}, not a list of 784 numbers")
+        raise InputError(
+            f"{path}: column '{PIXELS_COLUMN}' is {column.type}, not a list of {PIXELS} numbers"
+        )
     if column.null_count or (column.value_lengths().to_numpy() != PIXELS).any():
-        raise InputError(f"{path}: a row after row {start} has no 784 pixels")
+        raise InputError(f"{path}: a row after row {start} has no {PIXELS} pixels")
     values = column.flatten().to_numpy(zero_copy_only=False)
     if values.dtype.kind not in "uif":
-        raise InputError(f"{path}: column 'pixels' holds {values.dtype}, not numbers")
+        raise InputError(f"{path}: column '{PIXELS_COLUMN}' holds {values.dtype}, not numbers")
     return checked(values.reshape(len(column), PIXELS), path, start)
 
 
 def read_parquet_stream(
     source: Any, path: Path, batch: int, groups: Sequence[int] | None = None, start: int = 0
 ) -> Iterator[Chunk]:
-    """Stream a Parquet file (a path or an open pyarrow file) with `pixels` and maybe `label`.
+    """Stream a Parquet file (a path or an open pyarrow file): PIXELS_COLUMN, maybe LABEL_COLUMN.
 
     `groups` reads only those row groups, the first of which begins at row `start` of the file.
     """
@@ -352,16 +368,16 @@ def read_parquet_stream(
     except Exception as err:  # pyarrow's ArrowInvalid and OSError share no narrower base
         raise InputError(f"{path}: not a Parquet file ({err})") from None
     names = table.schema_arrow.names
-    if "pixels" not in names:
-        raise InputError(f"{path}: no column 'pixels' among {', '.join(names)}")
-    columns = ["pixels"] + ["label"] * ("label" in names)
+    if PIXELS_COLUMN not in names:
+        raise InputError(f"{path}: no column '{PIXELS_COLUMN}' among {', '.join(names)}")
+    columns = [PIXELS_COLUMN] + [LABEL_COLUMN] * (LABEL_COLUMN in names)
     try:
         parts = table.iter_batches(
             batch_size=batch, row_groups=groups, columns=columns, use_threads=False
         )
         for part in parts:
-            pixels = parquet_pixels(part.column("pixels"), path, start)
-            labels = part.column("label").to_numpy() if "label" in names else None
+            pixels = parquet_pixels(part.column(PIXELS_COLUMN), path, start)
+            labels = part.column(LABEL_COLUMN).to_numpy() if LABEL_COLUMN in names else None
             yield Chunk(row_ids(path, start, len(pixels)), pixels, labels)
             start += len(pixels)
     except InputError:

@@ -21,9 +21,10 @@ import click
 import numpy as np
 import onnxruntime as ort
 
-from pipeline.compression import model_summary, plain_copy, prune_magnitude
-from pipeline.network import load_checkpoint
-from pipeline.onnx_model import to_onnx
+from pipeline.compression.pruning import plain_copy, prune_magnitude
+from pipeline.compression.size import model_summary
+from pipeline.model.network import load_checkpoint
+from pipeline.onnx_export.graph import to_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench/results/compress_speed.json"

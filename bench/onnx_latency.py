@@ -22,10 +22,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from pipeline.compression import plain_copy, prune_magnitude, shrink_hidden
-from pipeline.network import MLP, ModelParams, build_mlp, load_checkpoint
-from pipeline.onnx_model import quantize_int8, to_onnx
-from pipeline.transform import AffineTransform
+from pipeline.compression.pruning import plain_copy, prune_magnitude
+from pipeline.compression.shrink import shrink_hidden
+from pipeline.model.network import MLP, ModelParams, build_mlp, load_checkpoint
+from pipeline.model.transform import AffineTransform
+from pipeline.onnx_export.graph import quantize_int8, to_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench/results/onnx_latency.json"

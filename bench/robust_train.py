@@ -31,11 +31,11 @@ import numpy as np
 import yaml
 
 from digits.npz import read_split
-from pipeline.benchmark import RobustnessParams, corruption_sets, through_image_files
+from pipeline.analysis.classification import accuracy
 from pipeline.config import load_group
-from pipeline.font_digits import font_digits
-from pipeline.metrics import accuracy
-from pipeline.network import load_checkpoint, predict_logits
+from pipeline.model.network import load_checkpoint, predict_logits
+from pipeline.robustness_sets.fonts import font_digits
+from pipeline.robustness_sets.sets import RobustnessParams, corruption_sets, through_image_files
 
 ROOT = Path(__file__).resolve().parents[1]
 # `train:` overrides per named config; every one keeps the default affine augmentation.

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.compression import effective_weight
-from pipeline.network import MLP
+from pipeline.compression.pruning import effective_weight
+from pipeline.model.network import MLP
 
 
 def first_layer_images(model: MLP, count: int) -> np.ndarray:

@@ -22,15 +22,12 @@ from torch import nn
 
 from digits import __version__
 from digits.atomic import atomic_path
+from digits.contract import CLASSES, INPUT, PIXELS
 from digits.golden import Golden
-from pipeline.compression import (
-    fold_batchnorm,
-    fold_preprocess_if_smaller,
-    has_batchnorm,
-    plain_copy,
-)
-from pipeline.network import CLASSES, MLP, PIXELS
-from pipeline.onnx_scoring import INPUT, cpu_session
+from pipeline.compression.folding import fold_batchnorm, fold_preprocess_if_smaller, has_batchnorm
+from pipeline.compression.pruning import plain_copy
+from pipeline.model.network import MLP
+from pipeline.onnx_export.plain_session import cpu_session
 
 OUTPUTS = ("logits", "probabilities")
 INPUT_SPEC = {"name": INPUT, "dtype": "float32", "shape": ["N", PIXELS], "range": [0, 255]}

@@ -18,7 +18,7 @@ from PIL import Image
 
 from digits.images import load_image, to_mnist
 from pipeline.config import require
-from pipeline.corruptions import CORRUPTIONS, corrupt
+from pipeline.robustness_sets.corruptions import CORRUPTIONS, corrupt
 
 ImageSet = tuple[list[np.ndarray], np.ndarray]  # images (any size, uint8 gray), labels (N,)
 

@@ -25,14 +25,14 @@ import torch
 
 from digits import __version__
 from digits.atomic import atomic_path, write_json
+from digits.contract import INPUT
 from digits.golden import golden_path, write_golden
 from digits.npz import read_split
-from pipeline.compression import deployed_size
+from pipeline.analysis.classification import accuracy
+from pipeline.compression.size import deployed_size
 from pipeline.config import BaseParams, load_group, read_params, require, seed_everything
-from pipeline.metrics import accuracy
-from pipeline.model_card import render_card
-from pipeline.network import MLP, load_checkpoint, predict_logits
-from pipeline.onnx_model import (
+from pipeline.model.network import MLP, load_checkpoint, predict_logits
+from pipeline.onnx_export.graph import (
     build_onnx,
     compare,
     golden_vectors,
@@ -41,7 +41,8 @@ from pipeline.onnx_model import (
     quantize_int8,
     save_onnx,
 )
-from pipeline.onnx_scoring import INPUT, cpu_session, onnx_probabilities
+from pipeline.onnx_export.model_card import render_card
+from pipeline.onnx_export.plain_session import cpu_session, onnx_probabilities
 from pipeline.options import params_option, path_option
 from pipeline.run_log import write_run_log
 

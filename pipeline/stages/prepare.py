@@ -17,8 +17,8 @@ import numpy as np
 from digits.atomic import atomic_dir, refuse_foreign, write_json
 from digits.idx import IdxError, read_idx
 from pipeline.config import BaseParams, load_group, require, seed_everything
+from pipeline.model.transform import Scaling, Whitening, fit_transform, spectrum_summary
 from pipeline.options import params_option, path_option
-from pipeline.transform import Scaling, Whitening, fit_transform, spectrum_summary
 
 # What `digits prepare` writes into --out, and so may replace there.
 OUTPUTS = ("train.npz", "dev.npz", "test.npz", "transform.npz")

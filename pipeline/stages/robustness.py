@@ -24,17 +24,17 @@ import onnxruntime as ort
 
 from digits.atomic import atomic_dir, write_json
 from digits.npz import read_split
-from pipeline.benchmark import (
+from pipeline.analysis.classification import accuracy
+from pipeline.config import BaseParams, load_group, seed_everything
+from pipeline.onnx_export.plain_session import cpu_session, onnx_probabilities
+from pipeline.options import params_option, path_option, prepared_option
+from pipeline.robustness_sets.fonts import font_digits
+from pipeline.robustness_sets.sets import (
     RobustnessParams,
     corruption_sets,
     image_file,
     through_image_files,
 )
-from pipeline.config import BaseParams, load_group, seed_everything
-from pipeline.font_digits import font_digits
-from pipeline.metrics import accuracy
-from pipeline.onnx_scoring import cpu_session, onnx_probabilities
-from pipeline.options import params_option, path_option, prepared_option
 
 # What `digits robustness` writes into --examples, and so may replace there.
 OUTPUTS = ("examples.json",)

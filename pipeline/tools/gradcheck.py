@@ -14,8 +14,9 @@ import typing
 import click
 import torch
 
-from pipeline.network import MLP, Activation, Maxout, ModelParams, NetSpec
-from pipeline.training import TrainParams, data_loss, penalty
+from pipeline.model.network import MLP, Activation, Maxout, ModelParams, NetSpec
+from pipeline.training.loop import data_loss, penalty
+from pipeline.training.params import TrainParams
 
 KINKED = ("relu", "noisy_relu", "leaky_relu", "prelu", "maxout")
 

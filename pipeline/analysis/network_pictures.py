@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from digits.contract import SIDE
 from pipeline.compression.pruning import effective_weight
 from pipeline.model.network import MLP
 
@@ -23,7 +24,7 @@ def first_layer_images(model: MLP, count: int) -> np.ndarray:
     if model.spec.preprocess:
         W = W @ model.preprocess.matrix.double().T  # (units, k) -> (units, 784)
     strongest = W.norm(dim=1).argsort(descending=True)[:count]
-    return W[strongest].reshape(-1, 28, 28).float().numpy()  # (count, 28, 28)
+    return W[strongest].reshape(-1, SIDE, SIDE).float().numpy()  # (count, 28, 28)
 
 
 @torch.no_grad()

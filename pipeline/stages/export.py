@@ -25,7 +25,7 @@ import torch
 
 from digits import __version__
 from digits.atomic import atomic_path, write_json
-from digits.contract import INPUT
+from digits.contract import INPUT, PROBABILITIES, THRESHOLD_KEY, VERSION_KEY
 from digits.golden import golden_path, write_golden
 from digits.npz import read_split
 from pipeline.analysis.classification import accuracy
@@ -99,8 +99,8 @@ def read_recorded(
     (evaluate.json) and sparsity (compress.json), for the metadata; and the share and accuracy
     of the test answers that threshold flags, for the card."""
     evaluated = json.loads(evaluate_file.read_text()).get(choice, {})
-    # confidence_threshold: chosen on dev by evaluate; serving flags answers below it.
-    keys = ("dev_accuracy", "test_accuracy", "confidence_threshold")
+    # The threshold: chosen on dev by evaluate; serving flags answers below it.
+    keys = ("dev_accuracy", "test_accuracy", THRESHOLD_KEY)
     recorded = {key: evaluated.get(key) for key in keys}
     if choice == "compressed":
         recorded["sparsity"] = json.loads(compress_file.read_text()).get("sparsity")
@@ -118,7 +118,7 @@ def median_seconds(session: ort.InferenceSession, x: np.ndarray, repeats: int) -
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        session.run(["probabilities"], {INPUT: x})
+        session.run([PROBABILITIES], {INPUT: x})
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -192,7 +192,7 @@ def export(
         report["low_confidence"] = flags
         report["deployed"] = deployed_size(inference_ready(model))  # what the graph computes
         check_parity(report, params.max_prob_diff)
-        version = props["model_version"]
+        version = props[VERSION_KEY]
         write_golden(fp32_golden, golden_vectors(fp32, x, version))
         write_golden(int8_golden, golden_vectors(int8, x, version + "-int8"))
         card.write_text(render_card(report, paths.onnx, paths.int8))

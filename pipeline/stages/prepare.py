@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 from digits.atomic import atomic_dir, refuse_foreign, write_json
+from digits.contract import PIXELS
 from digits.idx import IdxError, read_idx
 from pipeline.config import BaseParams, load_group, require, seed_everything
 from pipeline.model.transform import Scaling, Whitening, fit_transform, spectrum_summary
@@ -41,7 +42,9 @@ class DataParams:
         require(self.seed >= 0, "data.seed", "must be >= 0")
         require(self.epsilon > 0, "data.epsilon", "must be > 0")
         if self.components is not None:
-            require(1 <= self.components <= 784, "data.components", "must be in 1..784 or null")
+            require(
+                1 <= self.components <= PIXELS, "data.components", f"must be in 1..{PIXELS} or null"
+            )
             require(self.whitening != "none", "data.components", "needs whitening pca or zca")
 
 

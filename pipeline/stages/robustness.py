@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from digits.atomic import atomic_dir, write_json
+from digits.contract import UNKNOWN_VERSION, VERSION_KEY
 from digits.npz import read_split
 from pipeline.analysis.classification import accuracy
 from pipeline.config import BaseParams, load_group, seed_everything
@@ -95,7 +96,7 @@ def benchmark(session: ort.InferenceSession, test: tuple, params: RobustnessPara
             examples += pick_examples(name, directory, labels, probs[name], params.examples)
     scores = {name: accuracy(probs[name], labels) for name, (_, labels) in sets.items()}
     fonts = accuracy_by(font_names, probs["fonts"], font_labels)
-    version = session.get_modelmeta().custom_metadata_map.get("model_version", "unknown")
+    version = session.get_modelmeta().custom_metadata_map.get(VERSION_KEY, UNKNOWN_VERSION)
     return summarize(scores, fonts, version), examples
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from digits.atomic import atomic_path, write_json
+from digits.contract import THRESHOLD_KEY, VERSION_KEY
 from digits.golden import golden_path, write_golden
 from digits.npz import read_split
 from pipeline.analysis.classification import FLAG_ACCURACY, accuracy, low_confidence_threshold
@@ -115,7 +116,7 @@ def export_ensemble(
                 f"ensemble ONNX disagrees with torch: max |Δp| {parity['max_abs_prob_diff']:.2e}"
                 f" (limit {MAX_PROB_DIFF:.0e}), argmax agreement {parity['argmax_agreement']:.4%}"
             )
-        write_golden(golden, golden_vectors(tmp, test[0], props["model_version"]))
+        write_golden(golden, golden_vectors(tmp, test[0], props[VERSION_KEY]))
         size = tmp.stat().st_size
     return {**parity, "file_bytes": size, "opset": OPSET, "metadata": props}
 
@@ -145,7 +146,7 @@ def ensemble_command(params_file: Path, prepared: Path, out: Path, report: Path)
         "dev_accuracy": table["dev_accuracy"],
         "test_accuracy": table["test_accuracy"],
         # chosen on dev by evaluate's default rule, as one model's is; serving flags below it
-        "confidence_threshold": low_confidence_threshold(
+        THRESHOLD_KEY: low_confidence_threshold(
             ensemble_probabilities(Ensemble(members, params.combine), splits.dev[0]),
             splits.dev[1],
             FLAG_ACCURACY,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-SIDE = 28
+from digits.contract import SIDE
 
 
 def blur_matrices(sigma: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from torch.nn.utils import prune
 
 from digits.atomic import atomic_path
+from digits.contract import SIDE
 from digits.npz import read_split
 from pipeline.analysis import classification
 from pipeline.model.network import MLP, predict_logits, read_torch_file
@@ -80,13 +81,13 @@ def augment_batch(x: torch.Tensor, params: TrainParams, gen: torch.Generator) ->
     n = x.shape[0]
     angle = (torch.rand(n, generator=gen) * 2 - 1) * np.deg2rad(params.augment_degrees)
     scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * params.augment_scale
-    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * params.augment_shift * 2 / 28
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * params.augment_shift * 2 / SIDE
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
     )
-    grid = F.affine_grid(theta, (n, 1, 28, 28), align_corners=False)  # (N, 28, 28, 2)
-    images = F.grid_sample(x.view(n, 1, 28, 28), grid, align_corners=False)
+    grid = F.affine_grid(theta, (n, 1, SIDE, SIDE), align_corners=False)  # (N, 28, 28, 2)
+    images = F.grid_sample(x.view(n, 1, SIDE, SIDE), grid, align_corners=False)
     return robustness_augment(images.view(n, -1), params, gen)
 
 

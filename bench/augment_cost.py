@@ -1,6 +1,6 @@
 """What the robustness augmentations cost in training time: epochs of the train loop per setting.
 
-The train stage's epoch loop (pipeline.training.train_epoch) on the same samples of
+The train stage's epoch loop (pipeline.training.loop.train_epoch) on the same samples of
 data/prepared/train.npz with the network of params.yaml `model:`, under: no augmentation, the
 default affine, the affine plus each robustness augmentation alone, and the combinations
 bench/robust_train.py calls `pixel` and `all` (same settings). Rounds alternate between the

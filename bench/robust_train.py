@@ -3,7 +3,8 @@
 For each config × seed: a params file (params.yaml with `base.seed` and the config's `train:`
 overrides), `digits train` then `digits compress` on --data in a scratch directory, then the
 compressed checkpoint on the clean test split (pixels) and on the robustness benchmark's sets
-read back through the image path as PNG files (pipeline/benchmark.py, params `robustness`).
+read back through the image path as PNG files (pipeline/robustness_sets/sets.py, params
+`robustness`).
 The torch checkpoint stands in for its ONNX export, which the export stage checks agrees with
 it (max |Δp| under 1e-5). Each finished run is appended to --out as one JSON line, so an
 interrupted sweep keeps what it measured; a run already there is skipped. The compressed

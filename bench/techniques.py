@@ -1,6 +1,6 @@
 """Techniques measured on real MNIST over seeds: ensembles, residual connections, noisy ReLU.
 
-Every run trains the train stage's network (`pipeline.training.fit`) with params.yaml's `model`
+Every run trains the train stage's network (`pipeline.training.loop.fit`) with params.yaml's `model`
 and `train` groups, changed only where a study says so and by the options here (epochs,
 augmentation), on data/prepared/{train,dev,test}.npz, one seed per run (torch and the shuffle).
 Studies:

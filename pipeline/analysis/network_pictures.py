@@ -1,6 +1,6 @@
 """What a trained network looks like: first-layer weights as images, hidden codes in 2-D.
 
-Pure functions on `pipeline.network.MLP`; the train stage saves what they return and the
+Pure functions on `pipeline.model.network.MLP`; the train stage saves what they return and the
 report stage draws it. Reads and writes no files.
 """
 

@@ -4,7 +4,7 @@ Each corruption takes one uint8 (28, 28) MNIST image (white ink on black) and a 
 Generator and returns a new uint8 (28, 28) image; `corrupt` applies one kind to a whole set so
 the same seed always gives the same images. One fixed severity per kind, chosen to be hard but
 still readable by a person. Training never uses these functions: its augmentations live in
-pipeline/augment.py with other functions and other parameters.
+pipeline/training/augment.py with other functions and other parameters.
 Reads and writes no files.
 """
 

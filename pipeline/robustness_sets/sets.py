@@ -3,8 +3,9 @@ as PNG files read back through the deployed image path (digits/images.py), as `d
 reads a photo.
 
 Sets: `clean` (a seeded subsample of the test split) and one per corruption in
-pipeline/corruptions.py (the same subsample, corrupted with the benchmark seed); the font set
-comes from pipeline/font_digits.py. Writes PNG files only into the directory it is given.
+pipeline/robustness_sets/corruptions.py (the same subsample, corrupted with the benchmark seed);
+the font set comes from pipeline/robustness_sets/fonts.py. Writes PNG files only into the
+directory it is given.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ The recipe, in order (a step whose param is 0 is skipped):
 5. fold BatchNorm, then the fixed preprocessing map, into the Linears; the map is folded only
    when that makes the model smaller (a PCA/ZCA map would make a pruned first layer dense), and
    each fold is checked on dev.
-Fine-tuning is `pipeline.training.fit` with the `train:` params, less `epochs`, `lr` and `l1`.
+Fine-tuning is `pipeline.training.loop.fit` with the `train:` params, less `epochs`, `lr` and `l1`.
 Pruning acts on the learned weights only, so `sparsity` is learned-weight sparsity. A run that
 misses `sparsity` or `max_dev_drop` says so (and fails, writing nothing, with `strict`).
 """

@@ -1,7 +1,8 @@
 """Stage `robustness`: the deployed ONNX model on corrupted and printed digits, read as image files.
 
-A seeded subsample of the test split, clean and under each corruption of pipeline/corruptions.py,
-and the digits of several fonts (pipeline/font_digits.py) are written as PNG files and read back
+A seeded subsample of the test split, clean and under each corruption of
+pipeline/robustness_sets/corruptions.py, and the digits of several fonts
+(pipeline/robustness_sets/fonts.py) are written as PNG files and read back
 through the image path `digits score` and `POST /predict_image` use (digits/images.py), then
 scored by the ONNX file on ONNX Runtime: the deployed path end to end.
 Reads: models/digits.onnx, data/prepared/test.npz, params.yaml `base`, `robustness`.

@@ -1,7 +1,7 @@
 """`digits study NAME`: a comparison study, every variant over seeds, each run a DVC experiment.
 
-Reads: the study's definition (pipeline.studies), params.yaml (to check every setting before
-anything runs), the repo's DVC experiments (`dvc exp show`; learning curves from each
+Reads: the study's definition (pipeline.experiments.studies), params.yaml (to check every
+setting before anything runs), the repo's DVC experiments (`dvc exp show`; learning curves from each
 experiment's commit). Runs each missing (variant, seed) as `dvc exp run --temp -n <name> -S ...
 train`, one after another; runs already there (by name) are skipped, so a rerun continues.
 Writes: reports/studies/<name>.md (table: mean ± std over seeds, Welch's t-test against the

@@ -1,7 +1,8 @@
-"""The training library the stages share: train params, the epoch loop, resume state, evaluation.
+"""The training loop the stages share: the epoch loop, its loss, resume state, evaluation, data.
 
 `fit` is the one training loop: `digits train` runs it once, compress runs it for every
-fine-tune, learning-curve for every subset. Optimizers and schedules come from pipeline.optim.
+fine-tune, learning-curve for every subset. Its params are pipeline.training.params.TrainParams;
+optimizers and schedules come from pipeline.training.optim.
 Reads and writes nothing itself except the resume file `fit` is given.
 """
 
@@ -35,7 +36,7 @@ from pipeline.training.params import TrainParams
 Data = tuple[np.ndarray, np.ndarray]
 # Called with the model as each epoch starts; the function it returns is called as the epoch
 # ends, and its dict goes into the epoch's history row under "diagnostics"
-# (pipeline.diagnostics.make_probe). Rows are saved in the resume state with the rest.
+# (pipeline.analysis.training_health.make_probe). Rows are saved in the resume state with the rest.
 Probe = Callable[[MLP], Callable[[], dict]]
 TorchOptimizer = torch.optim.Optimizer
 Scheduler = torch.optim.lr_scheduler.LRScheduler

@@ -50,8 +50,9 @@ class TrainParams:
     augment_degrees: float = 10.0
     augment_shift: float = 2.0  # pixels
     augment_scale: float = 0.1
-    # Robustness augmentations (pipeline/augment.py), applied after the affine when `augment`
-    # is on; each is off at 0, and off draws no random numbers, so old runs repeat exactly.
+    # Robustness augmentations (pipeline/training/augment.py), applied after the affine when
+    # `augment` is on; each is off at 0, and off draws no random numbers, so old runs repeat
+    # exactly.
     augment_elastic: float = 0.0  # elastic distortion: alpha, displacement scale in pixels
     augment_elastic_sigma: float = 4.0  # its smoothing, pixels (Simard et al. 2003: 34 and 4)
     augment_stroke: float = 0.0  # share of images whose strokes are thickened or thinned

@@ -1,4 +1,4 @@
-"""pipeline.metrics against scikit-learn (the oracle) and hand-checked cases."""
+"""pipeline.analysis.classification against scikit-learn (the oracle) and hand-checked cases."""
 
 from __future__ import annotations
 

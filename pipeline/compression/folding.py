@@ -1,7 +1,8 @@
-"""Folds that keep what the network computes: batchnorm into the Linear before it
-(torch.nn.utils.fusion), the fixed preprocessing map into the first Linear, and the check.
+"""Folds that keep what the network computes: batchnorm, and the fixed preprocessing map.
 
-Each returns a new, simpler network whose NetSpec says so (no BN, no preprocessing), so it
+BatchNorm goes into the Linear before it (torch.nn.utils.fusion); the preprocessing map into
+the first Linear, or only its pixel mixing, or not at all where keeping it is smaller. Each
+returns a new, simpler network whose NetSpec says so (no BN, no preprocessing), so it
 saves and reloads through the usual checkpoint; `max_logit_diff` measures that nothing
 changed. Reads and writes no files.
 """

@@ -1,6 +1,7 @@
 """The model card (models/MODEL_CARD.md): what the model is for, how good it is, how to call it.
 
-Rendered by the `export` stage (`digits export`) from its report; nothing here reads files.
+Rendered by the `export` stage (`digits export`) from its report; the graph's names, sizes and
+metadata keys come from digits.contract. Nothing here reads files.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the robustness augmentations cost in training time: epochs of the train loop per setting.
 
-The train stage's epoch loop (pipeline.training.train_epoch) on the same samples of
+The train stage's epoch loop (pipeline.training.loop.train_epoch) on the same samples of
 data/prepared/train.npz with the network of params.yaml `model:`, under: no augmentation, the
 default affine, the affine plus each robustness augmentation alone, and the combinations
 bench/robust_train.py calls `pixel` and `all` (same settings). Rounds alternate between the
@@ -26,9 +26,10 @@ import torch
 
 from digits.atomic import write_json
 from pipeline.config import BaseParams, load_group, seed_everything
-from pipeline.network import ModelParams, build_mlp
-from pipeline.optim import make_optimizer, make_scheduler
-from pipeline.training import TrainParams, load_data, train_epoch
+from pipeline.model.network import ModelParams, build_mlp
+from pipeline.training.loop import load_data, train_epoch
+from pipeline.training.optim import make_optimizer, make_scheduler
+from pipeline.training.params import TrainParams
 
 ROBUST = {
     "augment_elastic": 34.0,

@@ -1,11 +1,11 @@
 """ONNX Runtime latency of the compressed model against the dense one, measured in the same run.
 
 Reads models/mlp.pt and models/mlp-compressed.pt (run `digits compress` first) and
-data/prepared/test.npz. Exports three models with pipeline.onnx_model.to_onnx into a temp dir:
-`dense` (the reference), `dense_sparse` (the dense network magnitude-pruned to the compressed
-model's sparsity but not shrunk: unstructured zeros alone buy no speed on dense kernels) and
-`compressed`. Times one single-threaded CPU session each at batch 1 and 256, rounds interleaved
-so machine noise hits all models alike; reports median ms and the ratio to dense.
+data/prepared/test.npz. Exports three models with pipeline.onnx_export.graph.to_onnx into a temp
+dir: `dense` (the reference), `dense_sparse` (the dense network magnitude-pruned to the
+compressed model's sparsity but not shrunk: unstructured zeros alone buy no speed on dense
+kernels) and `compressed`. Times one single-threaded CPU session each at batch 1 and 256, rounds
+interleaved so machine noise hits all models alike; reports median ms and the ratio to dense.
 Writes bench/results/compress_speed.json and prints one summary line.
 Run: `python bench/compress_speed.py [--rounds 7]`
 """
@@ -21,9 +21,10 @@ import click
 import numpy as np
 import onnxruntime as ort
 
-from pipeline.compression import model_summary, plain_copy, prune_magnitude
-from pipeline.network import load_checkpoint
-from pipeline.onnx_model import to_onnx
+from pipeline.compression.pruning import plain_copy, prune_magnitude
+from pipeline.compression.size import model_summary
+from pipeline.model.network import load_checkpoint
+from pipeline.onnx_export.graph import to_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench/results/compress_speed.json"

@@ -2,11 +2,12 @@
 
 Reads models/mlp.pt and models/mlp-compressed.pt (when missing: a 784-512-256-10 BN network and
 a copy with half its units removed and 90 % of its weights pruned, as `compress` does) and
-data/prepared/test.npz (else random pixels). Exports each with pipeline.onnx_model.to_onnx into a
-temp dir, quantizes the compressed one to int8, and saves an offline-optimized copy of it (ORT
-graph optimizations, ORT_ENABLE_EXTENDED) to see whether saving them helps. Each model runs on
-one CPU session at batch 1, 64 and 1024, interleaved round by round; the dense fp32 model is the
-reference for the ratios. Writes bench/results/onnx_latency.json, prints one summary line.
+data/prepared/test.npz (else random pixels). Exports each with
+pipeline.onnx_export.graph.to_onnx into a temp dir, quantizes the compressed one to int8, and
+saves an offline-optimized copy of it (ORT graph optimizations, ORT_ENABLE_EXTENDED) to see
+whether saving them helps. Each model runs on one CPU session at batch 1, 64 and 1024,
+interleaved round by round; the dense fp32 model is the reference for the ratios. Writes
+bench/results/onnx_latency.json, prints one summary line.
 Run: `python bench/onnx_latency.py [--rounds 5]`.
 """
 
@@ -22,10 +23,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from pipeline.compression import plain_copy, prune_magnitude, shrink_hidden
-from pipeline.network import MLP, ModelParams, build_mlp, load_checkpoint
-from pipeline.onnx_model import quantize_int8, to_onnx
-from pipeline.transform import AffineTransform
+from pipeline.compression.pruning import plain_copy, prune_magnitude
+from pipeline.compression.shrink import shrink_hidden
+from pipeline.model.network import MLP, ModelParams, build_mlp, load_checkpoint
+from pipeline.model.transform import AffineTransform
+from pipeline.onnx_export.graph import quantize_int8, to_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench/results/onnx_latency.json"

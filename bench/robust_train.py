@@ -3,7 +3,8 @@
 For each config × seed: a params file (params.yaml with `base.seed` and the config's `train:`
 overrides), `digits train` then `digits compress` on --data in a scratch directory, then the
 compressed checkpoint on the clean test split (pixels) and on the robustness benchmark's sets
-read back through the image path as PNG files (pipeline/benchmark.py, params `robustness`).
+read back through the image path as PNG files (pipeline/robustness_sets/sets.py, params
+`robustness`).
 The torch checkpoint stands in for its ONNX export, which the export stage checks agrees with
 it (max |Δp| under 1e-5). Each finished run is appended to --out as one JSON line, so an
 interrupted sweep keeps what it measured; a run already there is skipped. The compressed
@@ -31,11 +32,11 @@ import numpy as np
 import yaml
 
 from digits.npz import read_split
-from pipeline.benchmark import RobustnessParams, corruption_sets, through_image_files
+from pipeline.analysis.classification import accuracy
 from pipeline.config import load_group
-from pipeline.font_digits import font_digits
-from pipeline.metrics import accuracy
-from pipeline.network import load_checkpoint, predict_logits
+from pipeline.model.network import load_checkpoint, predict_logits
+from pipeline.robustness_sets.fonts import font_digits
+from pipeline.robustness_sets.sets import RobustnessParams, corruption_sets, through_image_files
 
 ROOT = Path(__file__).resolve().parents[1]
 # `train:` overrides per named config; every one keeps the default affine augmentation.

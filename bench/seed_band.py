@@ -20,7 +20,7 @@ import click
 
 from digits.atomic import write_json
 from pipeline.config import BaseParams, load_group
-from pipeline.experiments import experiments as shown_experiments
+from pipeline.experiments.dvc_runs import experiments as shown_experiments
 
 FIGURES = {
     "dense_test": ("reports/evaluate.json", ("dense", "test_accuracy")),

@@ -1,6 +1,6 @@
 """Techniques measured on real MNIST over seeds: ensembles, residual connections, noisy ReLU.
 
-Every run trains the train stage's network (`pipeline.training.fit`) with params.yaml's `model`
+Every run trains the train stage's network (`pipeline.training.loop.fit`) with params.yaml's `model`
 and `train` groups, changed only where a study says so and by the options here (epochs,
 augmentation), on data/prepared/{train,dev,test}.npz, one seed per run (torch and the shuffle).
 Studies:
@@ -34,12 +34,17 @@ import torch
 
 from digits.atomic import write_json
 from digits.npz import read_split
+from pipeline.analysis.classification import accuracy
 from pipeline.config import load_group, seed_everything
-from pipeline.ensemble import Ensemble, build_ensemble_onnx, ensemble_probabilities
-from pipeline.metrics import accuracy
-from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
-from pipeline.onnx_model import build_onnx
-from pipeline.training import TrainParams, fit, load_data
+from pipeline.model.network import MLP, ModelParams, build_mlp, predict_logits
+from pipeline.onnx_export.ensemble_graph import (
+    Ensemble,
+    build_ensemble_onnx,
+    ensemble_probabilities,
+)
+from pipeline.onnx_export.graph import build_onnx
+from pipeline.training.loop import fit, load_data
+from pipeline.training.params import TrainParams
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench/results/techniques.json"

@@ -28,9 +28,10 @@ from torch.nn import functional as F
 
 from digits.atomic import write_json
 from pipeline.config import BaseParams, load_group, seed_everything
-from pipeline.network import ModelParams, build_mlp
-from pipeline.optim import make_optimizer, make_scheduler
-from pipeline.training import TrainParams, load_data, train_epoch
+from pipeline.model.network import ModelParams, build_mlp
+from pipeline.training.loop import load_data, train_epoch
+from pipeline.training.optim import make_optimizer, make_scheduler
+from pipeline.training.params import TrainParams
 
 
 def bare_epoch(model, x, y, optimizer, batch_size: int) -> None:

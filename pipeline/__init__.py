@@ -1,9 +1,11 @@
 """digits pipeline: the code that turns raw MNIST into a verified ONNX model.
 
 `pipeline/stages/` holds one module per DVC stage (each is `digits <stage>` in dvc.yaml),
-`pipeline/tools/` the commands outside the DAG (gradcheck, lr-find); the modules beside them
-are the library the stages share (network, training loop, optimizers, compression, transform,
-params, metrics). Stages import the library, never each other.
+`pipeline/tools/` the commands outside the DAG (gradcheck, lr-find, ensemble, search, study).
+The library they share is grouped by concern: `training/`, `model/`, `compression/`,
+`onnx_export/`, `analysis/`, `robustness_sets/`, `experiments/`, with the shared infrastructure
+(`config`, `options`, `run_log`) beside them. Stages import the library, never each other; a
+tool never imports another tool.
 """
 
 import os

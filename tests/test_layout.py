@@ -1,4 +1,5 @@
-"""The house's import rules, read from the source: who may import stages, torch and pipeline."""
+"""The house's import rules, read from the source: who may import stages, tools, torch and pipeline,
+and that no modules import each other in a circle."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = sorted(p.stem for p in (ROOT / "pipeline" / "stages").glob("*.py") if p.stem != "__init__")
+TOOLS = sorted(p for p in (ROOT / "pipeline" / "tools").glob("*.py") if p.stem != "__init__")
+PROJECT = ("digits", "pipeline", "serving", "bench")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -59,32 +62,94 @@ def test_the_core_needs_only_numpy_pillow_and_click(path: Path) -> None:
     assert third_party <= {"numpy", "PIL", "click"}, path
 
 
+@pytest.mark.parametrize("path", TOOLS, ids=relative)
+def test_no_tool_imports_another_tool(path: Path) -> None:
+    tool_imports = {m for m in imported_modules(path) if m.split(".")[:2] == ["pipeline", "tools"]}
+    assert tool_imports == set(), f"{relative(path)} imports {sorted(tool_imports)}"
+
+
 def module_name(path: Path) -> str:
-    """A source file's absolute module name (a package's __init__ names the package)."""
-    parts = path.relative_to(ROOT).with_suffix("").parts
+    """The dotted name of a project file: pipeline/model/network.py is pipeline.model.network."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_circle(graph: dict[str, set[str]]) -> list[str]:
-    """One circle of imports in `graph` (module -> the modules it imports), or [] when none."""
-    done: set[str] = set()
+def project_imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules a file imports, at any depth (a function's lazy import too, and
+    TYPE_CHECKING ones): `from pkg import mod` counts as pkg.mod when that is a module, else as
+    pkg; relative imports resolved against the file's package.
+    """
+    package = module_name(path) if path.stem == "__init__" else module_name(path).rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+    return found & modules
 
-    def visit(module: str, path: list[str]) -> list[str]:
-        if module in path:
-            return path[path.index(module) :] + [module]
-        if module in done:
-            return []
-        for imported in sorted(graph[module]):
-            if circle := visit(imported, [*path, module]):
-                return circle
-        done.add(module)
-        return []
 
-    return next((c for m in sorted(graph) if (c := visit(m, []))), [])
+def import_graph() -> dict[str, set[str]]:
+    """Every project module (digits, pipeline, serving, bench) -> the project modules it imports."""
+    paths = {module_name(path): path for path in sources(*PROJECT)}
+    return {name: project_imports(path, set(paths)) for name, path in paths.items()}
 
 
-@pytest.mark.parametrize("package", ["digits", "serving"])
-def test_no_import_circles(package: str) -> None:
-    modules = {module_name(p): p for p in sources(package)}
-    graph = {m: imported_modules(p) & modules.keys() - {m} for m, p in modules.items()}
-    assert import_circle(graph) == [], " -> ".join(import_circle(graph))
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One circle per strongly connected component of the graph (Tarjan), as a closed path."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    components: list[list[str]] = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                connect(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+            if len(component) > 1 or node in graph[node]:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return [circle_through(graph, component) for component in components]
+
+
+def circle_through(graph: dict[str, set[str]], component: list[str]) -> list[str]:
+    """A shortest closed import path from the component's first module back to it (BFS)."""
+    start, members = component[0], set(component)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for target in sorted(graph[node] & members):
+            if target == start:
+                return [*paths[node], start]
+            if target not in paths:
+                paths[target] = [*paths[node], target]
+                queue.append(target)
+    raise AssertionError(f"no circle through {start}")
+
+
+def test_no_import_circles() -> None:
+    circles = import_circles(import_graph())
+    assert circles == [], "import circles: " + "; ".join(" -> ".join(c) for c in circles)
+
+
+def test_the_circle_search_finds_a_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}}
+    assert import_circles(graph) == [["a", "b", "c", "a"], ["e", "e"]]

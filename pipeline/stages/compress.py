@@ -19,7 +19,7 @@ The recipe, in order (a step whose param is 0 is skipped):
 5. fold BatchNorm, then the fixed preprocessing map, into the Linears; the map is folded only
    when that makes the model smaller (a PCA/ZCA map would make a pruned first layer dense), and
    each fold is checked on dev.
-Fine-tuning is `pipeline.training.fit` with the `train:` params, less `epochs`, `lr` and `l1`.
+Fine-tuning is `pipeline.training.loop.fit` with the `train:` params, less `epochs`, `lr` and `l1`.
 Pruning acts on the learned weights only, so `sparsity` is learned-weight sparsity. A run that
 misses `sparsity` or `max_dev_drop` says so (and fails, writing nothing, with `strict`).
 """
@@ -37,32 +37,33 @@ import click
 import numpy as np
 
 from digits.atomic import write_json
-from pipeline import metrics
-from pipeline.compression import (
-    allocate_sparsity,
-    count_below,
-    deployed_size,
+from pipeline.analysis import classification
+from pipeline.compression.folding import (
     fold_batchnorm,
     fold_preprocess_if_smaller,
     has_batchnorm,
-    input_scales,
-    layer_sensitivity,
-    layer_summary,
     max_logit_diff,
     mixes_pixels,
-    model_summary,
+    unmix_preprocess,
+)
+from pipeline.compression.pruning import (
+    allocate_sparsity,
+    count_below,
+    input_scales,
+    layer_sensitivity,
     plain_copy,
     prune_layers,
     prune_magnitude,
-    shrink_hidden,
     sparsity_schedule,
-    unmix_preprocess,
 )
+from pipeline.compression.shrink import shrink_hidden
+from pipeline.compression.size import deployed_size, layer_summary, model_summary
 from pipeline.config import BaseParams, load_group, require, seed_everything
-from pipeline.network import MLP, load_checkpoint, predict_logits, save_checkpoint
+from pipeline.model.network import MLP, load_checkpoint, predict_logits, save_checkpoint
 from pipeline.options import params_option, path_option, prepared_option
 from pipeline.run_log import write_run_log
-from pipeline.training import Data, TrainParams, fit, load_data
+from pipeline.training.loop import Data, fit, load_data
+from pipeline.training.params import TrainParams
 
 PruneScope = Literal["global", "layer", "sensitivity"]
 Importance = Literal["auto", "magnitude", "input_scaled"]
@@ -150,7 +151,7 @@ def fine_tune(model: MLP, tuning: Tuning, epochs: int, lr: float, l1: float = 0.
 
 def dev_accuracy(model: MLP, dev: Data) -> float:
     """Accuracy on the dev split."""
-    return metrics.accuracy(predict_logits(model, dev[0]), dev[1])
+    return classification.accuracy(predict_logits(model, dev[0]), dev[1])
 
 
 def step_row(name: str, model: MLP, dev: Data, before: float, cut: float | None) -> dict:

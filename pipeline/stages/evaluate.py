@@ -21,32 +21,15 @@ import numpy as np
 
 from digits.atomic import atomic_dir, refuse_foreign, write_json
 from digits.npz import read_split
-from pipeline import metrics
+from pipeline.analysis import classification
+from pipeline.analysis.bias_variance import diagnose
 from pipeline.config import BaseParams, load_group, require, seed_everything
-from pipeline.network import load_checkpoint, predict_logits
+from pipeline.model.network import load_checkpoint, predict_logits
 from pipeline.options import params_option, path_option, prepared_option
 
 SPLITS = ("train", "dev", "test")
 # What `digits evaluate` writes into --out, and so may replace there.
 OUTPUTS = ("detail.json", "confusion_*.json", "calibration_*.json")
-# Errors are ratios of counts: a gap equal to its threshold must not tip over on float noise.
-TOLERANCE = 1e-9
-NEXT_STEPS = {
-    "bias": [
-        "bigger network: more or wider hidden layers (model.hidden)",
-        "train longer (train.epochs)",
-        "better optimizer or schedule (train.optimizer, train.lr, train.schedule)",
-        "less regularization (train.weight_decay, model.dropout)",
-    ],
-    "variance": [
-        "more data, or augmentation (train.augment)",
-        "more regularization (train.weight_decay, model.dropout, train.l1)",
-        "early stopping on dev (train.early_stopping)",
-        "a smaller network, or prune harder (compress)",
-    ],
-    "mismatch": ["dev and test disagree: enlarge dev, or draw it from the test distribution"],
-    "neither": ["near the Bayes proxy: keep this model; watch calibration and the worst errors"],
-}
 
 
 @dataclass(frozen=True)
@@ -61,7 +44,7 @@ class EvaluateParams:
     worst_errors: int = 25
     # Low confidence: the threshold is chosen on dev so that the answers below it are right at
     # most this often; export writes it into the model, serving and score flag such answers.
-    flag_accuracy: float = metrics.FLAG_ACCURACY
+    flag_accuracy: float = classification.FLAG_ACCURACY
 
     def __post_init__(self) -> None:
         require(0 <= self.bayes_error < 1, "evaluate.bayes_error", "must be in [0, 1)")
@@ -73,51 +56,16 @@ class EvaluateParams:
         require(0 <= self.flag_accuracy < 1, "evaluate.flag_accuracy", "must be in [0, 1)")
 
 
-def diagnose(
-    train_error: float, dev_error: float, test_error: float, params: EvaluateParams
-) -> dict[str, Any]:
-    """Avoidable bias, variance and dev→test gap, a verdict and the recipe's next steps."""
-    avoidable_bias = train_error - params.bayes_error
-    variance = dev_error - train_error
-    gap = test_error - dev_error
-    high_bias = avoidable_bias > params.bias_threshold + TOLERANCE
-    high_variance = variance > params.variance_threshold + TOLERANCE
-    mismatch = abs(gap) > params.mismatch_threshold + TOLERANCE
-    verdict = {
-        (True, True): "high bias and high variance",
-        (True, False): "high bias",
-        (False, True): "high variance",
-        (False, False): "neither",
-    }[high_bias, high_variance]
-    steps: list[str] = []
-    if high_bias:
-        steps += NEXT_STEPS["bias"]
-    if high_variance:
-        steps += NEXT_STEPS["variance"]
-    if not steps:
-        steps += NEXT_STEPS["neither"]
-    if mismatch:
-        steps += NEXT_STEPS["mismatch"]
-    return {
-        "bayes_error": params.bayes_error,
-        "avoidable_bias": avoidable_bias,
-        "variance": variance,
-        "dev_test_gap": gap,
-        "high_bias": high_bias,
-        "high_variance": high_variance,
-        "mismatch": mismatch,
-        "verdict": verdict,
-        "next_steps": steps,
-    }
-
-
 def evaluate_model(
     model: Any, splits: dict[str, tuple[np.ndarray, np.ndarray]], params: EvaluateParams
 ) -> dict[str, Any]:
-    """metrics.summarize of the model on each split, plus the most confidently wrong test images."""
+    """classification.summarize of the model on each split, plus the most confidently wrong
+    test images."""
     bins = params.calibration_bins
     logits = {name: predict_logits(model, x) for name, (x, _) in splits.items()}
-    detail = {name: metrics.summarize(logits[name], y, bins) for name, (_, y) in splits.items()}
+    detail = {
+        name: classification.summarize(logits[name], y, bins) for name, (_, y) in splits.items()
+    }
     detail["worst_errors"] = worst_errors(logits["test"], splits["test"][1], params.worst_errors)
     detail["low_confidence"] = low_confidence(logits, splits, params.flag_accuracy)
     return detail
@@ -127,17 +75,18 @@ def low_confidence(
     logits: dict[str, np.ndarray], splits: dict[str, tuple[np.ndarray, np.ndarray]], rule: float
 ) -> dict[str, Any]:
     """The low-confidence threshold chosen on dev, and what it flags on each split."""
-    probs = {name: metrics.softmax(z.astype(np.float64)) for name, z in logits.items()}
-    threshold = metrics.low_confidence_threshold(probs["dev"], splits["dev"][1], rule)
+    probs = {name: classification.softmax(z.astype(np.float64)) for name, z in logits.items()}
+    threshold = classification.low_confidence_threshold(probs["dev"], splits["dev"][1], rule)
     figures = {
-        name: metrics.flagged_figures(probs[name], y, threshold) for name, (_, y) in splits.items()
+        name: classification.flagged_figures(probs[name], y, threshold)
+        for name, (_, y) in splits.items()
     }
     return {"threshold": threshold, "flag_accuracy": rule, **figures}
 
 
 def worst_errors(logits: np.ndarray, y: np.ndarray, k: int) -> list[dict[str, Any]]:
     """The k most confidently wrong rows: index, label, predicted digit, confidence."""
-    probs = metrics.softmax(logits.astype(np.float64))
+    probs = classification.softmax(logits.astype(np.float64))
     return [
         {
             "index": int(i),
@@ -145,7 +94,7 @@ def worst_errors(logits: np.ndarray, y: np.ndarray, k: int) -> list[dict[str, An
             "predicted": int(probs[i].argmax()),
             "confidence": float(probs[i].max()),
         }
-        for i in metrics.confident_errors(probs, y, k)
+        for i in classification.confident_errors(probs, y, k)
     ]
 
 

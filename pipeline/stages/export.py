@@ -25,14 +25,14 @@ import torch
 
 from digits import __version__
 from digits.atomic import atomic_path, write_json
+from digits.contract import INPUT, PROBABILITIES, THRESHOLD_KEY, VERSION_KEY
 from digits.golden import golden_path, write_golden
 from digits.npz import read_split
-from pipeline.compression import deployed_size
+from pipeline.analysis.classification import accuracy
+from pipeline.compression.size import deployed_size
 from pipeline.config import BaseParams, load_group, read_params, require, seed_everything
-from pipeline.metrics import accuracy
-from pipeline.model_card import render_card
-from pipeline.network import MLP, load_checkpoint, predict_logits
-from pipeline.onnx_model import (
+from pipeline.model.network import MLP, load_checkpoint, predict_logits
+from pipeline.onnx_export.graph import (
     build_onnx,
     compare,
     golden_vectors,
@@ -41,7 +41,8 @@ from pipeline.onnx_model import (
     quantize_int8,
     save_onnx,
 )
-from pipeline.onnx_scoring import INPUT, cpu_session, onnx_probabilities
+from pipeline.onnx_export.model_card import render_card
+from pipeline.onnx_export.plain_session import cpu_session, onnx_probabilities
 from pipeline.options import params_option, path_option
 from pipeline.run_log import write_run_log
 
@@ -98,8 +99,8 @@ def read_recorded(
     (evaluate.json) and sparsity (compress.json), for the metadata; and the share and accuracy
     of the test answers that threshold flags, for the card."""
     evaluated = json.loads(evaluate_file.read_text()).get(choice, {})
-    # confidence_threshold: chosen on dev by evaluate; serving flags answers below it.
-    keys = ("dev_accuracy", "test_accuracy", "confidence_threshold")
+    # The threshold: chosen on dev by evaluate; serving flags answers below it.
+    keys = ("dev_accuracy", "test_accuracy", THRESHOLD_KEY)
     recorded = {key: evaluated.get(key) for key in keys}
     if choice == "compressed":
         recorded["sparsity"] = json.loads(compress_file.read_text()).get("sparsity")
@@ -117,7 +118,7 @@ def median_seconds(session: ort.InferenceSession, x: np.ndarray, repeats: int) -
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        session.run(["probabilities"], {INPUT: x})
+        session.run([PROBABILITIES], {INPUT: x})
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -191,7 +192,7 @@ def export(
         report["low_confidence"] = flags
         report["deployed"] = deployed_size(inference_ready(model))  # what the graph computes
         check_parity(report, params.max_prob_diff)
-        version = props["model_version"]
+        version = props[VERSION_KEY]
         write_golden(fp32_golden, golden_vectors(fp32, x, version))
         write_golden(int8_golden, golden_vectors(int8, x, version + "-int8"))
         card.write_text(render_card(report, paths.onnx, paths.int8))

@@ -20,11 +20,13 @@ import click
 import numpy as np
 
 from digits.atomic import write_json
-from pipeline import metrics, training
+from pipeline.analysis import classification
 from pipeline.config import BaseParams, load_group, require, seed_everything
-from pipeline.network import ModelParams, build_mlp, predict_logits
+from pipeline.model.network import ModelParams, build_mlp, predict_logits
+from pipeline.model.transform import AffineTransform
 from pipeline.options import params_option, path_option, prepared_option
-from pipeline.transform import AffineTransform
+from pipeline.training.loop import Data, fit, load_data
+from pipeline.training.params import TrainParams
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,11 @@ def nested_subsets(n: int, fractions: tuple[float, ...], seed: int) -> list[np.n
 
 
 def learning_curve(
-    train_split: training.Data,
-    dev: training.Data,
+    train_split: Data,
+    dev: Data,
     transform: AffineTransform,
     model_params: ModelParams,
-    train_params: training.TrainParams,
+    train_params: TrainParams,
     params: LearningCurveParams,
     seed: int,
     log: Callable[[dict], None] | None = None,
@@ -73,10 +75,10 @@ def learning_curve(
         x, y = train_split[0][idx], train_split[1][idx]
         model = build_mlp(model_params, transform)
         epochs = params.epochs_for(fraction)
-        training.fit(model, (x, y), dev, train_params, epochs=epochs, seed=seed)
+        fit(model, (x, y), dev, train_params, epochs=epochs, seed=seed)
         row = {"fraction": fraction, "train_size": len(idx), "epochs": epochs}
-        row["train_error"] = metrics.error(predict_logits(model, x), y)
-        row["dev_error"] = metrics.error(predict_logits(model, dev[0]), dev[1])
+        row["train_error"] = classification.error(predict_logits(model, x), y)
+        row["dev_error"] = classification.error(predict_logits(model, dev[0]), dev[1])
         rows.append(row)
         if log is not None:
             log(row)
@@ -93,10 +95,10 @@ def learning_curve_command(params_file: Path, prepared: Path, out: Path) -> None
     """Train on growing fractions of train; write train and dev error against set size."""
     base = load_group(BaseParams, "base", params_file)
     model_params = load_group(ModelParams, "model", params_file)
-    train_params = load_group(training.TrainParams, "train", params_file)
+    train_params = load_group(TrainParams, "train", params_file)
     params = load_group(LearningCurveParams, "learning_curve", params_file)
     seed_everything(base.seed)
-    train_split, dev, transform = training.load_data(prepared)
+    train_split, dev, transform = load_data(prepared)
     rows = learning_curve(
         train_split, dev, transform, model_params, train_params, params, base.seed, log=echo_row
     )

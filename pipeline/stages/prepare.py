@@ -15,10 +15,11 @@ import click
 import numpy as np
 
 from digits.atomic import atomic_dir, refuse_foreign, write_json
+from digits.contract import PIXELS
 from digits.idx import IdxError, read_idx
 from pipeline.config import BaseParams, load_group, require, seed_everything
+from pipeline.model.transform import Scaling, Whitening, fit_transform, spectrum_summary
 from pipeline.options import params_option, path_option
-from pipeline.transform import Scaling, Whitening, fit_transform, spectrum_summary
 
 # What `digits prepare` writes into --out, and so may replace there.
 OUTPUTS = ("train.npz", "dev.npz", "test.npz", "transform.npz")
@@ -41,7 +42,9 @@ class DataParams:
         require(self.seed >= 0, "data.seed", "must be >= 0")
         require(self.epsilon > 0, "data.epsilon", "must be > 0")
         if self.components is not None:
-            require(1 <= self.components <= 784, "data.components", "must be in 1..784 or null")
+            require(
+                1 <= self.components <= PIXELS, "data.components", f"must be in 1..{PIXELS} or null"
+            )
             require(self.whitening != "none", "data.components", "needs whitening pca or zca")
 
 

@@ -1,7 +1,8 @@
 """Stage `robustness`: the deployed ONNX model on corrupted and printed digits, read as image files.
 
-A seeded subsample of the test split, clean and under each corruption of pipeline/corruptions.py,
-and the digits of several fonts (pipeline/font_digits.py) are written as PNG files and read back
+A seeded subsample of the test split, clean and under each corruption of
+pipeline/robustness_sets/corruptions.py, and the digits of several fonts
+(pipeline/robustness_sets/fonts.py) are written as PNG files and read back
 through the image path `digits score` and `POST /predict_image` use (digits/images.py), then
 scored by the ONNX file on ONNX Runtime: the deployed path end to end.
 Reads: models/digits.onnx, data/prepared/test.npz, params.yaml `base`, `robustness`.
@@ -23,18 +24,19 @@ import numpy as np
 import onnxruntime as ort
 
 from digits.atomic import atomic_dir, write_json
+from digits.contract import UNKNOWN_VERSION, VERSION_KEY
 from digits.npz import read_split
-from pipeline.benchmark import (
+from pipeline.analysis.classification import accuracy
+from pipeline.config import BaseParams, load_group, seed_everything
+from pipeline.onnx_export.plain_session import cpu_session, onnx_probabilities
+from pipeline.options import params_option, path_option, prepared_option
+from pipeline.robustness_sets.fonts import font_digits
+from pipeline.robustness_sets.sets import (
     RobustnessParams,
     corruption_sets,
     image_file,
     through_image_files,
 )
-from pipeline.config import BaseParams, load_group, seed_everything
-from pipeline.font_digits import font_digits
-from pipeline.metrics import accuracy
-from pipeline.onnx_scoring import cpu_session, onnx_probabilities
-from pipeline.options import params_option, path_option, prepared_option
 
 # What `digits robustness` writes into --examples, and so may replace there.
 OUTPUTS = ("examples.json",)
@@ -95,7 +97,7 @@ def benchmark(session: ort.InferenceSession, test: tuple, params: RobustnessPara
             examples += pick_examples(name, directory, labels, probs[name], params.examples)
     scores = {name: accuracy(probs[name], labels) for name, (_, labels) in sets.items()}
     fonts = accuracy_by(font_names, probs["fonts"], font_labels)
-    version = session.get_modelmeta().custom_metadata_map.get("model_version", "unknown")
+    version = session.get_modelmeta().custom_metadata_map.get(VERSION_KEY, UNKNOWN_VERSION)
     return summarize(scores, fonts, version), examples
 
 

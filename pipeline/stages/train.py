@@ -21,13 +21,14 @@ from typing import Any
 import click
 
 from digits.atomic import write_json
+from pipeline.analysis.network_pictures import first_layer_images, hidden_codes, project_pca
+from pipeline.analysis.training_health import DiagnosticsParams, make_probe, scalar_figures, verdict
 from pipeline.config import BaseParams, load_group, seed_everything
-from pipeline.diagnostics import DiagnosticsParams, make_probe, scalar_figures, verdict
-from pipeline.network import MLP, ModelParams, build_mlp, save_checkpoint
+from pipeline.model.network import MLP, ModelParams, build_mlp, save_checkpoint
 from pipeline.options import params_option, path_option, prepared_option
-from pipeline.pictures import first_layer_images, hidden_codes, project_pca
 from pipeline.run_log import write_run_log
-from pipeline.training import Data, TrainParams, evaluate, fit, load_data, take_subset
+from pipeline.training.loop import Data, evaluate, fit, load_data, take_subset
+from pipeline.training.params import TrainParams
 
 WEIGHT_IMAGES = 32  # first-layer units drawn as 28×28 images
 PCA_IMAGES = 2000  # dev images whose hidden codes the report plots

@@ -1,1 +1,1 @@
-"""Commands outside the DVC pipeline that help choose its params: gradcheck and lr-find."""
+"""Commands outside the DVC pipeline: gradcheck, lr-find, ensemble, search and study."""

@@ -22,22 +22,24 @@ import numpy as np
 import onnx
 
 from digits.atomic import atomic_path, write_json
+from digits.contract import THRESHOLD_KEY, VERSION_KEY
 from digits.golden import golden_path, write_golden
 from digits.npz import read_split
+from pipeline.analysis.classification import FLAG_ACCURACY, accuracy, low_confidence_threshold
 from pipeline.config import BaseParams, load_group, seed_everything
-from pipeline.ensemble import (
+from pipeline.model.network import MLP, ModelParams, build_mlp, predict_logits
+from pipeline.model.transform import AffineTransform
+from pipeline.onnx_export.ensemble_graph import (
     Ensemble,
     EnsembleParams,
     build_ensemble_onnx,
     ensemble_probabilities,
 )
-from pipeline.metrics import FLAG_ACCURACY, accuracy, low_confidence_threshold
-from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
-from pipeline.onnx_model import compare, golden_vectors, model_metadata, save_onnx
-from pipeline.onnx_scoring import cpu_session, onnx_probabilities
+from pipeline.onnx_export.graph import compare, golden_vectors, model_metadata, save_onnx
+from pipeline.onnx_export.plain_session import cpu_session, onnx_probabilities
 from pipeline.options import params_option, path_option, prepared_option
-from pipeline.training import Data, TrainParams, fit, load_data
-from pipeline.transform import AffineTransform
+from pipeline.training.loop import Data, fit, load_data
+from pipeline.training.params import TrainParams
 
 OPSET = 18  # as export.opset's default: the torch exporter's own opset
 MAX_PROB_DIFF = 1e-5  # ONNX vs torch on the test set, as export.max_prob_diff: else nothing written
@@ -114,7 +116,7 @@ def export_ensemble(
                 f"ensemble ONNX disagrees with torch: max |Δp| {parity['max_abs_prob_diff']:.2e}"
                 f" (limit {MAX_PROB_DIFF:.0e}), argmax agreement {parity['argmax_agreement']:.4%}"
             )
-        write_golden(golden, golden_vectors(tmp, test[0], props["model_version"]))
+        write_golden(golden, golden_vectors(tmp, test[0], props[VERSION_KEY]))
         size = tmp.stat().st_size
     return {**parity, "file_bytes": size, "opset": OPSET, "metadata": props}
 
@@ -144,7 +146,7 @@ def ensemble_command(params_file: Path, prepared: Path, out: Path, report: Path)
         "dev_accuracy": table["dev_accuracy"],
         "test_accuracy": table["test_accuracy"],
         # chosen on dev by evaluate's default rule, as one model's is; serving flags below it
-        "confidence_threshold": low_confidence_threshold(
+        THRESHOLD_KEY: low_confidence_threshold(
             ensemble_probabilities(Ensemble(members, params.combine), splits.dev[0]),
             splits.dev[1],
             FLAG_ACCURACY,

@@ -14,8 +14,10 @@ import typing
 import click
 import torch
 
-from pipeline.network import MLP, Activation, Maxout, ModelParams, NetSpec
-from pipeline.training import TrainParams, data_loss, penalty
+from digits.contract import PIXELS, SIDE
+from pipeline.model.network import MLP, Activation, Maxout, ModelParams, NetSpec
+from pipeline.training.loop import data_loss, penalty
+from pipeline.training.params import TrainParams
 
 KINKED = ("relu", "noisy_relu", "leaky_relu", "prelu", "maxout")
 
@@ -31,12 +33,12 @@ def small_net(
     torch.manual_seed(seed)
     model = MLP(spec).double().eval()
     model.preprocess.matrix.copy_(
-        torch.randn(784, features, generator=gen, dtype=torch.float64) / 28
+        torch.randn(PIXELS, features, generator=gen, dtype=torch.float64) / SIDE
     )
     if activation == "prelu":  # a negative-side slope that is neither 0 nor 1 tests it properly
         for block in model.blocks:
             block.act.weight.data.uniform_(0.1, 0.4, generator=gen)
-    x = torch.rand(8, 784, generator=gen, dtype=torch.float64) * 2 - 1  # (8, 784), mean-free-ish
+    x = torch.rand(8, PIXELS, generator=gen, dtype=torch.float64) * 2 - 1  # (8, 784), mean-free-ish
     y = torch.randint(0, 10, (8,), generator=gen)
     return model, x, y
 

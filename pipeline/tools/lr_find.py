@@ -18,10 +18,11 @@ import torch
 
 from digits.atomic import atomic_path, write_json
 from pipeline.config import BaseParams, load_group, seed_everything
-from pipeline.network import MLP, ModelParams, build_mlp
-from pipeline.optim import make_optimizer
+from pipeline.model.network import MLP, ModelParams, build_mlp
 from pipeline.options import params_option, path_option, prepared_option
-from pipeline.training import Data, TrainParams, data_loss, load_data
+from pipeline.training.loop import Data, data_loss, load_data
+from pipeline.training.optim import make_optimizer
+from pipeline.training.params import TrainParams
 
 SMOOTHING = 0.98  # EMA factor of the loss curve
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum

@@ -19,11 +19,9 @@ from typing import Any
 import click
 
 from digits.atomic import atomic_path, write_json
-from pipeline.config import BaseParams, read_params
-from pipeline.experiments import Experiment, experiments, run_missing, stage_seconds
-from pipeline.network import ModelParams
-from pipeline.options import path_option
-from pipeline.search_space import (
+from pipeline.config import read_params
+from pipeline.experiments.dvc_runs import Experiment, experiments, run_missing, stage_seconds
+from pipeline.experiments.search_space import (
     Config,
     SearchSpace,
     check_config,
@@ -35,12 +33,8 @@ from pipeline.search_space import (
     trial_name,
     write_space,
 )
-from pipeline.training import TrainParams
-
-# The groups whose dataclasses check sampled values before anything runs (data's lives in the
-# prepare stage, which only the CLI may import: its keys are still checked against params.yaml).
-CHECKED_GROUPS = {"base": BaseParams, "model": ModelParams, "train": TrainParams}
-DEV_METRICS = "reports/train.json"  # the train stage's final dev figures: the ranking's source
+from pipeline.experiments.trials import CHECKED_GROUPS, DEV_METRICS
+from pipeline.options import path_option
 
 
 def plan_trials(

@@ -1,7 +1,7 @@
 """`digits study NAME`: a comparison study, every variant over seeds, each run a DVC experiment.
 
-Reads: the study's definition (pipeline.studies), params.yaml (to check every setting before
-anything runs), the repo's DVC experiments (`dvc exp show`; learning curves from each
+Reads: the study's definition (pipeline.experiments.studies), params.yaml (to check every
+setting before anything runs), the repo's DVC experiments (`dvc exp show`; learning curves from each
 experiment's commit). Runs each missing (variant, seed) as `dvc exp run --temp -n <name> -S ...
 train`, one after another; runs already there (by name) are skipped, so a rerun continues.
 Writes: reports/studies/<name>.md (table: mean ± std over seeds, Welch's t-test against the
@@ -22,10 +22,15 @@ import click
 
 from digits.atomic import atomic_path, write_json
 from pipeline.config import load_yaml, read_params
-from pipeline.experiments import Experiment, experiments, read_at, run_missing, stage_seconds
-from pipeline.options import path_option
-from pipeline.search_space import SpaceError, check_config, lookup
-from pipeline.studies import (
+from pipeline.experiments.dvc_runs import (
+    Experiment,
+    experiments,
+    read_at,
+    run_missing,
+    stage_seconds,
+)
+from pipeline.experiments.search_space import SpaceError, check_config, lookup
+from pipeline.experiments.studies import (
     SEEDS,
     STUDIES,
     Study,
@@ -37,7 +42,8 @@ from pipeline.studies import (
     winner_study,
     write_figure,
 )
-from pipeline.tools.search import CHECKED_GROUPS, DEV_METRICS
+from pipeline.experiments.trials import CHECKED_GROUPS, DEV_METRICS
+from pipeline.options import path_option
 
 CURVES = {"accuracy": "dvclive/plots/metrics/dev/accuracy.tsv"}
 CURVES["loss"] = "dvclive/plots/metrics/dev/loss.tsv"

@@ -10,7 +10,8 @@ import torch
 from scipy import ndimage
 from torch.nn import functional as F
 
-from pipeline.augment import (
+from pipeline.config import ParamError, parse_group
+from pipeline.training.augment import (
     add_noise,
     blur_some,
     elastic_distort,
@@ -18,8 +19,8 @@ from pipeline.augment import (
     smooth,
     vary_strokes,
 )
-from pipeline.config import ParamError, parse_group
-from pipeline.training import TrainParams, augment_batch, robustness_augment
+from pipeline.training.loop import augment_batch, robustness_augment
+from pipeline.training.params import TrainParams
 from tests.conftest import flat_digits
 
 ROBUST = {

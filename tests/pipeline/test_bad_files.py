@@ -17,8 +17,8 @@ import yaml
 from click.testing import CliRunner
 
 from digits.cli import cli
-from pipeline.network import ModelParams, build_mlp, save_checkpoint
-from pipeline.transform import AffineTransform
+from pipeline.model.network import ModelParams, build_mlp, save_checkpoint
+from pipeline.model.transform import AffineTransform
 from tests.conftest import assert_one_line_error, flat_digits, write_linear_onnx
 
 PARAMS = {

@@ -14,20 +14,22 @@ import yaml
 from click.testing import CliRunner
 
 from digits.cli import cli
-from pipeline.compression import effective_weight, has_batchnorm, max_logit_diff
+from pipeline.analysis.classification import accuracy
+from pipeline.compression.folding import has_batchnorm, max_logit_diff
+from pipeline.compression.pruning import effective_weight
 from pipeline.config import ParamError, parse_group
-from pipeline.metrics import accuracy
-from pipeline.network import (
+from pipeline.model.network import (
     ModelParams,
     build_mlp,
     load_checkpoint,
     predict_logits,
     save_checkpoint,
 )
-from pipeline.onnx_model import to_onnx
+from pipeline.model.transform import fit_transform
+from pipeline.onnx_export.graph import to_onnx
 from pipeline.stages.compress import CompressParams, Tuning, compress
-from pipeline.training import TrainParams, fit
-from pipeline.transform import fit_transform
+from pipeline.training.loop import fit
+from pipeline.training.params import TrainParams
 from tests.conftest import flat_digits
 
 TINY_TRAIN = {"epochs": 3, "batch_size": 64}

@@ -10,35 +10,36 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from pipeline.compression import (
-    affordable_sparsity,
-    allocate_sparsity,
-    count_below,
-    deployed_size,
-    effective_weight,
+from pipeline.compression.folding import (
     fold_batchnorm,
     fold_preprocess,
     fold_preprocess_if_smaller,
-    global_shares,
     has_batchnorm,
+    max_logit_diff,
+    mixes_pixels,
+    unmix_preprocess,
+)
+from pipeline.compression.pruning import (
+    affordable_sparsity,
+    allocate_sparsity,
+    count_below,
+    effective_weight,
+    global_shares,
     importance,
     input_scales,
     layer_sensitivity,
-    max_logit_diff,
-    mixes_pixels,
-    model_summary,
     plain_copy,
     prune_layers,
     prune_magnitude,
     pruned_count,
-    residual_groups,
-    shrink_hidden,
     sparsity_schedule,
-    unmix_preprocess,
 )
-from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
-from pipeline.training import TrainParams, fit
-from pipeline.transform import fit_transform
+from pipeline.compression.shrink import residual_groups, shrink_hidden
+from pipeline.compression.size import deployed_size, model_summary
+from pipeline.model.network import MLP, ModelParams, build_mlp, predict_logits
+from pipeline.model.transform import fit_transform
+from pipeline.training.loop import fit
+from pipeline.training.params import TrainParams
 from tests.conftest import flat_digits
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.corruptions import CORRUPTIONS, corrupt, warp
+from pipeline.robustness_sets.corruptions import CORRUPTIONS, corrupt, warp
 from tests.conftest import make_digits
 
 KINDS = list(CORRUPTIONS)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.analysis.bias_variance import NEXT_STEPS, diagnose
 from pipeline.config import ParamError, parse_group
-from pipeline.stages.evaluate import NEXT_STEPS, EvaluateParams, diagnose
+from pipeline.stages.evaluate import EvaluateParams
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ParamError, parse_group
-from pipeline.diagnostics import (
+from pipeline.analysis.training_health import (
     DiagnosticsParams,
     make_probe,
     measure,
@@ -17,9 +16,11 @@ from pipeline.diagnostics import (
     verdict,
     weights_snapshot,
 )
-from pipeline.network import ModelParams, build_mlp
-from pipeline.training import TrainParams, fit
-from pipeline.transform import AffineTransform
+from pipeline.config import ParamError, parse_group
+from pipeline.model.network import ModelParams, build_mlp
+from pipeline.model.transform import AffineTransform
+from pipeline.training.loop import fit
+from pipeline.training.params import TrainParams
 from tests.conftest import flat_digits
 
 PARAMS = DiagnosticsParams(batch=100)

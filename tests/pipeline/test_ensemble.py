@@ -17,10 +17,16 @@ from click.testing import CliRunner
 from digits.cli import cli
 from digits.golden import golden_path
 from pipeline.config import ParamError, parse_group
-from pipeline.ensemble import Ensemble, EnsembleParams, build_ensemble_onnx, ensemble_probabilities
-from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
-from pipeline.training import TrainParams, fit
-from pipeline.transform import fit_transform
+from pipeline.model.network import MLP, ModelParams, build_mlp, predict_logits
+from pipeline.model.transform import fit_transform
+from pipeline.onnx_export.ensemble_graph import (
+    Ensemble,
+    EnsembleParams,
+    build_ensemble_onnx,
+    ensemble_probabilities,
+)
+from pipeline.training.loop import fit
+from pipeline.training.params import TrainParams
 from tests.conftest import flat_digits
 from tests.pipeline.test_train import write_prepared
 from tests.serving.conftest import running_server
@@ -151,7 +157,7 @@ def test_bad_combine_is_rejected_naming_the_key():
 @pytest.mark.e2e
 def test_the_started_service_serves_the_ensemble_onnx(members, data, tmp_path):
     from digits.golden import Golden, write_golden
-    from pipeline.onnx_model import model_metadata
+    from pipeline.onnx_export.graph import model_metadata
 
     path = tmp_path / "digits-ensemble.onnx"
     proto = build_ensemble_onnx(members, "mean")

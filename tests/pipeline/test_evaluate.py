@@ -15,8 +15,10 @@ from click.testing import CliRunner
 from sklearn.metrics import confusion_matrix
 
 from digits.cli import cli
-from pipeline.metrics import flagged_figures, low_confidence_threshold, softmax
-from pipeline.network import (
+from pipeline.analysis.bias_variance import diagnose
+from pipeline.analysis.classification import flagged_figures, low_confidence_threshold, softmax
+from pipeline.analysis.training_figures import DIAGNOSTIC_FIGURES
+from pipeline.model.network import (
     MLP,
     ModelParams,
     NetSpec,
@@ -25,10 +27,10 @@ from pipeline.network import (
     predict_logits,
     save_checkpoint,
 )
-from pipeline.stages.evaluate import SPLITS, EvaluateParams, diagnose
-from pipeline.training import TrainParams, fit
-from pipeline.training_figures import DIAGNOSTIC_FIGURES
-from pipeline.transform import AffineTransform
+from pipeline.model.transform import AffineTransform
+from pipeline.stages.evaluate import SPLITS, EvaluateParams
+from pipeline.training.loop import fit
+from pipeline.training.params import TrainParams
 from tests.conftest import make_digits
 
 

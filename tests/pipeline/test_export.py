@@ -18,13 +18,13 @@ from onnx import numpy_helper
 
 from digits.cli import cli
 from digits.golden import golden_path, read_golden
-from pipeline.compression import plain_copy, prune_magnitude
-from pipeline.metrics import accuracy
-from pipeline.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
-from pipeline.onnx_model import TRAINING_OPS, to_onnx, training_nodes
+from pipeline.analysis.classification import accuracy
+from pipeline.compression.pruning import plain_copy, prune_magnitude
+from pipeline.model.network import MLP, ModelParams, build_mlp, predict_logits, save_checkpoint
+from pipeline.model.transform import fit_transform
+from pipeline.onnx_export.graph import TRAINING_OPS, to_onnx, training_nodes
 from pipeline.run_log import logs_dir
 from pipeline.stages.prepare import load_split
-from pipeline.transform import fit_transform
 from tests.conftest import make_digits, write_mnist_idx
 
 # What evaluate records about low confidence, read by export for the metadata and the card.

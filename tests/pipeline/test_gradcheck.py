@@ -5,7 +5,7 @@ import torch
 from click.testing import CliRunner
 
 from digits.cli import cli
-from pipeline.network import Activation
+from pipeline.model.network import Activation
 from pipeline.tools import gradcheck
 
 

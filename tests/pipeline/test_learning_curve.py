@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from digits.cli import cli
 from pipeline.config import ParamError, parse_group
+from pipeline.model.transform import AffineTransform
 from pipeline.stages.learning_curve import LearningCurveParams, nested_subsets
-from pipeline.transform import AffineTransform
 from tests.conftest import make_digits
 
 TINY = {

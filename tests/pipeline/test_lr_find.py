@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from digits.cli import cli
 from pipeline.tools.lr_find import lr_sweep, suggest_lr
-from pipeline.training import TrainParams
+from pipeline.training.params import TrainParams
 from tests.pipeline.test_train import data, tiny_model, write_prepared  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

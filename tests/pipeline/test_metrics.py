@@ -1,4 +1,4 @@
-"""pipeline.metrics against scikit-learn (the oracle) and hand-checked cases."""
+"""pipeline.analysis.classification against scikit-learn (the oracle) and hand-checked cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import log_loss, precision_recall_fscore_support
 
 from digits.confusion import confusion_counts
-from pipeline import metrics
+from pipeline.analysis import classification
 
 
 @pytest.fixture
@@ -23,16 +23,18 @@ def predictions() -> tuple[np.ndarray, np.ndarray]:
 
 def test_accuracy_error_and_loss_match_sklearn(predictions):
     logits, y = predictions
-    assert 0.4 < metrics.accuracy(logits, y) < 0.9
-    assert metrics.error(logits, y) == pytest.approx(1 - np.mean(logits.argmax(1) == y))
-    probs = metrics.softmax(logits)
-    assert metrics.cross_entropy(logits, y) == pytest.approx(log_loss(y, probs, labels=range(10)))
+    assert 0.4 < classification.accuracy(logits, y) < 0.9
+    assert classification.error(logits, y) == pytest.approx(1 - np.mean(logits.argmax(1) == y))
+    probs = classification.softmax(logits)
+    assert classification.cross_entropy(logits, y) == pytest.approx(
+        log_loss(y, probs, labels=range(10))
+    )
 
 
 def test_per_class_scores_match_sklearn_including_a_never_predicted_class(predictions):
     logits, y = predictions
     predicted = np.where(logits.argmax(1) == 7, 1, logits.argmax(1))  # class 7 never predicted
-    scores = metrics.per_class_scores(confusion_counts(y, predicted))
+    scores = classification.per_class_scores(confusion_counts(y, predicted))
     oracle = precision_recall_fscore_support(y, predicted, labels=range(10), zero_division=0)
     for key, expected in zip(("precision", "recall", "f1", "support"), oracle, strict=True):
         np.testing.assert_allclose(scores[key], expected)
@@ -41,8 +43,8 @@ def test_per_class_scores_match_sklearn_including_a_never_predicted_class(predic
 
 def test_reliability_matches_sklearn_calibration_curve_on_top_class_confidence(predictions):
     logits, y = predictions
-    probs = metrics.softmax(logits)
-    curve = metrics.reliability(probs, y, bins=10)
+    probs = classification.softmax(logits)
+    curve = classification.reliability(probs, y, bins=10)
     correct = probs.argmax(1) == y
     accuracy, confidence = calibration_curve(correct, probs.max(1), n_bins=10)
     seen = np.asarray(curve["count"]) > 0
@@ -58,26 +60,26 @@ def test_reliability_matches_sklearn_calibration_curve_on_top_class_confidence(p
 def test_ece_is_zero_when_calibrated_and_the_gap_when_overconfident():
     # 4 rows at confidence 0.75, 3 right: perfectly calibrated.
     probs = np.array([[0.75, 0.25]] * 4)
-    curve = metrics.reliability(probs, np.array([0, 0, 0, 1]), bins=4)
-    assert metrics.expected_calibration_error(curve) == pytest.approx(0.0)
+    curve = classification.reliability(probs, np.array([0, 0, 0, 1]), bins=4)
+    assert classification.expected_calibration_error(curve) == pytest.approx(0.0)
     # Same confidence, half right: ECE = |0.5 - 0.75|.
-    curve = metrics.reliability(probs, np.array([0, 0, 1, 1]), bins=4)
-    assert metrics.expected_calibration_error(curve) == pytest.approx(0.25)
+    curve = classification.reliability(probs, np.array([0, 0, 1, 1]), bins=4)
+    assert classification.expected_calibration_error(curve) == pytest.approx(0.25)
 
 
 def test_confident_errors_lists_only_wrong_rows_most_confident_first():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.99, 0.01], [0.3, 0.7]])
     y = np.array([1, 1, 1, 0, 0])
-    assert metrics.confident_errors(probs, y, k=5).tolist() == [0, 4, 2]
-    assert metrics.confident_errors(probs, y, k=1).tolist() == [0]
+    assert classification.confident_errors(probs, y, k=5).tolist() == [0, 4, 2]
+    assert classification.confident_errors(probs, y, k=1).tolist() == [0]
 
 
 def test_summarize_reuses_the_single_accuracy_and_is_json_ready(predictions):
     import json
 
     logits, y = predictions
-    summary = metrics.summarize(logits, y, bins=15)
-    assert summary["accuracy"] == metrics.accuracy(logits, y)
+    summary = classification.summarize(logits, y, bins=15)
+    assert summary["accuracy"] == classification.accuracy(logits, y)
     assert summary["accuracy"] + summary["error"] == pytest.approx(1.0)
     assert np.sum(summary["confusion"]) == len(y)
     assert summary["macro_f1"] == pytest.approx(np.mean(summary["per_class"]["f1"]))
@@ -92,9 +94,9 @@ def answers(confidence: list[float], right: list[bool]) -> tuple[np.ndarray, np.
 
 def test_low_confidence_threshold_flags_the_largest_least_confident_set_right_at_most_that_often():
     probs, y = answers([0.3, 0.4, 0.45, 0.9, 0.95], [False, True, False, True, True])
-    threshold = metrics.low_confidence_threshold(probs, y, 0.5)
+    threshold = classification.low_confidence_threshold(probs, y, 0.5)
     assert threshold == pytest.approx(0.925)  # the four lowest are right 2 of 4 times; five: 3/5
-    figures = metrics.flagged_figures(probs, y, threshold)
+    figures = classification.flagged_figures(probs, y, threshold)
     assert figures["flagged_share"] == pytest.approx(0.8)
     assert figures["flagged_accuracy"] == pytest.approx(0.5)
     assert figures["unflagged_accuracy"] == 1.0
@@ -102,22 +104,22 @@ def test_low_confidence_threshold_flags_the_largest_least_confident_set_right_at
 
 def test_low_confidence_threshold_flags_nothing_when_every_answer_is_right_and_all_when_none_is():
     probs, y = answers([0.6, 0.7, 0.8], [True, True, True])
-    assert metrics.low_confidence_threshold(probs, y, 0.5) == 0.0
-    assert metrics.flagged_figures(probs, y, 0.0)["flagged_share"] == 0.0
+    assert classification.low_confidence_threshold(probs, y, 0.5) == 0.0
+    assert classification.flagged_figures(probs, y, 0.0)["flagged_share"] == 0.0
     probs, y = answers([0.6, 0.7, 0.8], [False, False, False])
-    threshold = metrics.low_confidence_threshold(probs, y, 0.5)
-    assert metrics.flagged_figures(probs, y, threshold)["flagged_share"] == 1.0
+    threshold = classification.low_confidence_threshold(probs, y, 0.5)
+    assert classification.flagged_figures(probs, y, threshold)["flagged_share"] == 1.0
 
 
 @pytest.mark.parametrize("rule", [0.3, 0.5, 0.6])
 def test_low_confidence_threshold_keeps_flagged_accuracy_within_the_rule_on_random_answers(rule):
     rng = np.random.default_rng(int(rule * 10))
-    probs = metrics.softmax(rng.normal(0, 3, size=(500, 10)))
+    probs = classification.softmax(rng.normal(0, 3, size=(500, 10)))
     # calibrated answers: right as often as they are confident
     right = rng.random(500) < probs.max(axis=1)
     y = np.where(right, probs.argmax(axis=1), (probs.argmax(axis=1) + 1) % 10)
-    threshold = metrics.low_confidence_threshold(probs, y, rule)
-    flagged = metrics.flagged_figures(probs, y, threshold)
+    threshold = classification.low_confidence_threshold(probs, y, rule)
+    flagged = classification.flagged_figures(probs, y, threshold)
     assert 0 < flagged["flagged_share"] < 1
     assert flagged["flagged_accuracy"] <= rule
     # every larger set of least confident answers is right more often than the rule allows

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.config import ParamError, parse_group
-from pipeline.network import (
+from pipeline.model.network import (
     MLP,
     Activation,
     ModelParams,
@@ -17,7 +17,7 @@ from pipeline.network import (
     predict_logits,
     save_checkpoint,
 )
-from pipeline.transform import AffineTransform
+from pipeline.model.transform import AffineTransform
 from tests.conftest import make_digits
 
 

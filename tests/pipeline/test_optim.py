@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pipeline.optim import OPTIMIZERS, make_optimizer, make_scheduler
-from pipeline.training import TrainParams
+from pipeline.training.optim import make_optimizer, make_scheduler
+from pipeline.training.params import OPTIMIZERS, TrainParams
 
 STEPS, EPOCHS, LR = 4, 6, 0.1  # steps per epoch, epochs, base lr
 

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from pipeline.network import ModelParams, build_mlp, predict_logits
-from pipeline.pictures import first_layer_images, hidden_codes, project_pca
-from pipeline.transform import AffineTransform
+from pipeline.analysis.network_pictures import first_layer_images, hidden_codes, project_pca
+from pipeline.model.network import ModelParams, build_mlp, predict_logits
+from pipeline.model.transform import AffineTransform
 from tests.conftest import flat_digits
 
 

@@ -8,8 +8,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.stages.report import compress_section, plot_robustness, robustness_section
-from pipeline.training_figures import (
+from pipeline.analysis.report_figures import plot_robustness
+from pipeline.analysis.training_figures import (
     diagnostics_section,
     plot_activations,
     plot_first_layer,
@@ -17,6 +17,7 @@ from pipeline.training_figures import (
     plot_hidden_pca,
     plot_weight_histograms,
 )
+from pipeline.stages.report import compress_section, robustness_section
 
 TARGETS = {
     "sparsity": {"target": 0.9, "reached": 0.9, "met": True},

@@ -15,10 +15,15 @@ from PIL import Image
 
 from digits.cli import cli
 from digits.images import load_image, to_mnist
-from pipeline.benchmark import RobustnessParams, corruption_sets, subsample, through_image_files
 from pipeline.config import ParamError, parse_group
-from pipeline.corruptions import CORRUPTIONS
-from pipeline.font_digits import FONTS, POSITIONS, font_digits, font_file
+from pipeline.robustness_sets.corruptions import CORRUPTIONS
+from pipeline.robustness_sets.fonts import FONTS, POSITIONS, font_digits, font_file
+from pipeline.robustness_sets.sets import (
+    RobustnessParams,
+    corruption_sets,
+    subsample,
+    through_image_files,
+)
 from tests.conftest import flat_digits, write_linear_onnx
 
 PARAMS = {"robustness": {"seed": 0, "per_kind": 30, "font_sizes": [28], "examples": 2}}

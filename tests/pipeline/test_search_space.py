@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from digits.cli import cli
 from pipeline.config import read_params
-from pipeline.experiments import format_value
-from pipeline.search_space import (
+from pipeline.experiments.dvc_runs import format_value
+from pipeline.experiments.search_space import (
     SpaceError,
     check_values,
     parse_space,
@@ -20,7 +20,8 @@ from pipeline.search_space import (
     sample_value,
     trial_name,
 )
-from pipeline.tools.search import CHECKED_GROUPS, leaderboard, parse_shard, plan_trials
+from pipeline.experiments.trials import CHECKED_GROUPS
+from pipeline.tools.search import leaderboard, parse_shard, plan_trials
 from tests.conftest import assert_one_line_error
 
 DEFAULTS = {
@@ -201,7 +202,7 @@ def test_params_files_read_floats_as_dvc_writes_them():
 
 
 def test_the_leaderboard_ranks_by_dev_accuracy_then_dev_loss():
-    from pipeline.experiments import Experiment
+    from pipeline.experiments.dvc_runs import Experiment
 
     def exp(name, accuracy, loss):
         figures = {"reports/train.json": {"dev_accuracy": accuracy, "dev_loss": loss}}

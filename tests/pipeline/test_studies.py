@@ -12,7 +12,7 @@ from scipy import stats
 
 from digits.cli import cli
 from pipeline.config import read_params
-from pipeline.studies import (
+from pipeline.experiments.studies import (
     SEEDS,
     STUDIES,
     run_name,

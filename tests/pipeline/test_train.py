@@ -15,12 +15,13 @@ from click.testing import CliRunner
 from torch.nn.utils import prune
 
 from digits.cli import cli
-from pipeline.compression import effective_weight
+from pipeline.compression.pruning import effective_weight
 from pipeline.config import ParamError, parse_group
-from pipeline.network import Activation, ModelParams, build_mlp, load_checkpoint
-from pipeline.optim import OPTIMIZERS, SCHEDULES, lr_lambda, make_optimizer
-from pipeline.training import TrainParams, data_loss, evaluate, fit, take_subset
-from pipeline.transform import AffineTransform
+from pipeline.model.network import Activation, ModelParams, build_mlp, load_checkpoint
+from pipeline.model.transform import AffineTransform
+from pipeline.training.loop import data_loss, evaluate, fit, take_subset
+from pipeline.training.optim import lr_lambda, make_optimizer
+from pipeline.training.params import OPTIMIZERS, SCHEDULES, TrainParams
 from tests.conftest import make_digits
 
 ACTIVATIONS = typing.get_args(Activation)

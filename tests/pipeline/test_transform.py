@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.transform import (
+from pipeline.model.transform import (
     CHUNK_ROWS,
     AffineTransform,
     Spectrum,
@@ -9,7 +9,7 @@ from pipeline.transform import (
     fit_transform,
     spectrum_summary,
 )
-from pipeline.transform import covariance as chunked_covariance
+from pipeline.model.transform import covariance as chunked_covariance
 
 
 def correlated_pixels(n: int = 4000, seed: int = 0) -> np.ndarray:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-INPUT = "pixels"  # the graph's input: raw pixels (N, 784), float32 0–255
+from digits.contract import CLASSES, INPUT, PROBABILITIES
+
 BATCH = 4096
 
 
@@ -23,7 +24,7 @@ def cpu_session(path: Path) -> ort.InferenceSession:
 def onnx_probabilities(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
     """Probabilities (N, 10) of raw pixels x (N, 784) from an ONNX session, in batches."""
     chunks = [
-        session.run(["probabilities"], {INPUT: x[i : i + BATCH].astype(np.float32)})[0]
+        session.run([PROBABILITIES], {INPUT: x[i : i + BATCH].astype(np.float32)})[0]
         for i in range(0, len(x), BATCH)
     ]
-    return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
+    return np.concatenate(chunks) if chunks else np.zeros((0, CLASSES), np.float32)

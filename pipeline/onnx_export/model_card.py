@@ -1,6 +1,7 @@
 """The model card (models/MODEL_CARD.md): what the model is for, how good it is, how to call it.
 
-Rendered by the `export` stage (`digits export`) from its report; nothing here reads files.
+Rendered by the `export` stage (`digits export`) from its report; the graph's names, sizes and
+metadata keys come from digits.contract. Nothing here reads files.
 """
 
 from __future__ import annotations
@@ -9,6 +10,17 @@ import math
 from pathlib import Path
 from typing import Any
 
+from digits.contract import (
+    INPUT,
+    LOGITS,
+    NAME_KEY,
+    PIXELS,
+    PROBABILITIES,
+    SIDE,
+    THRESHOLD_KEY,
+    VERSION_KEY,
+)
+
 CARD = """\
 # digits — model card
 
@@ -16,12 +28,12 @@ CARD = """\
 |---|---|
 | model | `{name}` version `{version}` ({model} network) |
 | file | `{onnx}` ({size_kb:.1f} kB, opset {opset}); int8 variant `{int8}` ({int8_kb:.1f} kB) |
-| input | `pixels` float32 N×784, raw grey levels 0–255 (white ink on black), dynamic N |
-| outputs | `logits` and `probabilities` (softmax), float32 N×10, classes 0–9 |
+| input | `{input}` float32 N×{pixels}, raw grey levels 0–255 (white ink on black), dynamic N |
+| outputs | `{logits}` and `{probabilities}` (softmax), float32 N×10, classes 0–9 |
 | inputs (SHA-256) | params `{params_digest:.12}`, weights `{checkpoint:.12}`, test `{test:.12}` |
 
 ## Intended use
-Recognising one handwritten digit per image, centred in a 28×28 grey image the way MNIST
+Recognising one handwritten digit per image, centred in a {side}×{side} grey image the way MNIST
 images are, e.g. a digit drawn on the demo page or a scanned form field cropped to one digit.
 It is a teaching and demonstration model for a reproducible train-to-serve pipeline.
 
@@ -73,7 +85,7 @@ at startup and refuses a file that fails.
 HTTP (`digits serve --model {onnx}`):
 ```
 curl -s localhost:3000/predict -H 'content-type: application/json' \\
-     -d '{{"pixels": [[0, 0, ..., 0]]}}'   # 784 numbers 0-255 per image, or 28x28
+     -d '{{"pixels": [[0, 0, ..., 0]]}}'   # {pixels} numbers 0-255 per image, or {side}x{side}
 ```
 Batch CLI (PNG/JPEG, IDX, .npy/.npz or CSV inputs; CSV `source,digit,confidence[,p0…p9]`):
 `digits score {onnx} images/ -o predictions.csv --probabilities`
@@ -82,8 +94,8 @@ Plain ONNX Runtime, no project code:
 ```python
 import numpy as np, onnxruntime as ort
 session = ort.InferenceSession("{onnx}", providers=["CPUExecutionProvider"])
-pixels = images.reshape(-1, 784).astype(np.float32)  # raw 0-255
-logits, probabilities = session.run(["logits", "probabilities"], {{"pixels": pixels}})
+pixels = images.reshape(-1, {pixels}).astype(np.float32)  # raw 0-255
+logits, probabilities = session.run(["{logits}", "{probabilities}"], {{"{input}": pixels}})
 digits = probabilities.argmax(axis=1)
 ```
 """
@@ -106,8 +118,8 @@ def render_card(report: dict[str, Any], onnx_path: Path, int8_path: Path) -> str
     meta, int8, size = report["metadata"], report["int8"], report["deployed"]
     flags = report["low_confidence"]
     return CARD.format(
-        name=meta["model_name"],
-        version=meta["model_version"],
+        name=meta[NAME_KEY],
+        version=meta[VERSION_KEY],
         model=report["model"],
         onnx=onnx_path,
         int8=int8_path,
@@ -127,7 +139,12 @@ def render_card(report: dict[str, Any], onnx_path: Path, int8_path: Path) -> str
         preprocess_map=describe_map(size["preprocess_map_entries"]),
         macs=size["macs_per_image"],
         int8_accuracy=int8["test_accuracy"],
-        threshold=float(meta["confidence_threshold"]),
+        threshold=float(meta[THRESHOLD_KEY]),
         flagged_share=flags["flagged_share"],
         flagged_accuracy=describe_share(flags["flagged_accuracy"]),
+        input=INPUT,
+        logits=LOGITS,
+        probabilities=PROBABILITIES,
+        pixels=PIXELS,
+        side=SIDE,
     )

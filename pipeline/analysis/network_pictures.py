@@ -1,6 +1,6 @@
 """What a trained network looks like: first-layer weights as images, hidden codes in 2-D.
 
-Pure functions on `pipeline.network.MLP`; the train stage saves what they return and the
+Pure functions on `pipeline.model.network.MLP`; the train stage saves what they return and the
 report stage draws it. Reads and writes no files.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.compression import effective_weight
-from pipeline.network import MLP
+from digits.contract import SIDE
+from pipeline.compression.pruning import effective_weight
+from pipeline.model.network import MLP
 
 
 def first_layer_images(model: MLP, count: int) -> np.ndarray:
@@ -23,7 +24,7 @@ def first_layer_images(model: MLP, count: int) -> np.ndarray:
     if model.spec.preprocess:
         W = W @ model.preprocess.matrix.double().T  # (units, k) -> (units, 784)
     strongest = W.norm(dim=1).argsort(descending=True)[:count]
-    return W[strongest].reshape(-1, 28, 28).float().numpy()  # (count, 28, 28)
+    return W[strongest].reshape(-1, SIDE, SIDE).float().numpy()  # (count, 28, 28)
 
 
 @torch.no_grad()

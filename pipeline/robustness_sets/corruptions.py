@@ -4,7 +4,7 @@ Each corruption takes one uint8 (28, 28) MNIST image (white ink on black) and a 
 Generator and returns a new uint8 (28, 28) image; `corrupt` applies one kind to a whole set so
 the same seed always gives the same images. One fixed severity per kind, chosen to be hard but
 still readable by a person. Training never uses these functions: its augmentations live in
-pipeline/augment.py with other functions and other parameters.
+pipeline/training/augment.py with other functions and other parameters.
 Reads and writes no files.
 """
 
@@ -17,8 +17,9 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-SIZE = 28
-CENTRE = SIZE / 2  # Pillow's continuous coordinates put pixel centres at i + 0.5
+from digits.contract import SIDE
+
+CENTRE = SIDE / 2  # Pillow's continuous coordinates put pixel centres at i + 0.5
 
 Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -34,7 +35,7 @@ def warp(image: np.ndarray, A: np.ndarray, shift: tuple[float, float] = (0.0, 0.
     offset = c - A @ c - A @ np.asarray(shift)
     data = (A[0, 0], A[0, 1], offset[0], A[1, 0], A[1, 1], offset[1])
     picture = Image.fromarray(image.astype(np.float32))
-    out = picture.transform((SIZE, SIZE), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR)
+    out = picture.transform((SIDE, SIDE), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR)
     return np.asarray(out, dtype=np.float32)
 
 
@@ -107,18 +108,18 @@ def stripe(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A scratch or ruled line: one white line, 1–2 pixels wide, from edge to opposite edge."""
     picture = Image.fromarray(image)
     draw = ImageDraw.Draw(picture)
-    a, b = rng.uniform(0, SIZE, size=2)
-    ends = [(a, 0), (b, SIZE)] if rng.random() < 0.5 else [(0, a), (SIZE, b)]
+    a, b = rng.uniform(0, SIDE, size=2)
+    ends = [(a, 0), (b, SIDE)] if rng.random() < 0.5 else [(0, a), (SIDE, b)]
     draw.line(ends, fill=255, width=int(rng.integers(1, 3)))
     return np.asarray(picture)
 
 
 def fog(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Uneven haze: smooth noise of three octaves, as bright as 60 % of the ink, over the image."""
-    haze = np.zeros((SIZE, SIZE), np.float32)
+    haze = np.zeros((SIDE, SIDE), np.float32)
     for cells, weight in ((3, 1.0), (6, 0.5), (12, 0.25)):
         coarse = Image.fromarray(rng.random((cells, cells)).astype(np.float32))
-        haze += weight * np.asarray(coarse.resize((SIZE, SIZE), Image.Resampling.BICUBIC))
+        haze += weight * np.asarray(coarse.resize((SIDE, SIDE), Image.Resampling.BICUBIC))
     haze = (haze - haze.min()) / (haze.max() - haze.min())  # 0–1
     strength = 0.6
     return to_uint8((image / 255 + strength * haze) / (1 + strength) * 255)
@@ -153,7 +154,7 @@ def low_resolution(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Averaged down to 9×9–11×11 pixels, then blown up blocky (nearest neighbour)."""
     side = int(rng.integers(9, 12))
     small = Image.fromarray(image).resize((side, side), Image.Resampling.BOX)
-    return np.asarray(small.resize((SIZE, SIZE), Image.Resampling.NEAREST))
+    return np.asarray(small.resize((SIDE, SIDE), Image.Resampling.NEAREST))
 
 
 def jpeg(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -2,10 +2,10 @@
 blur and noise. Each takes raw pixels (B, 784), float 0–255, and a torch Generator, and draws
 from it only when called, so a run with them off draws the same numbers as before they existed.
 
-They are deliberately not the corruption benchmark's (pipeline/corruptions.py): other code and
-other parameters. Elastic distortion has no benchmark counterpart; strokes are thickened or
-thinned by a random fraction of a 3×3 square dilation/erosion (benchmark: a full 3×3 cross
-erosion, or a square-then-cross dilation of two pixels); blur is a Gaussian of sigma below
+They are deliberately not the corruption benchmark's (pipeline/robustness_sets/corruptions.py):
+other code and other parameters. Elastic distortion has no benchmark counterpart; strokes are
+thickened or thinned by a random fraction of a 3×3 square dilation/erosion (benchmark: a full
+3×3 cross erosion, or a square-then-cross dilation of two pixels); blur is a Gaussian of sigma below
 `blur_sigma` (default 1; benchmark: 1–1.5); noise is additive Gaussian on every pixel
 (benchmark: Poisson noise on the ink, and salt and pepper).
 Reads and writes nothing.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-SIDE = 28
+from digits.contract import SIDE
 
 
 def blur_matrices(sigma: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,6 @@ Int8 variants come from ONNX Runtime's dynamic quantization.
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,20 @@ from torch import nn
 
 from digits import __version__
 from digits.atomic import atomic_path
-from digits.golden import Golden
-from pipeline.compression import (
-    fold_batchnorm,
-    fold_preprocess_if_smaller,
-    has_batchnorm,
-    plain_copy,
+from digits.contract import (
+    INPUT,
+    OUTPUTS,
+    PIXELS,
+    UNKNOWN_VERSION,
+    VERSION_KEY,
+    contract_metadata,
 )
-from pipeline.network import CLASSES, MLP, PIXELS
-from pipeline.onnx_scoring import INPUT, cpu_session
+from digits.golden import Golden
+from pipeline.compression.folding import fold_batchnorm, fold_preprocess_if_smaller, has_batchnorm
+from pipeline.compression.pruning import plain_copy
+from pipeline.model.network import MLP
+from pipeline.onnx_export.plain_session import cpu_session
 
-OUTPUTS = ("logits", "probabilities")
-INPUT_SPEC = {"name": INPUT, "dtype": "float32", "shape": ["N", PIXELS], "range": [0, 255]}
 # Ops that only make sense while training; an inference graph must not carry them.
 TRAINING_OPS = {"BatchNormalization", "Dropout"}
 TRAINING_DOMAIN = "ai.onnx.preview.training"
@@ -141,7 +142,7 @@ def quantize_int8(
     quantize_dynamic(onnx.load(path), path, per_channel=per_channel, weight_type=weights)
     quantized = onnx.load(path)
     props = {p.key: p.value for p in proto.metadata_props}
-    props["model_version"] = props.get("model_version", "unknown") + "-int8"  # other weights
+    props[VERSION_KEY] = props.get(VERSION_KEY, UNKNOWN_VERSION) + "-int8"  # other weights
     props["quantization"] = f"dynamic {weight_type}" + (" per channel" if per_channel else "")
     onnx.helper.set_model_props(quantized, props)
     save_onnx(quantized, path)
@@ -151,10 +152,7 @@ def model_metadata(proto: onnx.ModelProto, provenance: dict[str, Any]) -> dict[s
     """The metadata_props serving and people read: name, version, classes, input, provenance."""
     digest = hashlib.sha256(proto.SerializeToString()).hexdigest()  # the graph and its weights
     return {
-        "model_name": "digits",
-        "model_version": f"{__version__}+{digest[:12]}",
-        "classes": json.dumps(list(range(CLASSES))),
-        "input_spec": json.dumps(INPUT_SPEC),
+        **contract_metadata(f"{__version__}+{digest[:12]}"),
         **{key: str(value) for key, value in provenance.items()},
     }
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from pipeline.config import require
-from pipeline.network import MLP
+from pipeline.model.network import MLP
 
 # The activations whose units can die (zero output and zero gradient for every input seen).
 DYING = ("relu", "noisy_relu")

@@ -1,7 +1,8 @@
-"""The training library the stages share: train params, the epoch loop, resume state, evaluation.
+"""The training loop the stages share: the epoch loop, its loss, resume state, evaluation, data.
 
 `fit` is the one training loop: `digits train` runs it once, compress runs it for every
-fine-tune, learning-curve for every subset. Optimizers and schedules come from pipeline.optim.
+fine-tune, learning-curve for every subset. Its params are pipeline.training.params.TrainParams;
+optimizers and schedules come from pipeline.training.optim.
 Reads and writes nothing itself except the resume file `fit` is given.
 """
 
@@ -14,7 +15,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import click
 import numpy as np
@@ -24,96 +24,22 @@ from torch.nn import functional as F
 from torch.nn.utils import prune
 
 from digits.atomic import atomic_path
+from digits.contract import SIDE
 from digits.npz import read_split
-from pipeline import metrics
-from pipeline.augment import add_noise, blur_some, elastic_distort, vary_strokes
-from pipeline.config import require
-from pipeline.network import MLP, predict_logits, read_torch_file
-from pipeline.optim import Optimizer, Schedule, make_optimizer, make_scheduler
-from pipeline.transform import AffineTransform
+from pipeline.analysis import classification
+from pipeline.model.network import MLP, predict_logits, read_torch_file
+from pipeline.model.transform import AffineTransform
+from pipeline.training.augment import add_noise, blur_some, elastic_distort, vary_strokes
+from pipeline.training.optim import make_optimizer, make_scheduler
+from pipeline.training.params import TrainParams
 
 Data = tuple[np.ndarray, np.ndarray]
 # Called with the model as each epoch starts; the function it returns is called as the epoch
 # ends, and its dict goes into the epoch's history row under "diagnostics"
-# (pipeline.diagnostics.make_probe). Rows are saved in the resume state with the rest.
+# (pipeline.analysis.training_health.make_probe). Rows are saved in the resume state with the rest.
 Probe = Callable[[MLP], Callable[[], dict]]
 TorchOptimizer = torch.optim.Optimizer
 Scheduler = torch.optim.lr_scheduler.LRScheduler
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """params.yaml `train:` group."""
-
-    epochs: int = 15
-    batch_size: int = 128
-    optimizer: Optimizer = "adamw"
-    lr: float = 0.003  # peak lr for one_cycle
-    momentum: float = 0.9  # momentum, nesterov, rmsprop
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
-    weight_decay: float = 0.01  # L2 (decoupled for adamw)
-    l1: float = 0.0  # coefficient of sum |W| over Linear weights, added to the loss
-    schedule: Schedule = "one_cycle"
-    step_epochs: float = 5.0  # step: epochs between decays
-    gamma: float = 0.5  # step, exponential: factor per step / per epoch
-    decay: float = 0.5  # inverse_time: lr0 / (1 + decay * epoch)
-    power: float = 1.0  # polynomial: lr0 * (1 - progress) ** power
-    pct_start: float = 0.25  # one_cycle: share of the run spent rising
-    div_factor: float = 25.0  # one_cycle: starts at lr / div_factor
-    final_div_factor: float = 1e4  # one_cycle: ends at lr / div_factor / final_div_factor
-    warmup: float = 0.0  # epochs of linear warmup (0: none)
-    clip_norm: float | None = None  # max global gradient norm (null: no clipping)
-    max_norm: float | None = None  # max L2 norm of each hidden unit's incoming weights (null: none)
-    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
-    label_smoothing: float = 0.0
-    early_stopping: Literal["none", "dev_loss", "dev_accuracy"] = "none"
-    patience: int = 3
-    augment: bool = False  # small random affine of the 28×28 train images
-    augment_degrees: float = 10.0
-    augment_shift: float = 2.0  # pixels
-    augment_scale: float = 0.1
-    # Robustness augmentations (pipeline/augment.py), applied after the affine when `augment`
-    # is on; each is off at 0, and off draws no random numbers, so old runs repeat exactly.
-    augment_elastic: float = 0.0  # elastic distortion: alpha, displacement scale in pixels
-    augment_elastic_sigma: float = 4.0  # its smoothing, pixels (Simard et al. 2003: 34 and 4)
-    augment_stroke: float = 0.0  # share of images whose strokes are thickened or thinned
-    augment_blur: float = 0.0  # share of images blurred
-    augment_blur_sigma: float = 1.0  # their Gaussian sigma is uniform in [0, this)
-    augment_noise: float = 0.0  # share of images given Gaussian pixel noise
-    augment_noise_std: float = 40.0  # its std, uniform in [0, this], pixel levels 0–255
-    subset: float = 1.0  # share of the train split `digits train` fits on (search budgets)
-
-    def __post_init__(self) -> None:
-        require(self.epochs >= 1, "train.epochs", "must be >= 1")
-        require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        require(self.lr > 0, "train.lr", "must be > 0")
-        require(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
-        require(all(0 <= b < 1 for b in self.betas), "train.betas", "must be in [0, 1)")
-        require(len(self.betas) == 2, "train.betas", "needs two numbers")
-        require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-        require(self.l1 >= 0, "train.l1", "must be >= 0")
-        require(self.step_epochs > 0, "train.step_epochs", "must be > 0")
-        require(0 < self.gamma <= 1, "train.gamma", "must be in (0, 1]")
-        require(self.decay >= 0, "train.decay", "must be >= 0")
-        require(self.power > 0, "train.power", "must be > 0")
-        require(0 < self.pct_start < 1, "train.pct_start", "must be in (0, 1)")
-        require(self.div_factor >= 1, "train.div_factor", "must be >= 1")
-        require(self.final_div_factor >= 1, "train.final_div_factor", "must be >= 1")
-        require(self.warmup >= 0, "train.warmup", "must be >= 0")
-        require(self.clip_norm is None or self.clip_norm > 0, "train.clip_norm", "must be > 0")
-        require(self.max_norm is None or self.max_norm > 0, "train.max_norm", "must be > 0")
-        require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
-        require(self.patience >= 1, "train.patience", "must be >= 1")
-        require(self.augment_degrees >= 0, "train.augment_degrees", "must be >= 0")
-        require(self.augment_shift >= 0, "train.augment_shift", "must be >= 0")
-        require(0 <= self.augment_scale < 1, "train.augment_scale", "must be in [0, 1)")
-        require(self.augment_elastic >= 0, "train.augment_elastic", "must be >= 0")
-        require(self.augment_elastic_sigma > 0, "train.augment_elastic_sigma", "must be > 0")
-        for key in ("augment_stroke", "augment_blur", "augment_noise"):
-            require(0 <= getattr(self, key) <= 1, f"train.{key}", "must be in [0, 1]")
-        require(self.augment_blur_sigma > 0, "train.augment_blur_sigma", "must be > 0")
-        require(self.augment_noise_std >= 0, "train.augment_noise_std", "must be >= 0")
-        require(0 < self.subset <= 1, "train.subset", "must be in (0, 1]")
 
 
 def data_loss(logits: torch.Tensor, y: torch.Tensor, params: TrainParams) -> torch.Tensor:
@@ -156,13 +82,13 @@ def augment_batch(x: torch.Tensor, params: TrainParams, gen: torch.Generator) ->
     n = x.shape[0]
     angle = (torch.rand(n, generator=gen) * 2 - 1) * np.deg2rad(params.augment_degrees)
     scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * params.augment_scale
-    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * params.augment_shift * 2 / 28
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * params.augment_shift * 2 / SIDE
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
     )
-    grid = F.affine_grid(theta, (n, 1, 28, 28), align_corners=False)  # (N, 28, 28, 2)
-    images = F.grid_sample(x.view(n, 1, 28, 28), grid, align_corners=False)
+    grid = F.affine_grid(theta, (n, 1, SIDE, SIDE), align_corners=False)  # (N, 28, 28, 2)
+    images = F.grid_sample(x.view(n, 1, SIDE, SIDE), grid, align_corners=False)
     return robustness_augment(images.view(n, -1), params, gen)
 
 
@@ -183,8 +109,8 @@ def evaluate(model: nn.Module, data: Data) -> dict[str, float]:
     """Loss and accuracy of the model (eval mode) on one split."""
     logits = predict_logits(model, data[0])
     return {
-        "loss": metrics.cross_entropy(logits, data[1]),
-        "accuracy": metrics.accuracy(logits, data[1]),
+        "loss": classification.cross_entropy(logits, data[1]),
+        "accuracy": classification.accuracy(logits, data[1]),
     }
 
 

@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 from digits.atomic import atomic_path
+from digits.contract import CLASSES, PIXELS
 from digits.errors import DataError, reason
 from pipeline.config import require
-from pipeline.transform import AffineTransform
+from pipeline.model.transform import AffineTransform
 
 Activation = Literal[
     "sigmoid",
@@ -47,8 +48,6 @@ Init = Literal[
     "lecun_normal",
     "small_normal",
 ]
-PIXELS = 784
-CLASSES = 10
 
 
 @dataclass(frozen=True)

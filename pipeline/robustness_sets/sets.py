@@ -3,8 +3,9 @@ as PNG files read back through the deployed image path (digits/images.py), as `d
 reads a photo.
 
 Sets: `clean` (a seeded subsample of the test split) and one per corruption in
-pipeline/corruptions.py (the same subsample, corrupted with the benchmark seed); the font set
-comes from pipeline/font_digits.py. Writes PNG files only into the directory it is given.
+pipeline/robustness_sets/corruptions.py (the same subsample, corrupted with the benchmark seed);
+the font set comes from pipeline/robustness_sets/fonts.py. Writes PNG files only into the
+directory it is given.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from digits.contract import PIXELS, SIDE
 from digits.images import load_image, to_mnist
 from pipeline.config import require
-from pipeline.corruptions import CORRUPTIONS, corrupt
+from pipeline.robustness_sets.corruptions import CORRUPTIONS, corrupt
 
 ImageSet = tuple[list[np.ndarray], np.ndarray]  # images (any size, uint8 gray), labels (N,)
 
@@ -51,7 +53,7 @@ def subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 def corruption_sets(x: np.ndarray, y: np.ndarray, per_kind: int, seed: int) -> dict[str, ImageSet]:
     """`clean` and every corruption of one seeded subsample of the pixels x (N, 784)."""
     keep = subsample(y, per_kind, seed)
-    images = x[keep].reshape(-1, 28, 28)  # (n, 28, 28) uint8, white on black
+    images = x[keep].reshape(-1, SIDE, SIDE)  # (n, 28, 28) uint8, white on black
     sets = {"clean": (list(images), y[keep])}
     for kind in CORRUPTIONS:
         sets[kind] = (list(corrupt(images, kind, seed)), y[keep])
@@ -66,7 +68,7 @@ def image_file(directory: Path, index: int) -> Path:
 def through_image_files(images: Sequence[np.ndarray], directory: Path) -> np.ndarray:
     """Write each image as a PNG file, read it back through the image path: uint8 (N, 784)."""
     directory.mkdir(parents=True, exist_ok=True)
-    pixels = np.zeros((len(images), 784), np.uint8)
+    pixels = np.zeros((len(images), PIXELS), np.uint8)
     for i, image in enumerate(images):
         path = image_file(directory, i)
         Image.fromarray(image).save(path)

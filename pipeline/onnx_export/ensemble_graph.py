@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from pipeline.config import require
-from pipeline.network import MLP
-from pipeline.onnx_model import export_classifier, inference_ready
+from pipeline.model.network import MLP
+from pipeline.onnx_export.graph import export_classifier, inference_ready
 
 Combine = Literal["mean", "vote"]
 # The smallest positive float32: log() of a probability that underflowed stays finite.

@@ -8,19 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Literal
 
 import torch
 
-if TYPE_CHECKING:  # training imports this module; the params type is only a hint here
-    from pipeline.training import TrainParams
-
-Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
-Schedule = Literal[
-    "constant", "step", "exponential", "inverse_time", "polynomial", "cosine", "one_cycle"
-]
-OPTIMIZERS: tuple[str, ...] = Optimizer.__args__  # type: ignore[attr-defined]
-SCHEDULES: tuple[str, ...] = Schedule.__args__  # type: ignore[attr-defined]
+from pipeline.training.params import TrainParams
 
 
 def make_optimizer(

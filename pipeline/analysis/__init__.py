@@ -1,0 +1,1 @@
+"""Analysis: classification metrics, training health, bias/variance, and the figures."""

@@ -1,0 +1,1 @@
+"""Compression of an MLP: pruning, structured shrinking, folding, and size accounting."""

@@ -1,0 +1,1 @@
+"""Experiments: named DVC runs, search spaces, comparison studies, and how trials are ranked."""

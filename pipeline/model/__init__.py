@@ -1,0 +1,1 @@
+"""The model: the MLP and its checkpoints, and the fixed preprocessing transform."""

@@ -1,0 +1,1 @@
+"""Training: the train params, the epoch loop, optimizers and schedules, augmentations."""

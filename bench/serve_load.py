@@ -211,7 +211,8 @@ def main(model: str, seconds: int, rounds: int, workers: int) -> None:
     commands = {
         "reference": [sys.executable, "-m", "uvicorn", "serve_load:reference", "--app-dir",
                       "bench", "--no-access-log", "--log-level", "warning", "--port"],
-        "bentoml": [sys.executable, "-m", "bentoml", "serve", "serving.service:Digits", "--port"],
+        "bentoml": [sys.executable, "-m", "bentoml", "serve", "serving.service.bento:Digits",
+                    "--port"],
     }  # fmt: skip
     routes, levels = ("predict", "predict_image"), (1, 32)
     runs = {name: {route: {c: [] for c in levels} for route in routes} for name in commands}

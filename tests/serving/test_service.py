@@ -19,8 +19,8 @@ from PIL import Image
 from starlette.requests import Request
 
 from digits.images import load_image, to_mnist
-from serving.serve import serve
-from serving.service import Batcher, Digits, InputError, Settings, to_pixels
+from serving.service.bento import Batcher, Digits, InputError, Settings, to_pixels
+from serving.service.serve import serve
 from serving.session import OnnxModel, cuda_problem, load_model
 from tests.conftest import assert_one_line_error
 
@@ -191,7 +191,7 @@ def test_service_class_info(service: Any) -> None:
 
 def test_serving_never_imports_torch_or_pipeline() -> None:
     code = (
-        "import sys, serving.service, serving.serve, serving.session\n"
+        "import sys, serving.service.bento, serving.service.serve, serving.session\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pipeline')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -257,7 +257,15 @@ def test_bentoml_serve_with_a_bad_env_value_exits_with_one_line(linear_onnx: Pat
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "DIGITS_MODEL": str(linear_onnx), "DIGITS_MAX_IMAGES": "0"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Digits", "--port", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service.bento:Digits",
+        "--port",
+        "1",
+    ]
     result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     output = (result.stdout + result.stderr).strip()

@@ -1,7 +1,7 @@
 """BentoML service: digit prediction from JSON pixels or uploaded images, on ONNX Runtime.
 
 Reads the ONNX model named by $DIGITS_MODEL (default models/digits.onnx) and its metadata; writes
-nothing. Run: `bentoml serve serving.service:Digits` or `digits serve` (sets the env vars below).
+nothing. Run: `bentoml serve serving.service.bento:Digits` or `digits serve`.
 Settings (env, serving/settings.py): DIGITS_MODEL, DIGITS_PROVIDER (auto|cuda|cpu), DIGITS_THREADS
 (1 per worker), DIGITS_WORKERS (1), DIGITS_MAX_IMAGES (1024 per request), DIGITS_MAX_BODY_BYTES
 (16 MiB), DIGITS_MAX_IMAGE_PIXELS and DIGITS_MAX_REQUEST_PIXELS (4096×4096 each; over -> 400/413
@@ -32,9 +32,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digits.images import ImageError, Prepared, image_pixels, load_image, prepare
-from serving import openapi
 from serving.answers import answer_rows, no_digit_reasons
-from serving.bodies import (
+from serving.service import openapi
+from serving.service.bodies import (
     INLINE_BYTES,
     InputError,
     check_count,
@@ -43,11 +43,11 @@ from serving.bodies import (
     read_pixels,
     to_pixels,
 )
-from serving.guards import Admission, BodyLimit, OpenAPIDocument
-from serving.logs import log, log_refusal, use_json_logs
-from serving.metrics import BATCH_SIZE, DECODE_SECONDS, RequestMetrics, observe_answers
+from serving.service.guards import Admission, BodyLimit, OpenAPIDocument
+from serving.service.logs import log, log_refusal, use_json_logs
+from serving.service.prometheus import BATCH_SIZE, DECODE_SECONDS, RequestMetrics, observe_answers
+from serving.service.settings import Settings
 from serving.session import ModelError, OnnxModel, load_model
-from serving.settings import Settings
 from serving.verify import VerifyError, startup_check
 
 __all__ = ["Batcher", "Digits", "InputError", "Settings", "to_pixels"]

@@ -1,7 +1,7 @@
 """The service's OpenAPI document, written to match what the routes really accept and answer.
 
-Reads the service settings (limits); writes nothing. serving.guards serves it at /docs.json (the
-Swagger UI at /docs reads it) instead of the one BentoML derives from the Python signatures,
+Reads the service settings (limits); writes nothing. guards.OpenAPIDocument serves it at /docs.json
+(the Swagger UI at /docs reads it) instead of the one BentoML derives from the Python signatures,
 which cannot say "N×784 numbers 0–255" nor describe the errors our routes send.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.bodies import FIELD
-from serving.settings import Settings
+from serving.service.bodies import FIELD
+from serving.service.settings import Settings
 
 PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
 IMAGE_TYPES = "image/png, image/jpeg, image/bmp, image/gif"

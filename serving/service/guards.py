@@ -12,8 +12,8 @@ import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.bodies import InputError
-from serving.logs import log_refusal
+from serving.service.bodies import InputError
+from serving.service.logs import log_refusal
 
 RETRY_AFTER_S = 1  # a busy worker drains its queue in well under a second
 
@@ -67,7 +67,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted, watched)
-        except BodyTooLarge:  # a route that does not read bodies through serving.bodies
+        except BodyTooLarge:  # a route that does not read bodies through serving.service.bodies
             if started:
                 raise
             await send_error(scope, send, 413, error)

@@ -1,6 +1,6 @@
 """The service's operational settings, read and checked from DIGITS_* environment variables.
 
-Reads the environment; writes nothing. Kept apart from serving/service.py so `digits serve` can
+Reads the environment; writes nothing. Kept apart from bento.py so `digits serve` can
 check the settings (one-line error) before it starts BentoML, without importing BentoML itself.
 """
 

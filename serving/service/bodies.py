@@ -1,7 +1,7 @@
 """Request bodies -> model inputs: JSON pixels to a float32 array, a multipart form to image bytes.
 
-Reads the HTTP request body (already capped by serving.guards.BodyLimit); writes nothing. Every
-way a body can be wrong becomes an InputError carrying the HTTP status and a message in our own
+Reads the HTTP request body (already capped by guards.BodyLimit); writes nothing. Every way a
+body can be wrong becomes an InputError carrying the HTTP status and a message in our own
 words, so the service answers it as a 4xx instead of letting a library raise.
 """
 

@@ -278,3 +278,26 @@ def test_bentoml_serve_with_a_bad_env_value_exits_with_one_line(linear_onnx: Pat
     assert result.returncode != 0
     output = (result.stdout + result.stderr).strip()
     assert output == "digits service: DIGITS_MAX_IMAGES must be at least 1"
+
+
+def test_importing_the_service_declares_it_and_does_no_work(tmp_path: Path) -> None:
+    code = (
+        "import gc, threading, serving.service.bento as b\n"
+        "print(gc.get_freeze_count(), sorted(t.name for t in threading.enumerate()))\n"
+        "print([cls.__name__ for cls, _ in b.Digits.middlewares])"
+    )
+    env = {**os.environ, "DIGITS_MODEL": str(tmp_path / "absent.onnx")}  # nothing loads it
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    frozen_and_threads, layers = result.stdout.splitlines()
+    assert frozen_and_threads == "0 ['MainThread']"  # no pool, no gc.freeze: that is __init__'s
+    layers_in_order = ["OpenAPIDocument", "RequestMetrics", "Admission", "BodyLimit", "FastRoutes"]
+    assert layers == str(layers_in_order)
+
+
+def test_the_service_uses_bentoml_by_its_public_api_only() -> None:
+    root = Path(__file__).resolve().parents[2] / "serving"
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "__class__" not in text, path
+        assert "_bentoml" not in text and "bentoml._internal" not in text, path  # private parts

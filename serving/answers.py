@@ -1,6 +1,6 @@
 """Per-image answers from probabilities: a digit, or none and why; low confidence flagged.
 
-The service (serving/service.py) and `digits score` (serving/score.py, serving/ray_score.py)
+The service (serving/service/routes.py) and `digits score` (serving/score.py, serving/ray_score.py)
 answer alike through this module. An image with no digit in it (the image path's reason, or a
 row of pixels all one colour) is answered with no digit and its reason; an answered digit whose
 probability is under the model's confidence threshold is flagged. Reads and writes nothing.

@@ -14,6 +14,7 @@ prediction routes' fast path (routes.py), which the `@bentoml.api` methods share
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ try:
     SETTINGS = Settings.from_env()
 except ValueError as err:  # one line in the server's log, not a traceback through BentoML's import
     raise SystemExit(f"digits service: {err}") from None
+# BentoML imports the service from its working directory (a Bento's own), where a relative model
+# path belongs; the deployment hook runs later, from wherever `bentoml serve` was started.
+SETTINGS = dataclasses.replace(SETTINGS, model=str(Path(SETTINGS.model).absolute()))
 # BentoML's own timeout (every route) comes a second after ours, so the prediction routes answer
 # their 504 in our words and metrics first.
 BACKSTOP_S = 1

@@ -2,7 +2,7 @@
 
 Reads the service settings (limits); writes nothing. guards.OpenAPIDocument serves it at /docs.json
 (the Swagger UI at /docs reads it) instead of the one BentoML derives from the Python signatures,
-which cannot say "N rows of 784 numbers 0–255" nor describe the errors our routes send.
+which cannot say "N rows of pixel values 0–255" nor describe the errors our routes send.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ COMMANDS = {
     "export": "pipeline.stages.export:export_command",
     "robustness": "pipeline.stages.robustness:robustness_command",
     "score": "serving.scoring.command:score",
-    "serve": "serving.serve:serve",
+    "serve": "serving.service.serve:serve",
     "verify": "serving.verify:verify",
 }
 

@@ -1,7 +1,7 @@
 """Per-image answers from probabilities: a digit, or none and why; low confidence flagged.
 
-The service (serving/service.py) and `digits score` (both engines of serving/scoring/) answer
-alike through this module. An image with no digit in it (the image path's reason, or a
+The service (serving/service/routes.py) and `digits score` (both engines of serving/scoring/)
+answer alike through this module. An image with no digit in it (the image path's reason, or a
 row of pixels all one colour) is answered with no digit and its reason; an answered digit whose
 probability is under the model's confidence threshold is flagged. Reads and writes nothing.
 """

@@ -1,7 +1,7 @@
 """ONNX Runtime session factory: loads models/digits.onnx on CUDA when it really works, else CPU.
 
-Reads an ONNX file with the digits.onnx contract (input `pixels` N×784 float32 0–255, outputs
-`logits` and `probabilities` N×10, metadata in metadata_props). Used by the BentoML service
+Reads an ONNX file with the digits.onnx contract (digits/contract.py: one input of N raw pixel rows,
+outputs of N logit and probability rows, metadata in metadata_props). Used by the BentoML service
 (`digits serve`) and by `digits score`; imports neither torch nor `pipeline`.
 """
 
@@ -18,6 +18,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from digits.contract import (
+    DESKEW_KEY,
+    INPUT,
+    LOGITS,
+    OUTPUTS,
+    PROBABILITIES,
+    THRESHOLD_KEY,
+    UNKNOWN_VERSION,
+    VERSION_KEY,
+)
 from digits.images import upright_rows
 
 log = logging.getLogger(__name__)
@@ -25,9 +35,7 @@ log = logging.getLogger(__name__)
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 PROVIDERS = ("auto", "cuda", "cpu")
-# Metadata the pipeline may write into the model: the top probability under which an answer is
-# flagged as low confidence (chosen on dev), and whether it was trained on deskewed digits.
-THRESHOLD_KEY, DESKEW_KEY = "confidence_threshold", "deskew"
+# Without the contract's THRESHOLD_KEY in the metadata (a threshold chosen on dev), this one.
 DEFAULT_THRESHOLD = 0.5  # without the key: under 0.5, another digit may well be as likely
 
 
@@ -51,10 +59,10 @@ class OnnxModel:
     deskew: bool = False  # inputs are deskewed (digits.images.upright) before the model
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Float32 (N, 784) pixels 0–255 -> (logits, probabilities), each (N, 10)."""
+        """Float32 (N, PIXELS) pixels 0–255 -> (logits, probabilities), each (N, CLASSES)."""
         if self.deskew:  # a model trained on deskewed digits sees every input deskewed
             pixels = upright_rows(pixels)
-        logits, probabilities = self.session.run(["logits", "probabilities"], {"pixels": pixels})
+        logits, probabilities = self.session.run(list(OUTPUTS), {INPUT: pixels})
         return logits, probabilities
 
 
@@ -119,8 +127,9 @@ def load_model(path: Path | str, provider: str = "auto", threads: int | None = N
     except Exception as err:  # onnxruntime's errors share no base class but Exception
         raise ModelError(f"{path}: not a loadable ONNX model ({err})") from None
     names = {o.name for o in session.get_outputs()}
-    if session.get_inputs()[0].name != "pixels" or not {"logits", "probabilities"} <= names:
-        raise ModelError(f"{path}: expected input 'pixels' and outputs 'logits', 'probabilities'")
+    if session.get_inputs()[0].name != INPUT or not set(OUTPUTS) <= names:
+        expected = f"input {INPUT!r} and outputs {LOGITS!r}, {PROBABILITIES!r}"
+        raise ModelError(f"{path}: expected {expected}")
     used = session.get_providers()[0]
     if provider == "cuda" and used != CUDA:
         raise ProviderError("CUDA provider requested but the session fell back to CPU")
@@ -128,7 +137,7 @@ def load_model(path: Path | str, provider: str = "auto", threads: int | None = N
         log.warning("CUDA unavailable (%s); running on %s", problem or "session refused it", used)
     log.info("loaded %s on %s", path, used)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
-    version = metadata.get("model_version", "unknown")
+    version = metadata.get(VERSION_KEY, UNKNOWN_VERSION)
     return OnnxModel(session, used, metadata, version, *answer_settings(metadata, path))
 
 

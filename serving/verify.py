@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from digits.contract import CLASSES_KEY, INPUT, LABELS, MODEL_NAME, NAME_KEY, PIXELS, VERSION_KEY
 from digits.errors import DataError
 from digits.golden import Golden, golden_path, read_golden
 from serving.session import ModelError, OnnxModel, load_model
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 
 # Run-to-run ONNX Runtime differences (thread counts, CPU kinds) stay far below this.
 TOLERANCE = 1e-4
-CLASSES = list(range(10))
 
 
 class VerifyError(ValueError):
@@ -31,16 +31,16 @@ class VerifyError(ValueError):
 def check_metadata(model: OnnxModel, golden: Golden) -> None:
     """The contract the metadata promises: name, classes, input shape, and the golden's version."""
     meta = model.metadata
-    if meta.get("model_name") != "digits":
-        raise VerifyError(f"metadata model_name is {meta.get('model_name')!r}, not 'digits'")
-    if json.loads(meta.get("classes", "null")) != CLASSES:
-        raise VerifyError(f"metadata classes are {meta.get('classes')!r}, not 0–9")
+    if meta.get(NAME_KEY) != MODEL_NAME:
+        raise VerifyError(f"metadata {NAME_KEY} is {meta.get(NAME_KEY)!r}, not {MODEL_NAME!r}")
+    if json.loads(meta.get(CLASSES_KEY, "null")) != list(LABELS):
+        raise VerifyError(f"metadata {CLASSES_KEY} are {meta.get(CLASSES_KEY)!r}, not 0–9")
     shape = model.session.get_inputs()[0].shape
-    if len(shape) != 2 or shape[1] != 784:
-        raise VerifyError(f"input 'pixels' has shape {shape}, not N×784")
+    if len(shape) != 2 or shape[1] != PIXELS:
+        raise VerifyError(f"input {INPUT!r} has shape {shape}, not N×{PIXELS}")
     if model.version != golden.model_version:
         raise VerifyError(
-            f"model_version {model.version} differs from the golden vectors' "
+            f"{VERSION_KEY} {model.version} differs from the golden vectors' "
             f"{golden.model_version}: the file is not the one they were made for"
         )
 

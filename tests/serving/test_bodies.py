@@ -1,4 +1,4 @@
-"""serving.bodies as plain Python: JSON pixels and multipart forms in, arrays or InputError out."""
+"""serving/service/bodies.py as plain Python: JSON pixels and multipart forms in, arrays out."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from starlette.requests import Request
 
-from serving.bodies import INLINE_BYTES, InputError, parse_pixels, read_images, read_pixels
+from serving.service.bodies import INLINE_BYTES, InputError, parse_pixels, read_images, read_pixels
 
 
 def request(body: bytes, content_type: str) -> Request:

@@ -193,6 +193,7 @@ def test_oversized_chunked_body(url: str) -> None:
 
 
 BAD_IMAGES = {
+    "empty file": b"",
     "non-image bytes": b"this is not an image",
     "truncated image": png(digits_images(1, seed=5)[0])[:60],
     "decompression bomb": bomb_png(),
@@ -203,7 +204,8 @@ BAD_IMAGES = {
 def test_bad_images(url: str, case: str) -> None:
     files = [("images", ("x.png", BAD_IMAGES[case], "image/png"))]
     response = httpx.post(f"{url}/predict_image", files=files)
-    words = {"non-image bytes": "not an image", "truncated image": "truncated"}
+    words = {"empty file": "image 0: empty upload", "non-image bytes": "not an image"}
+    words["truncated image"] = "truncated"
     assert_refused(response, 400, words.get(case, "too large"), url)
 
 

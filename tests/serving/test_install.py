@@ -79,10 +79,10 @@ def test_bento_carries_the_service_and_no_torch_or_pipeline(bento) -> None:
     # torch's CUDA wheels (nvidia-cudnn-cu13, ...); BentoML's own nvidia-ml-py is a small binding
     assert not any(name.startswith("nvidia-cu") for name in names)
     sources = {p.relative_to(path / "src").as_posix() for p in (path / "src").rglob("*.py")}
-    assert {"serving/service.py", "digits/images.py", "digits/idx.py"} <= sources
+    assert {"serving/service/bento.py", "digits/images.py", "digits/idx.py"} <= sources
     assert not any(p.startswith("pipeline/") for p in sources)
     meta = yaml.safe_load((path / "bento.yaml").read_text())
-    assert meta["service"] == "serving.service:Digits"
+    assert meta["service"] == "serving.service.bento:Digits"
 
 
 @pytest.mark.e2e

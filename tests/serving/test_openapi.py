@@ -57,7 +57,8 @@ def test_document_states_the_contract(url: str) -> None:
     assert as_images["items"]["items"]["maxItems"] == 28
     form = document["paths"]["/predict_image"]["post"]["requestBody"]["content"]
     files = form["multipart/form-data"]["schema"]["properties"]["images"]
-    assert files["items"] == {"type": "string", "format": "binary"}
+    # An empty file is refused like any unreadable image (400): the document says files have bytes.
+    assert files["items"] == {"type": "string", "format": "binary", "minLength": 1}
     for status in ("400", "413", "415", "503"):
         error = predict["responses"][status]["content"]["application/json"]["schema"]
         assert error == {"$ref": "#/components/schemas/Error"}

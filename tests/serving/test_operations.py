@@ -123,7 +123,7 @@ def bentoml_requests(url: str, route: str) -> float:
 
 
 @pytest.mark.parametrize("access_log", [0, 1])
-def test_prediction_routes_answer_alike_in_front_of_bentoml_or_inside_it(
+def test_prediction_routes_answer_alike_with_or_without_bentomls_access_log(
     tmp_path: Path, access_log: int
 ) -> None:
     model, log = write_linear_onnx(tmp_path / "digits.onnx", seed=5), tmp_path / "server.log"
@@ -138,9 +138,10 @@ def test_prediction_routes_answer_alike_in_front_of_bentoml_or_inside_it(
     assert refused.status_code == 400 and "N×784" in refused.json()["error"]
     assert m['digits_requests_total{route="/predict",status="200"}'] == 1
     assert m['digits_requests_total{route="/predict",status="400"}'] == 1
-    # Access logging puts the routes inside BentoML's middlewares, which then count them too.
-    assert counted_by_bentoml == 2 * access_log
-    assert ("method=POST,path=/predict," in log.read_text()) == bool(access_log)  # its access log
+    # Our layers sit among BentoML's middlewares (add_asgi_middleware): its metrics count the
+    # routes too, and its access log, when switched on, has their lines.
+    assert counted_by_bentoml == 2
+    assert ("method=POST,path=/predict," in log.read_text()) == bool(access_log)
 
 
 def test_a_body_that_never_completes_gets_504_and_the_server_goes_on(tmp_path: Path) -> None:
@@ -163,3 +164,47 @@ def test_a_body_that_never_completes_gets_504_and_the_server_goes_on(tmp_path: P
     assert ok.status_code == 200
     assert m['digits_requests_total{route="/predict",status="504"}'] == 1
     assert m['digits_refused_requests_total{route="/predict",status="504"}'] == 1
+
+
+HALF_BODIES = {  # route -> (content type, the first part of a body that says it is longer)
+    "/predict": ("application/json", b'{"pixels": [[' + b"0, " * 300),
+    "/predict_image": (
+        "multipart/form-data; boundary=b",
+        b'--b\r\nContent-Disposition: form-data; name="images"; filename="x.png"\r\n\r\n\x89PNG',
+    ),
+}
+
+
+def send_half_and_leave(url: str, route: str) -> None:
+    """Send a request head and part of its body over a raw socket, then close the connection."""
+    content_type, part = HALF_BODIES[route]
+    host, port = url.removeprefix("http://").split(":")
+    head = f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+    with socket.create_connection((host, int(port)), timeout=20) as client:
+        client.sendall(f"{head}Content-Length: {len(part) * 4}\r\n\r\n".encode() + part)
+        time.sleep(0.3)  # the server is reading the body when the client goes
+
+
+def wait_for(url: str, name: str, value: float) -> dict[str, float]:
+    """/metrics' digits_* samples once `name` reaches `value` (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while (m := samples(url)).get(name, 0) < value and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return m
+
+
+@pytest.mark.parametrize("route", HALF_BODIES)
+def test_a_client_leaving_mid_body_is_one_line_and_counted(tmp_path: Path, route: str) -> None:
+    model, log = write_linear_onnx(tmp_path / "digits.onnx", seed=5), tmp_path / "server.log"
+    with running_server(model, log) as url:
+        send_half_and_leave(url, route)
+        m = wait_for(url, f'digits_requests_total{{route="{route}",status="499"}}', 1)
+        assert httpx.post(f"{url}/predict", json={"pixels": [[0] * 784]}).status_code == 200
+        time.sleep(0.5)  # the worker's lines reach the file through BentoML's arbiter
+    assert m[f'digits_requests_total{{route="{route}",status="499"}}'] == 1
+    assert m[f'digits_refused_requests_total{{route="{route}",status="499"}}'] == 1
+    text = log.read_text()
+    lines = [line for line in text.splitlines() if "client went away" in line]
+    assert len(lines) == 1 and "WARNING" in lines[0], text[-3000:]
+    assert f"refused {route} 499: client went away before sending its whole body" in lines[0]
+    assert "Traceback" not in text and "[ERROR]" not in text and "ClientDisconnect" not in text

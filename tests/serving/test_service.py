@@ -1,8 +1,9 @@
-"""serving.service as plain Python: settings, input checks, the batcher, the service class."""
+"""serving/service as plain Python: settings, input checks, the batcher, the service class."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import subprocess
@@ -19,8 +20,12 @@ from PIL import Image
 from starlette.requests import Request
 
 from digits.images import load_image, to_mnist
-from serving.serve import serve
-from serving.service import Batcher, Digits, InputError, Settings, to_pixels
+from serving.service import bento
+from serving.service.batcher import Batcher
+from serving.service.bento import Digits
+from serving.service.bodies import InputError, to_pixels
+from serving.service.serve import serve
+from serving.service.settings import Settings
 from serving.session import OnnxModel, cuda_problem, load_model
 from tests.conftest import assert_one_line_error
 
@@ -125,10 +130,13 @@ def test_a_cancelled_leader_leaves_no_request_waiting(linear_onnx: Path) -> None
 
 
 @pytest.fixture
-def service(linear_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> Digits:
-    monkeypatch.setenv("DIGITS_MODEL", str(linear_onnx))
-    monkeypatch.setenv("DIGITS_PROVIDER", "cpu")
-    return Digits()
+def service(linear_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The service class called in Python, on the settings it read at import but this model."""
+    settings = dataclasses.replace(bento.SETTINGS, model=str(linear_onnx), provider="cpu")
+    monkeypatch.setattr(bento, "SETTINGS", settings)
+    instance = Digits()
+    yield instance
+    instance.stop_decoding()
 
 
 @pytest.fixture
@@ -142,7 +150,7 @@ def ctx() -> Iterator[bentoml.Context]:
 def test_service_class_predict(service: Any, ctx: bentoml.Context) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (2, 784)).astype(np.float32)
     answer = asyncio.run(service.predict(pixels.tolist(), ctx))
-    expected = service.model.predict(pixels)[1]
+    expected = service.routes.model.predict(pixels)[1]
     np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
     assert answer["digits"] == expected.argmax(axis=1).tolist()
     assert answer["reasons"] == [None, None]
@@ -156,7 +164,7 @@ def test_service_class_answers_blank_pixel_rows_with_no_digit(
     pixels = np.random.default_rng(1).integers(0, 256, (3, 784)).astype(np.float32)
     pixels[1] = 128  # one colour: no digit
     answer = asyncio.run(service.predict(pixels.tolist(), ctx))
-    expected = service.model.predict(pixels)[1]
+    expected = service.routes.model.predict(pixels)[1]
     assert answer["digits"][1] is None and answer["probabilities"][1] is None
     assert answer["reasons"][1].startswith("blank")
     assert answer["low_confidence"][1] is False
@@ -179,7 +187,7 @@ def test_service_class_predict_image(service: Any, ctx: bentoml.Context, tmp_pat
     path.write_bytes(buffer.getvalue())
     answer = asyncio.run(service.predict_image([path, path], ctx))
     X = to_mnist(load_image(path.read_bytes())).reshape(1, 784).astype(np.float32)
-    expected = service.model.predict(X)[1]
+    expected = service.routes.model.predict(X)[1]
     np.testing.assert_allclose(answer["probabilities"], np.repeat(expected, 2, axis=0), atol=1e-6)
 
 
@@ -191,7 +199,7 @@ def test_service_class_info(service: Any) -> None:
 
 def test_serving_never_imports_torch_or_pipeline() -> None:
     code = (
-        "import sys, serving.service, serving.serve, serving.session\n"
+        "import sys, serving.service.bento, serving.service.serve, serving.session\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pipeline')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -257,8 +265,39 @@ def test_bentoml_serve_with_a_bad_env_value_exits_with_one_line(linear_onnx: Pat
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "DIGITS_MODEL": str(linear_onnx), "DIGITS_MAX_IMAGES": "0"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Digits", "--port", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service.bento:Digits",
+        "--port",
+        "1",
+    ]
     result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     output = (result.stdout + result.stderr).strip()
     assert output == "digits service: DIGITS_MAX_IMAGES must be at least 1"
+
+
+def test_importing_the_service_declares_it_and_does_no_work(tmp_path: Path) -> None:
+    code = (
+        "import gc, threading, serving.service.bento as b\n"
+        "print(gc.get_freeze_count(), sorted(t.name for t in threading.enumerate()))\n"
+        "print([cls.__name__ for cls, _ in b.Digits.middlewares])"
+    )
+    env = {**os.environ, "DIGITS_MODEL": str(tmp_path / "absent.onnx")}  # nothing loads it
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    frozen_and_threads, layers = result.stdout.splitlines()
+    assert frozen_and_threads == "0 ['MainThread']"  # no pool, no gc.freeze: that is __init__'s
+    layers_in_order = ["OpenAPIDocument", "RequestMetrics", "Admission", "BodyLimit", "FastRoutes"]
+    assert layers == str(layers_in_order)
+
+
+def test_the_service_uses_bentoml_by_its_public_api_only() -> None:
+    root = Path(__file__).resolve().parents[2] / "serving"
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "__class__" not in text, path
+        assert "_bentoml" not in text and "bentoml._internal" not in text, path  # private parts

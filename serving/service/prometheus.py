@@ -4,8 +4,8 @@ Registered with prometheus_client at import, as BentoML documents for custom met
 every worker's values). What a person watching for drift or overload needs: answers per digit
 (and "no digit" answers), the confidence of each answer and how many fall under the threshold,
 image decode time, the model's batch sizes, refused requests by route and status, and the
-prediction routes' requests by status and their latency (served in front of BentoML's own request
-metrics, which therefore count only the other routes).
+prediction routes' requests by status and their latency (BentoML's own request metrics count them
+too, by status code only; ours name the route our layers answered and include their refusals).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""`digits serve`: start the BentoML service (serving/service.py) on a model file.
+"""`digits serve`: start the BentoML service (serving/service/bento.py) on a model file.
 
 Reads the ONNX model (default models/digits.onnx); writes nothing. Runs
-`bentoml serve serving.service:Digits` with the DIGITS_* settings taken from the options (which
-default to those env vars); the other DIGITS_* settings (serving/service.py) pass through.
+`bentoml serve serving.service.bento:Digits` with the DIGITS_* settings taken from the options
+(which default to those env vars); the other DIGITS_* settings (serving/service/settings.py) pass
+through.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from pathlib import Path
 
 import click
 
+from serving.service.settings import Settings
 from serving.session import PROVIDERS, cuda_problem
-from serving.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project root, for PYTHONPATH
 
 
 def serve_command(port: int, host: str) -> list[str]:
     """The `bentoml serve` command line for the digits service."""
-    target = "serving.service:Digits"
+    target = "serving.service.bento:Digits"
     return [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port), "--host", host]
 
 

@@ -1,7 +1,8 @@
 """The service's operational settings, read and checked from DIGITS_* environment variables.
 
-Reads the environment; writes nothing. Kept apart from serving/service.py so `digits serve` can
-check the settings (one-line error) before it starts BentoML, without importing BentoML itself.
+Reads the environment; writes nothing. DIGITS_<FIELD> sets each field below (DIGITS_MODEL,
+DIGITS_MAX_QUEUE, ...). Kept apart from bento.py, which reads them once at import, so `digits
+serve` can check them (one-line error) before it starts BentoML, without importing BentoML.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class Settings:
     max_queue: int = 256
     timeout_s: int = 30  # a request not answered by then gets 504 (a client dripping its body)
     json_logs: bool = False  # log lines as JSON objects, for log collectors
-    # BentoML's access log and OpenTelemetry spans cost more CPU per request than the model.
+    # BentoML's access log (every route) and its OpenTelemetry spans for the prediction routes:
+    # off by default, as each costs more CPU per request than the model.
     access_log: bool = False
     trace: bool = False
 

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 
-from serving.metrics import REFUSED
+from serving.service.prometheus import REFUSED
 
 log = logging.getLogger("digits.serving")
 

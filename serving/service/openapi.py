@@ -1,18 +1,19 @@
 """The service's OpenAPI document, written to match what the routes really accept and answer.
 
-Reads the service settings (limits); writes nothing. serving.guards serves it at /docs.json (the
-Swagger UI at /docs reads it) instead of the one BentoML derives from the Python signatures,
-which cannot say "N×784 numbers 0–255" nor describe the errors our routes send.
+Reads the service settings (limits); writes nothing. guards.OpenAPIDocument serves it at /docs.json
+(the Swagger UI at /docs reads it) instead of the one BentoML derives from the Python signatures,
+which cannot say "N rows of pixel values 0–255" nor describe the errors our routes send.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from serving.bodies import FIELD
-from serving.settings import Settings
+from digits.contract import CLASSES, PIXEL_MAX, PIXEL_MIN, PIXELS, SIDE
+from serving.service.bodies import FIELD
+from serving.service.settings import Settings
 
-PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
+PIXEL = {"type": "number", "minimum": PIXEL_MIN, "maximum": PIXEL_MAX}
 IMAGE_TYPES = "image/png, image/jpeg, image/bmp, image/gif"
 ERROR = {
     "type": "object",
@@ -37,8 +38,8 @@ ANSWER = {
             "null for an image with no digit.",
             "items": {
                 "type": "array",
-                "minItems": 10,
-                "maxItems": 10,
+                "minItems": CLASSES,
+                "maxItems": CLASSES,
                 "items": {"type": "number"},
                 "nullable": True,
             },
@@ -69,14 +70,14 @@ def rows(n: int, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def pixels_schema(max_images: int) -> dict[str, Any]:
-    """N images of 784 numbers, or of 28 rows of 28, each 0–255."""
+    """N images of PIXELS numbers, or of SIDE rows of SIDE, each 0–255."""
     batch = {"type": "array", "minItems": 1, "maxItems": max_images}
     return {
-        "description": f"1 to {max_images} images, each 784 pixel values or 28 rows of 28, "
-        "0–255 (white digit on black, like MNIST).",
+        "description": f"1 to {max_images} images, each {PIXELS} pixel values or {SIDE} rows of "
+        f"{SIDE}, {PIXEL_MIN}–{PIXEL_MAX} (white digit on black, like MNIST).",
         "oneOf": [
-            {**batch, "items": rows(784, PIXEL)},
-            {**batch, "items": rows(28, rows(28, PIXEL))},
+            {**batch, "items": rows(PIXELS, PIXEL)},
+            {**batch, "items": rows(SIDE, rows(SIDE, PIXEL))},
         ],
     }
 
@@ -106,7 +107,7 @@ def predict(s: Settings) -> dict[str, Any]:
         "type": "object",
         "required": ["pixels"],
         "properties": {"pixels": pixels_schema(s.max_images)},
-        "example": {"pixels": [[0] * 784]},
+        "example": {"pixels": [[0] * PIXELS]},
     }
     return {
         "summary": "Classify images given as pixel values",
@@ -125,7 +126,8 @@ def predict_image(s: Settings) -> dict[str, Any]:
         "Any mode: grey, colour, palette, 16-bit, transparent canvas, dark or light ink.",
         "minItems": 1,
         "maxItems": s.max_images,
-        "items": {"type": "string", "format": "binary"},
+        # An empty file is no image: refused with 400 like any other unreadable one.
+        "items": {"type": "string", "format": "binary", "minLength": 1},
     }
     schema = {
         "type": "object",

@@ -1,19 +1,20 @@
 """ASGI middlewares in front of the service: body size limit, backpressure, the OpenAPI document.
 
 Reads request headers and counts body bytes; writes nothing. Each refusal is a JSON
-{"error": ...} answer and one log line, sent before any parsing or model work.
+{"error": ...} answer and one log line, sent before any parsing or model work. bento.py adds
+them with BentoML's `add_asgi_middleware`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.bodies import InputError
-from serving.logs import log_refusal
+from serving.service import openapi
+from serving.service.bodies import InputError
+from serving.service.logs import log_refusal
+from serving.service.settings import Settings
 
 RETRY_AFTER_S = 1  # a busy worker drains its queue in well under a second
 
@@ -67,7 +68,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted, watched)
-        except BodyTooLarge:  # a route that does not read bodies through serving.bodies
+        except BodyTooLarge:  # a route that does not read bodies through serving.service.bodies
             if started:
                 raise
             await send_error(scope, send, 413, error)
@@ -96,8 +97,8 @@ class Admission:
 class OpenAPIDocument:
     """Serve our OpenAPI document at /docs.json, in place of the one BentoML derives."""
 
-    def __init__(self, app: ASGIApp, document: dict[str, Any]) -> None:
-        self.app, self.body = app, orjson.dumps(document)
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.body = app, orjson.dumps(openapi.document(settings))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/docs.json" and scope["method"] == "GET":

@@ -1,7 +1,7 @@
 """Request bodies -> model inputs: JSON pixels to a float32 array, a multipart form to image bytes.
 
-Reads the HTTP request body (already capped by serving.guards.BodyLimit); writes nothing. Every
-way a body can be wrong becomes an InputError carrying the HTTP status and a message in our own
+Reads the HTTP request body (already capped by guards.BodyLimit); writes nothing. Every way a
+body can be wrong becomes an InputError carrying the HTTP status and a message in our own
 words, so the service answers it as a 4xx instead of letting a library raise.
 """
 
@@ -17,8 +17,9 @@ import numpy as np
 import orjson
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
+from digits.contract import PIXELS, SIDE
 from digits.images import pixel_problem
 
 # python-multipart warns about each malformed body; our own refusal line already names it.
@@ -26,6 +27,9 @@ logging.getLogger("python_multipart").setLevel(logging.ERROR)
 FIELD = "images"  # /predict_image's multipart field
 # JSON bodies up to this size parse on the event loop: for them a thread hop costs more.
 INLINE_BYTES = 64 * 1024
+# nginx's "client closed request": nobody reads this answer, but the log and the metrics do.
+GONE = 499
+SHAPES = ((PIXELS,), (SIDE, SIDE))
 
 
 class InputError(ValueError):
@@ -57,7 +61,7 @@ def has_bool(rows: list) -> bool:
 
 
 def to_pixels(value: Any, max_images: int) -> np.ndarray:
-    """JSON pixels (N×784 or N×28×28 numbers 0–255) -> float32 (N, 784), or InputError."""
+    """JSON pixels (N×PIXELS or N×SIDE×SIDE numbers 0–255) -> float32 (N, PIXELS), or InputError."""
     try:
         X = np.asarray(value)
     except ValueError:
@@ -66,18 +70,19 @@ def to_pixels(value: Any, max_images: int) -> np.ndarray:
         raise InputError("pixels must be numbers (not strings, nulls, booleans or objects)")
     if X.ndim and len(X) == 0:
         raise InputError("empty batch: send at least one image")
-    if X.shape[1:] not in ((784,), (28, 28)):
-        raise InputError(f"pixels must have shape N×784 or N×28×28, got {list(X.shape)}")
+    if X.shape[1:] not in SHAPES:
+        error = f"pixels must have shape N×{PIXELS} or N×{SIDE}×{SIDE}, got {list(X.shape)}"
+        raise InputError(error)
     check_count(len(X), max_images)
     if problem := pixel_problem(X):
         raise InputError(problem)
-    return X.reshape(len(X), 784).astype(np.float32)
+    return X.reshape(len(X), PIXELS).astype(np.float32)
 
 
 def parse_pixels(body: bytes, max_images: int) -> np.ndarray:
-    """A /predict body -> float32 (N, 784) pixels, or InputError naming what is wrong."""
+    """A /predict body -> float32 (N, PIXELS) pixels, or InputError naming what is wrong."""
     if not body.strip():
-        raise InputError('empty body: send JSON {"pixels": [[784 numbers 0–255], ...]}')
+        raise InputError(f'empty body: send JSON {{"pixels": [[{PIXELS} numbers 0–255], ...]}}')
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as err:
@@ -108,7 +113,10 @@ async def read_pixels(
 ) -> np.ndarray:
     """The pixels of a /predict request; large bodies are parsed by `run` (a pool), off the loop."""
     check_media_type(request, "application/json", "send JSON with Content-Type: application/json")
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise InputError("client went away before sending its whole body", GONE) from None
     if len(body) <= INLINE_BYTES:
         return parse_pixels(body, max_images)
     return await run(parse_pixels, body, max_images)
@@ -174,6 +182,8 @@ async def read_images(request: Request, max_images: int) -> list[bytes]:
         parser.finalize()
     except MultipartParseError as err:
         raise InputError(f"malformed multipart body ({err})") from None
+    except ClientDisconnect:
+        raise InputError("client went away before sending its whole body", GONE) from None
     if parser.state != MultipartState.END:
         raise InputError("malformed multipart body (it ends before its closing boundary)")
     images = []

@@ -22,7 +22,7 @@ from pipeline.network import MLP, ModelParams, build_mlp, predict_logits
 from pipeline.training import TrainParams, fit
 from pipeline.transform import fit_transform
 from tests.conftest import flat_digits
-from tests.pipeline.test_train import write_prepared
+from tests.pipeline.conftest import write_prepared
 from tests.serving.conftest import running_server
 
 SEEDS = (0, 1, 2)

@@ -30,6 +30,7 @@ from pipeline.training import TrainParams, fit
 from pipeline.training_figures import DIAGNOSTIC_FIGURES
 from pipeline.transform import AffineTransform
 from tests.conftest import make_digits
+from tests.pipeline.conftest import diagnosed_run
 
 
 def write_prepared(directory: Path) -> Path:
@@ -218,8 +219,6 @@ def test_report_links_figures_that_exist_and_shows_the_figures(workspace, report
 
 def test_report_draws_the_train_stages_diagnostics_and_pictures(workspace, reports):
     from PIL import Image
-
-    from tests.pipeline.test_report import diagnosed_run
 
     run = diagnosed_run()
     (reports / "train").mkdir()

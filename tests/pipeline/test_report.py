@@ -17,6 +17,7 @@ from pipeline.training_figures import (
     plot_hidden_pca,
     plot_weight_histograms,
 )
+from tests.pipeline.conftest import diagnosed_run
 
 TARGETS = {
     "sparsity": {"target": 0.9, "reached": 0.9, "met": True},
@@ -86,42 +87,6 @@ def test_the_robustness_figure_draws_each_example_titled_with_its_answer():
     assert titles == ["clean\n3 → 3", "fog\n3 → 8 ✗"]
     drawn = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
     assert [int(image.mean()) for image in drawn] == [0, 200]  # the files' own pixels
-
-
-def diagnosed_run() -> dict:
-    """What the train stage writes for a 2-epoch run of a 2-hidden-layer ReLU net."""
-    rng = np.random.default_rng(0)
-
-    def layer(dead: float | None) -> dict:
-        counts, edges = np.histogram(rng.normal(size=100), bins=5)
-        figures = {"grad_norm": 0.5, "weight_norm": 3.0, "update_ratio": 0.1}
-        hist = {"edges": edges.tolist(), "counts": counts.tolist()}
-        if dead is None:
-            return {**figures, "histogram": hist}
-        extra = {"act_mean": 0.4, "act_std": 0.6, "dead": dead, "saturated": None}
-        return {**figures, **extra, "histogram": hist}
-
-    epochs = [
-        {
-            "epoch": e,
-            "loss": 1.0,
-            "layers": {"blocks.0": layer(0.9), "blocks.1": layer(0.1), "head": layer(None)},
-        }
-        for e in (1, 2)
-    ]
-    finding = {
-        "share": 0.5,
-        "evidence": "50% of ReLU units dead on the dev batch at the last epoch",
-        "remedy": ["a lower learning rate (train.lr)", "batchnorm (model.batchnorm: true)"],
-    }
-    pictures = {
-        "first_layer": rng.normal(size=(3, 28, 28)).tolist(),
-        "pca": rng.normal(size=(20, 2)).tolist(),
-        "pca_labels": (np.arange(20) % 10).tolist(),
-        "pca_variance": [0.3, 0.2],
-    }
-    train = {"diagnosis": {"verdict": "dead units", "findings": {"dead units": finding}}}
-    return {"train": train, "diagnostics": epochs, "pictures": pictures}
 
 
 def test_the_diagnostics_section_gives_the_verdict_its_numbers_and_the_remedy():

@@ -17,11 +17,11 @@ from torch.nn.utils import prune
 from digits.cli import cli
 from pipeline.compression import effective_weight
 from pipeline.config import ParamError, parse_group
-from pipeline.network import Activation, ModelParams, build_mlp, load_checkpoint
+from pipeline.network import Activation, load_checkpoint
 from pipeline.optim import OPTIMIZERS, SCHEDULES, lr_lambda, make_optimizer
 from pipeline.training import TrainParams, data_loss, evaluate, fit, take_subset
-from pipeline.transform import AffineTransform
 from tests.conftest import make_digits
+from tests.pipeline.conftest import tiny_model, write_prepared
 
 ACTIVATIONS = typing.get_args(Activation)
 FAST = {"epochs": 4, "batch_size": 32, "lr": 0.01, "schedule": "constant"}
@@ -32,21 +32,7 @@ def split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(n, 784), y.astype(np.int64)
 
 
-@pytest.fixture(scope="module")
-def data():
-    train, dev = split(300, 1), split(100, 2)
-    # A random projection to 32 features keeps the tiny nets fast and the classes apart.
-    matrix = np.random.default_rng(0).normal(0, 1 / 2800, size=(784, 32)).astype(np.float32)
-    transform = AffineTransform(mean=train[0].mean(axis=0).astype(np.float32), matrix=matrix)
-    return train, dev, transform
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_model(transform, seed: int = 0, **model):
-    torch.manual_seed(seed)
-    return build_mlp(ModelParams(**{"hidden": (16,), "dropout": 0.1, **model}), transform)
 
 
 def train_loss(net, train, params: TrainParams) -> float:
@@ -302,14 +288,6 @@ def largest_row_norm(net) -> float:
 def test_bad_train_params_are_rejected_naming_the_key(key, value):
     with pytest.raises(ParamError, match=f"train.{key}"):
         parse_group(TrainParams, "train", {key: value})
-
-
-def write_prepared(directory: Path, data) -> None:
-    train, dev, transform = data
-    directory.mkdir(parents=True)
-    np.savez(directory / "train.npz", x=train[0], y=train[1])
-    np.savez(directory / "dev.npz", x=dev[0], y=dev[1])
-    transform.save(directory / "transform.npz")
 
 
 @pytest.mark.slow

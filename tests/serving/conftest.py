@@ -1,7 +1,9 @@
-"""Serving fixtures: a really started `digits serve` on a free port, waited for via /readyz."""
+"""Serving fixtures: a really started `digits serve` on a free port, waited for via /readyz;
+`digits score` in-process, its CSV rows, and a numpy oracle of the fixture's linear model."""
 
 from __future__ import annotations
 
+import csv
 import os
 import socket
 import subprocess
@@ -12,8 +14,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnx
 import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
 
+from digits.cli import cli
 from digits.idx import encode_idx
 from tests.conftest import make_digits
 
@@ -76,3 +82,22 @@ def idx_pair(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     images.write_bytes(encode_idx(x))
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(encode_idx(y))
     return images, x, y
+
+
+def oracle(model: Path, pixels: np.ndarray) -> np.ndarray:
+    """Softmax probabilities of the fixture's linear model, in float64 numpy."""
+    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(model).graph.initializer}
+    logits = pixels.reshape(len(pixels), 784).astype(np.float64) @ init["W"] + init["b"]
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def run(*args: object) -> object:
+    """Invoke `digits score ... --provider cpu` in-process."""
+    return CliRunner().invoke(cli, ["score", *map(str, args), "--provider", "cpu"])
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The output CSV as dicts."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))

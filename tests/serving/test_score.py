@@ -19,10 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import numpy_helper
 from PIL import Image
 
 from digits.cli import cli
@@ -32,27 +30,9 @@ from serving.answers import Answers, answer_rows
 from serving.score import format_rows, summarize, tally
 from serving.session import cuda_problem
 from tests.conftest import make_digits
+from tests.serving.conftest import oracle, read_csv_rows, run
 
 DIGITS = Path(sys.executable).parent / "digits"
-
-
-def oracle(model: Path, pixels: np.ndarray) -> np.ndarray:
-    """Softmax probabilities of the fixture's linear model, in float64 numpy."""
-    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(model).graph.initializer}
-    logits = pixels.reshape(len(pixels), 784).astype(np.float64) @ init["W"] + init["b"]
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def run(*args: object) -> object:
-    """Invoke `digits score ... --provider cpu` in-process."""
-    return CliRunner().invoke(cli, ["score", *map(str, args), "--provider", "cpu"])
-
-
-def read_csv_rows(path: Path) -> list[dict[str, str]]:
-    """The output CSV as dicts."""
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_format_rows_csv_matches_probabilities_and_quotes_ids() -> None:

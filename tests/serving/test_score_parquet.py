@@ -13,7 +13,7 @@ import serving
 from digits.cli import cli
 from serving import score as score_module
 from tests.conftest import assert_one_line_error
-from tests.serving.test_score import oracle, read_csv_rows, run
+from tests.serving.conftest import oracle, read_csv_rows, run
 
 try:
     import pyarrow as pa

@@ -5,7 +5,7 @@ SERVING_VENV ?= .venv-serving
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup repro test test-serving lint browser mutation
+.PHONY: setup repro test test-main test-long test-serving lint browser mutation
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,12 +40,21 @@ lint: setup
 test-serving: $(SERVING_VENV)/.installed browser
 	@$(SERVING_VENV)/bin/python -c 'import importlib.util as u, sys; \
 		sys.exit("torch is in the serving install" if u.find_spec("torch") else 0)'
-	PATH=$(abspath $(SERVING_VENV))/bin:$$PATH $(SERVING_VENV)/bin/python -m pytest -m 'not slow' tests/digits tests/serving
+	PATH=$(abspath $(SERVING_VENV))/bin:$$PATH $(SERVING_VENV)/bin/python -m pytest \
+		-p no:cacheprovider -m 'not slow' tests/digits tests/serving
 
+# Three processes at once, each output printed whole as it ends; make fails if any fails. The
+# `long` tests (the 1,000-example schemathesis run: one busy core for ~8 min, schemathesis is
+# single-threaded) run beside the rest and the serving install's run instead of after them.
 # pytest exits 5 when it collects nothing; that is a failure of the suite, not a pass.
 test: setup browser lint
-	pytest
-	$(MAKE) test-serving
+	$(MAKE) -j3 --output-sync=target test-main test-long test-serving
+
+test-main: setup
+	pytest -m 'not long'
+
+test-long: setup
+	pytest -p no:cacheprovider -m long
 
 # Mutation testing (about 20 min on 2 cores; not part of `make test`): per-module kill rates.
 mutation: setup

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from digits.images import to_mnist
 from digits.lines import LEVEL, without_lines
-from tests.digits.test_ink import close, four
+from tests.digits.conftest import close, four
 
 
 def ink_of(image: Image.Image) -> np.ndarray:

@@ -28,7 +28,7 @@ from pipeline.onnx_export.ensemble_graph import (
 from pipeline.training.loop import fit
 from pipeline.training.params import TrainParams
 from tests.conftest import flat_digits
-from tests.pipeline.test_train import write_prepared
+from tests.pipeline.conftest import write_prepared
 from tests.serving.conftest import running_server
 
 SEEDS = (0, 1, 2)

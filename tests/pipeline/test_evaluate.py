@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 from collections import Counter
@@ -12,6 +14,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 from sklearn.metrics import confusion_matrix
 
 from digits.cli import cli
@@ -32,6 +35,7 @@ from pipeline.stages.evaluate import SPLITS, EvaluateParams
 from pipeline.training.loop import fit
 from pipeline.training.params import TrainParams
 from tests.conftest import make_digits
+from tests.pipeline.conftest import diagnosed_run
 
 
 def write_prepared(directory: Path) -> Path:
@@ -221,8 +225,6 @@ def test_report_links_figures_that_exist_and_shows_the_figures(workspace, report
 def test_report_draws_the_train_stages_diagnostics_and_pictures(workspace, reports):
     from PIL import Image
 
-    from tests.pipeline.test_report import diagnosed_run
-
     run = diagnosed_run()
     (reports / "train").mkdir()
     (reports / "train.json").write_text(json.dumps(run["train"]))
@@ -237,6 +239,130 @@ def test_report_draws_the_train_stages_diagnostics_and_pictures(workspace, repor
     for name in DIAGNOSTIC_FIGURES:
         with Image.open(reports / "figures" / name) as image:
             assert image.format == "PNG"
+
+
+REPORT_SECTIONS = {  # in report order: each section and the figures it shows
+    "Metrics": [],
+    "Compression": [],
+    "This run against the seed band": [],
+    "Bias and variance": [],
+    "Learning curve": ["learning_curve.png"],
+    "Inside the network (dense model, training)": list(DIAGNOSTIC_FIGURES),
+    "Confusion matrices (test)": ["confusion.png"],
+    "Per-class scores (test)": [],
+    "Calibration (test)": ["reliability.png"],
+    "Worst errors (compressed model, test)": ["worst_errors.png"],
+    "Robustness (deployed model, image files)": ["robustness.png"],
+}
+
+
+def add_every_optional_input(reports: Path) -> None:
+    """What the stages besides evaluate write, so the report draws every section and figure."""
+    curve = [
+        {"fraction": 0.5, "train_size": 150, "epochs": 2, "train_error": 0.0, "dev_error": 0.2},
+        {"fraction": 1.0, "train_size": 300, "epochs": 1, "train_error": 0.01, "dev_error": 0.1},
+    ]
+    (reports / "learning_curve.json").write_text(json.dumps(curve))
+    run = diagnosed_run()
+    (reports / "train").mkdir()
+    (reports / "train.json").write_text(json.dumps(run["train"]))
+    for name in ("diagnostics", "pictures"):
+        (reports / "train" / f"{name}.json").write_text(json.dumps(run[name]))
+    targets = {"sparsity": {"target": 0.9, "reached": 0.91, "met": True}}
+    deployed = {"weights_nonzero": 2000, "preprocess_map_entries": 0, "macs_per_image": 2000}
+    compressed = {"sparsity": 0.91, "targets": targets, "deployed": deployed}
+    (reports / "compress.json").write_text(json.dumps(compressed))
+    robustness = {
+        "model_version": "v", "clean_accuracy": 0.99, "mean_corruption_accuracy": 0.9,
+        "worst_corruption": "fog", "worst_corruption_accuracy": 0.9, "font_accuracy": 0.95,
+        "corruptions": {"fog": 0.9}, "fonts": {"DejaVuSans": 0.95},
+    }  # fmt: skip
+    (reports / "robustness.json").write_text(json.dumps(robustness))
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(png, format="PNG")
+    drawn = base64.b64encode(png.getvalue()).decode()
+    examples = [
+        {"set": name, "label": 1, "answer": 1, "confidence": 0.9, "png": drawn}
+        for name in ("clean", "fog")
+    ]
+    (reports / "robustness").mkdir()
+    (reports / "robustness" / "examples.json").write_text(json.dumps(examples))
+
+
+def sections(markdown: str) -> dict[str, str]:
+    """The report's `## ` sections by heading, in order, each with its text."""
+    parts = re.split(r"^## (.+)$", markdown, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_report_has_every_section_in_order_each_linking_the_figures_drawn_for_it(
+    workspace, reports
+):
+    add_every_optional_input(reports)
+    result = report(reports, workspace["prepared"])
+    assert result.exit_code == 0, result.output
+    markdown = (reports / "report.md").read_text()
+    assert markdown.startswith("# digits: evaluation report\n")
+    found = sections(markdown)
+    assert list(found) == list(REPORT_SECTIONS)
+    for heading, text in found.items():
+        links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+        assert links == [f"figures/{name}" for name in REPORT_SECTIONS[heading]], heading
+        assert "Not computed" not in text, heading  # every input was there
+    drawn = sorted(path.name for path in (reports / "figures").iterdir())
+    assert drawn == sorted(name for names in REPORT_SECTIONS.values() for name in names)
+    for name in drawn:
+        with Image.open(reports / "figures" / name) as image:
+            assert image.format == "PNG" and min(image.size) >= 100, name
+            low, high = image.convert("L").getextrema()
+            assert high - low > 100, name  # something is drawn on it
+
+
+def table(text: str) -> list[list[str]]:
+    """The rows of the first Markdown table in text (header and rule skipped), cells stripped."""
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def share(cell: str) -> float:
+    """'12.34%' -> 0.1234 ('nan%' -> nan)."""
+    assert cell.endswith("%"), cell
+    return float(cell[:-1]) / 100
+
+
+def test_report_figures_are_the_evaluate_json_values(workspace, reports):
+    result = report(reports, workspace["prepared"])
+    assert result.exit_code == 0, result.output
+    markdown = (reports / "report.md").read_text()
+    read = json.loads((reports / "evaluate.json").read_text(), parse_constant=float.__call__)
+    detail = json.loads((reports / "evaluate/detail.json").read_text(), parse_constant=float)
+    found = sections(markdown)
+    close = {"abs": 5e-5, "nan_ok": True}  # two decimals of a percentage, four of a number
+    metrics = table(found["Metrics"])
+    assert [row[0] for row in metrics] == ["dense", "compressed"]
+    for name, *cells in metrics:
+        m = read[name]
+        splits = [m[f"{s}_accuracy"] for s in ("train", "dev", "test")]
+        assert [share(c) for c in cells[:3]] == pytest.approx(splits, **close)
+        test = [m["test_loss"], m["test_macro_f1"], m["test_ece"]]
+        assert [float(c) for c in cells[3:]] == pytest.approx(test, **close)
+    for name, *cells in table(found["Bias and variance"]):
+        m, d = read[name], read["diagnosis"][name]
+        errors = [m[f"{s}_error"] for s in ("train", "dev", "test")]
+        gaps = [d[k] for k in ("avoidable_bias", "variance", "dev_test_gap")]
+        assert [share(c) for c in cells[:6]] == pytest.approx(errors + gaps, **close)
+        assert cells[6] == f"**{d['verdict']}**"
+    per_class = table(found["Per-class scores (test)"])
+    assert [int(row[0]) for row in per_class] == list(range(10))
+    for digit, support, *cells in per_class:
+        scores = [detail[name]["test"]["per_class"] for name in ("dense", "compressed")]
+        assert int(support) == scores[0]["support"][int(digit)]
+        expected = [s[k][int(digit)] for s in scores for k in ("precision", "recall", "f1")]
+        assert [float(c) for c in cells] == pytest.approx(expected, **close)
+    headline = re.search(r"classifies (\S+) of the 10,000 .* verdict is \*\*(.+)\*\*", markdown)
+    compressed = read["compressed"]["test_accuracy"], read["diagnosis"]["compressed"]["verdict"]
+    assert share(headline[1]) == pytest.approx(compressed[0], **close)
+    assert headline[2] == compressed[1]
 
 
 def test_report_places_this_run_in_the_seed_band(workspace, reports):

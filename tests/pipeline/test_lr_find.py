@@ -9,12 +9,12 @@ from click.testing import CliRunner
 from digits.cli import cli
 from pipeline.tools.lr_find import lr_sweep, suggest_lr
 from pipeline.training.params import TrainParams
-from tests.pipeline.test_train import data, tiny_model, write_prepared  # noqa: F401
+from tests.pipeline.conftest import tiny_model, write_prepared
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_sweep_grows_geometrically_stops_on_divergence_and_suggests_below_it(data):  # noqa: F811
+def test_sweep_grows_geometrically_stops_on_divergence_and_suggests_below_it(data):
     train, _, transform = data
     params = TrainParams(optimizer="sgd", batch_size=4, weight_decay=0.0)
     lrs, losses = lr_sweep(tiny_model(transform), train, params, 1e-4, 1e4, steps=70)
@@ -28,7 +28,7 @@ def test_sweep_grows_geometrically_stops_on_divergence_and_suggests_below_it(dat
     assert losses[best] < 0.8 * losses[0]
 
 
-def test_lr_find_command_writes_curve_json_and_png(data, tmp_path, monkeypatch):  # noqa: F811
+def test_lr_find_command_writes_curve_json_and_png(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_prepared(tmp_path / "data/prepared", data)
     params = {"model": {"hidden": [16]}, "train": {"batch_size": 8}}

@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 import signal
@@ -13,16 +14,17 @@ import torch
 import yaml
 from click.testing import CliRunner
 from torch.nn.utils import prune
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from digits.cli import cli
 from pipeline.compression.pruning import effective_weight
 from pipeline.config import ParamError, parse_group
-from pipeline.model.network import Activation, ModelParams, build_mlp, load_checkpoint
-from pipeline.model.transform import AffineTransform
-from pipeline.training.loop import data_loss, evaluate, fit, take_subset
+from pipeline.model.network import Activation, load_checkpoint
+from pipeline.training.loop import data_loss, evaluate, fit, penalty, take_subset
 from pipeline.training.optim import lr_lambda, make_optimizer
 from pipeline.training.params import OPTIMIZERS, SCHEDULES, TrainParams
 from tests.conftest import make_digits
+from tests.pipeline.conftest import tiny_model, write_prepared
 
 ACTIVATIONS = typing.get_args(Activation)
 FAST = {"epochs": 4, "batch_size": 32, "lr": 0.01, "schedule": "constant"}
@@ -33,21 +35,7 @@ def split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(n, 784), y.astype(np.int64)
 
 
-@pytest.fixture(scope="module")
-def data():
-    train, dev = split(300, 1), split(100, 2)
-    # A random projection to 32 features keeps the tiny nets fast and the classes apart.
-    matrix = np.random.default_rng(0).normal(0, 1 / 2800, size=(784, 32)).astype(np.float32)
-    transform = AffineTransform(mean=train[0].mean(axis=0).astype(np.float32), matrix=matrix)
-    return train, dev, transform
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_model(transform, seed: int = 0, **model):
-    torch.manual_seed(seed)
-    return build_mlp(ModelParams(**{"hidden": (16,), "dropout": 0.1, **model}), transform)
 
 
 def train_loss(net, train, params: TrainParams) -> float:
@@ -305,14 +293,6 @@ def test_bad_train_params_are_rejected_naming_the_key(key, value):
         parse_group(TrainParams, "train", {key: value})
 
 
-def write_prepared(directory: Path, data) -> None:
-    train, dev, transform = data
-    directory.mkdir(parents=True)
-    np.savez(directory / "train.npz", x=train[0], y=train[1])
-    np.savez(directory / "dev.npz", x=dev[0], y=dev[1])
-    transform.save(directory / "transform.npz")
-
-
 @pytest.mark.slow
 def test_train_command_writes_checkpoint_metrics_and_dvclive_and_resumes(
     data, tmp_path, monkeypatch
@@ -401,3 +381,141 @@ def test_a_train_subset_is_a_seeded_share_in_order_and_the_whole_split_is_untouc
     assert not np.array_equal(take_subset((x, y), 0.25, seed=1)[0], sx)
     with pytest.raises(ParamError, match=r"train.subset must be in \(0, 1\]"):
         parse_group(TrainParams, "train", {"subset": 0.0})
+
+
+# One full-batch SGD step, no momentum, dropout or batchnorm: fit's first epoch is then exactly
+# "loss at the initial weights, then w - lr * grad(objective)", which torch computes as an oracle.
+ONE_STEP = {"epochs": 1, "batch_size": 1000, "optimizer": "sgd", "lr": 0.5,
+            "schedule": "constant", "weight_decay": 0.0}  # fmt: skip
+
+
+def plain_net(transform):
+    return tiny_model(transform, seed=4, dropout=0.0, batchnorm=False)
+
+
+def oracle_objective(net, train, options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(data loss, objective) of a batch as the options define them, from torch's primitives."""
+    x, y = torch.from_numpy(train[0]).float(), torch.from_numpy(train[1])
+    logits = net(x)  # (N, 10)
+    if options.get("loss") == "mse":  # softmax against one-hot, mean over all N×10 entries
+        target = torch.nn.functional.one_hot(y, 10).float()
+        loss = torch.nn.functional.mse_loss(logits.softmax(dim=1), target)
+    else:
+        smoothing = options.get("label_smoothing", 0.0)
+        loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=smoothing)
+    objective = loss
+    linear_weights = [m.weight for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    objective = objective + options.get("l1", 0.0) * sum(W.abs().sum() for W in linear_weights)
+    decay = options.get("weight_decay", 0.0)  # SGD's L2: every parameter, biases included
+    return loss, objective + 0.5 * decay * sum(p.pow(2).sum() for p in net.parameters())
+
+
+def sgd_step_by_hand(net, train, options: dict) -> tuple[float, dict[str, torch.Tensor]]:
+    """The data loss at the net's weights and its weights after one SGD step on the objective."""
+    net = copy.deepcopy(net)
+    loss, objective = oracle_objective(net, train, options)
+    objective.backward()
+    with torch.no_grad():
+        for p in net.parameters():
+            p -= ONE_STEP["lr"] * p.grad
+    return loss.item(), {k: v.detach() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("options", "ignored"),
+    [
+        ({}, None),
+        ({"label_smoothing": 0.3}, {"label_smoothing": 0.0}),
+        ({"loss": "mse"}, {"loss": "cross_entropy"}),
+        ({"l1": 1e-2}, {"l1": 0.0}),
+        ({"weight_decay": 0.1}, {"weight_decay": 0.0}),
+    ],
+    ids=["cross_entropy", "label_smoothing", "mse", "l1", "weight_decay"],
+)
+def test_fit_minimises_the_configured_loss_and_penalty_as_torch_computes_them(
+    data, options, ignored
+):
+    train, dev, transform = data
+    net = plain_net(transform)
+    expected_loss, expected = sgd_step_by_hand(net, train, options)
+    history = fit(net, train, dev, TrainParams(**{**ONE_STEP, **options}))
+    # The recorded train loss is the data loss at the initial weights (penalties excluded).
+    assert history[0]["train_loss"] == pytest.approx(expected_loss, rel=1e-6)
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
+    if ignored is not None:  # the oracle tells the option apart: ignoring it would fail above
+        _, without = sgd_step_by_hand(plain_net(transform), train, {**options, **ignored})
+        gap = max((expected[k] - without[k]).abs().max().item() for k in expected)
+        assert gap > 1e-4, gap
+
+
+def test_label_smoothing_shifts_the_loss_towards_the_mean_log_loss_over_classes(data):
+    train, _, transform = data
+    net = plain_net(transform)
+    with torch.no_grad():
+        logits = net(torch.from_numpy(train[0]).float())
+    y = torch.from_numpy(train[1])
+    log_p = logits.log_softmax(dim=1)  # (N, 10)
+    plain = -log_p.gather(1, y[:, None]).mean()
+    uniform = -log_p.mean()  # the cross-entropy against the uniform target
+    for s in (0.0, 0.1, 0.5):
+        loss = data_loss(logits, y, TrainParams(label_smoothing=s))
+        assert loss.item() == pytest.approx(((1 - s) * plain + s * uniform).item(), rel=1e-6)
+        oracle = torch.nn.functional.cross_entropy(logits, y, label_smoothing=s)
+        assert loss.item() == pytest.approx(oracle.item(), rel=1e-6)
+    assert abs(uniform - plain) > 0.1  # so smoothing really moves the loss
+
+
+def test_the_penalty_is_l1_and_half_l2_over_linear_weights_only_as_the_layers_use_them(data):
+    _, _, transform = data
+    net = tiny_model(transform, hidden=(16, 12), batchnorm=True)
+    prune.l1_unstructured(net.blocks[0].linear, "weight", amount=0.5)
+    used = [  # independent of penalty's own walk: every nn.Linear, masked where pruned
+        m.weight_orig * m.weight_mask if prune.is_pruned(m) else m.weight
+        for m in net.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
+    assert len(used) == 3
+    l1, l2 = 0.01, 0.3
+    expected = l1 * sum(W.abs().sum() for W in used) + 0.5 * l2 * sum(W.pow(2).sum() for W in used)
+    assert penalty(net, l1, l2).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert penalty(net, 0.0, 0.0).item() == 0.0
+    with torch.no_grad():  # biases and batchnorm are not penalised
+        for name, p in net.named_parameters():
+            if not name.endswith("weight") and not name.endswith("weight_orig") or "norm" in name:
+                p.add_(5.0)
+    assert penalty(net, l1, l2).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("clip_norm", [None, 0.05])
+def test_clip_norm_rescales_the_global_gradient_to_at_most_its_bound_before_each_step(
+    data, clip_norm
+):
+    train, dev, transform = data
+    net = tiny_model(transform)
+    raw: dict[torch.nn.Parameter, torch.Tensor] = {}  # each step's gradient before clipping
+    steps: list[tuple[float, float]] = []  # (norm before clipping, norm the optimizer steps on)
+
+    def keep_raw(p: torch.nn.Parameter) -> None:
+        raw[p] = p.grad.detach().clone()
+
+    def before_step(optimizer, args, kwargs) -> None:
+        grads = [p for group in optimizer.param_groups for p in group["params"]]
+        before = torch.linalg.vector_norm(torch.stack([raw[p].norm() for p in grads])).item()
+        after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in grads])).item()
+        scale = 1.0 if clip_norm is None else min(1.0, clip_norm / (before + 1e-6))
+        for p in grads:  # torch's clip_grad_norm_: one factor for every gradient
+            torch.testing.assert_close(p.grad, raw[p] * scale, rtol=1e-5, atol=1e-8)
+        steps.append((before, after))
+
+    hooks = [p.register_post_accumulate_grad_hook(keep_raw) for p in net.parameters()]
+    hooks.append(register_optimizer_step_pre_hook(before_step))
+    try:
+        fit(net, train, dev, TrainParams(**{**FAST, "epochs": 2}, clip_norm=clip_norm))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(steps) == 2 * -(-len(train[1]) // FAST["batch_size"])
+    assert sum(before > 0.05 for before, _ in steps) > len(steps) // 2  # the bound bites
+    if clip_norm is not None:
+        assert max(after for _, after in steps) <= clip_norm * (1 + 1e-5)

@@ -104,3 +104,24 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
     """The output CSV as dicts."""
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def assert_answers(
+    answer: dict, expected: np.ndarray, version: str, threshold: float = 0.5
+) -> None:
+    """The whole JSON answer of a prediction route for images that each hold a digit.
+
+    One entry per image in every list; probability rows of 10 that sum to 1 and match the
+    oracle's `expected`; each digit their argmax; no reasons; low confidence exactly where the
+    top probability is under the threshold; the model's version.
+    """
+    n = len(expected)
+    assert set(answer) == {"digits", "probabilities", "reasons", "low_confidence", "model_version"}
+    probabilities = np.asarray(answer["probabilities"], dtype=np.float64)
+    assert probabilities.shape == (n, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+    assert answer["digits"] == probabilities.argmax(axis=1).tolist()
+    assert answer["reasons"] == [None] * n
+    assert answer["low_confidence"] == (probabilities.max(axis=1) < threshold).tolist()
+    assert answer["model_version"] == version

@@ -19,7 +19,7 @@ from PIL import Image
 
 from digits.images import load_image, to_mnist
 from tests.conftest import make_digits, write_linear_onnx
-from tests.serving.conftest import running_server
+from tests.serving.conftest import assert_answers, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -66,12 +66,8 @@ def digits_images(n: int, seed: int) -> np.ndarray:
 def test_predict_matches_onnxruntime(url: str, model: Path) -> None:
     pixels = digits_images(5, seed=1)
     response = httpx.post(f"{url}/predict", json={"pixels": pixels.reshape(5, 784).tolist()})
-    assert response.status_code == 200
-    answer = response.json()
-    expected = oracle(model, pixels.astype(np.float32))
-    np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
-    assert answer["digits"] == expected.argmax(axis=1).tolist()
-    assert answer["model_version"] == "v7"
+    assert response.status_code == 200, response.text
+    assert_answers(response.json(), oracle(model, pixels.astype(np.float32)), version="v7")
 
 
 def test_predict_accepts_28x28(url: str, model: Path) -> None:
@@ -111,9 +107,61 @@ def test_info_reports_provider_and_metadata(url: str) -> None:
     assert info["model_name"] == "digits"
 
 
-@pytest.mark.parametrize("path", ["/readyz", "/livez", "/metrics", "/schema.json", "/docs", "/"])
-def test_service_routes(url: str, path: str) -> None:
-    assert httpx.get(f"{url}{path}").status_code == 200
+def probe_body(response: httpx.Response) -> None:
+    """BentoML's readiness and liveness probes: plain text, nothing but a newline."""
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text.strip() == ""
+
+
+def prometheus_body(response: httpx.Response) -> None:
+    """Prometheus text with our series, each digit's answer count among them from the start."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    # Those with no labels or labels known in advance; the per-status counts appear with a status.
+    ours = {
+        "digits_predictions", "digits_confidence", "digits_image_decode_seconds",
+        "digits_batch_size", "digits_low_confidence_answers", "digits_request_seconds",
+    }  # fmt: skip
+    assert ours <= set(families), ours - set(families)
+    answered = {s.labels["digit"] for s in families["digits_predictions"].samples}
+    assert {str(d) for d in range(10)} | {"none"} <= answered
+
+
+def schema_body(response: httpx.Response) -> None:
+    """BentoML's service schema: the digits service and both prediction routes."""
+    schema = response.json()
+    assert schema["name"] == "digits"
+    assert {r["route"] for r in schema["routes"]} >= {"/predict", "/predict_image"}
+
+
+def html_body(title: str, element: str):
+    """An HTML page with this title holding this element."""
+
+    def check(response: httpx.Response) -> None:
+        assert response.headers["content-type"].startswith("text/html")
+        assert re.search(rf"<title>{re.escape(title)}</title>", response.text), response.text[:300]
+        assert element in response.text
+
+    return check
+
+
+ROUTES = {
+    "/readyz": probe_body,
+    "/livez": probe_body,
+    "/metrics": prometheus_body,
+    "/schema.json": schema_body,
+    "/docs": html_body("digits — HTTP API", '<div id="swagger-ui">'),
+    "/": html_body("digits", '<canvas id="pad"'),  # the drawing page
+}
+
+
+@pytest.mark.parametrize("path", ROUTES)
+def test_each_get_route_answers_its_own_content(url: str, path: str) -> None:
+    response = httpx.get(f"{url}{path}")
+    assert response.status_code == 200, response.text
+    ROUTES[path](response)
 
 
 def test_docs_page_loads_swagger_ui_on_the_openapi_document(url: str) -> None:

@@ -76,6 +76,7 @@ def test_schemathesis_finds_nothing(url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # schemathesis is single-threaded: `make test` gives it a core of its own
 def test_schemathesis_finds_nothing_in_1000_examples_per_operation(
     url: str, tmp_path: Path
 ) -> None:

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from digits.contract import SIDE
 from digits.ink import MIN_CONTRAST, to_gray, to_ink
 from digits.strokes import in_band, normalized_strokes
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 MAX_PIXELS = 4096 * 4096  # far above any digit photo; stops decompression bombs before decoding
-BOX, SIZE = 20, 28  # MNIST: digit scaled into a 20×20 box, placed in a 28×28 field
+BOX, SIZE = 20, SIDE  # MNIST: digit scaled into a 20×20 box, placed in a 28×28 field
 INK = 32  # ink at least this bright counts for the bounding box
 MAX_SKEW = 1.0  # deskew shears by at most 45°: steeper "slants" are shapes, not handwriting
 

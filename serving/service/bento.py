@@ -23,6 +23,7 @@ import bentoml
 import orjson
 from starlette.responses import Response
 
+from digits.contract import DESKEW_KEY, THRESHOLD_KEY
 from serving.service.guards import Admission, BodyLimit, OpenAPIDocument
 from serving.service.logs import use_json_logs
 from serving.service.pages import PAGES
@@ -148,8 +149,8 @@ class Digits:
             "provider": model.provider,
             "verified": self.verified,
             "version": model.version,
-            "confidence_threshold": str(model.threshold),  # in use: the model's or default
-            "deskew": str(model.deskew).lower(),
+            THRESHOLD_KEY: str(model.threshold),  # in use: the model's or default
+            DESKEW_KEY: str(model.deskew).lower(),
             **model.metadata,
         }
 

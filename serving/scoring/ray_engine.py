@@ -1,12 +1,13 @@
 """Batch scoring on Ray Data: `digits score --engine ray`, the local scorer spread over a cluster.
 
 Reads IDX (raw or gzip), .npy, Parquet and image files from local paths (every node must see
-them) or any pyarrow filesystem URI (s3://, gs://, hdfs://…) in Ray read tasks, with the readers
-of inputs.py; scores them with map_batches over an actor pool, one ONNX Runtime session per
-actor (serving/session.py); writes a directory of Parquet, CSV or JSONL part files with the local
-engine's columns and formatting (rows.py). A local directory is swapped in atomically; a URI gets
-`_SUCCESS` written last. Needs the `ray` extra. Writes nothing else. score_dataset takes the
-ScoreOptions that command.py builds.
+them) or any pyarrow filesystem URI (s3://, gs://, hdfs://…) with the readers of inputs.py, in
+read tasks that Ray Data fuses into the scoring actors (map_batches over an actor pool, one warm
+one-thread ONNX Runtime session per actor, opened from the model's path or URI), so pixels
+never pass through the object store; writes a directory of Parquet, CSV or JSONL part files
+with the local engine's columns and formatting (rows.py) in write tasks. A local directory is
+swapped in atomically; a URI gets `_SUCCESS` written last. Needs the `ray` extra. Writes
+nothing else. score_dataset takes the ScoreOptions that command.py builds.
 """
 
 from __future__ import annotations
@@ -493,9 +494,10 @@ def stderr_without(marker: bytes) -> Iterator[None]:
     saved, (read, write) = os.dup(2), os.pipe()
     os.dup2(write, 2)
     os.close(write)
+    target = os.dup(saved)  # the pump's own: `saved` is closed when the block ends
 
     def pump() -> None:
-        with os.fdopen(read, "rb", buffering=0) as pipe, os.fdopen(os.dup(saved), "wb", 0) as out:
+        with os.fdopen(read, "rb", buffering=0) as pipe, os.fdopen(target, "wb", 0) as out:
             rest = b""
             while chunk := pipe.read(1 << 16):
                 *lines, rest = re.split(rb"(?<=[\r\n])", rest + chunk)
@@ -532,13 +534,13 @@ def connect(address: str | None, quiet: bool) -> None:
     )
 
 
-def model_uri(model: Path | str) -> str:
+def model_uri(model: str | Path) -> str:
     """The model as every actor opens it: a URI as given, a local path made absolute."""
     return str(model) if "://" in str(model) else os.path.abspath(model)
 
 
 def score_dataset(
-    model: Path, inputs: list[str], output: str, options: ScoreOptions, threshold: float
+    model: str | Path, inputs: list[str], output: str, options: ScoreOptions, threshold: float
 ) -> Totals:
     """Score inputs on Ray into a directory of part files; `threshold` is the model's."""
     skipped = [] if options.skip_bad else None
@@ -550,7 +552,7 @@ def score_dataset(
 
 
 def run_job(
-    model: Path,
+    model: str | Path,
     paths: list[str],
     names: dict[str, str],
     output: str,

@@ -178,6 +178,10 @@ def summarize(rounds: list[dict[str, dict]], kinds: list[str], cpus: int) -> dic
                 "peak_pss_mib_small": max(a["peak_pss_mib"] for a, _ in pairs),
                 "peak_pss_mib_large": max(b["peak_pss_mib"] for _, b in pairs),
             }
+            if engine == "ray":  # what the job adds to a cluster at rest
+                row[engine]["job_pss_mib_small"] = max(
+                    a["peak_pss_mib"] - a["cluster_idle_pss_mib"] for a, _ in pairs
+                )
         ratios = [
             slope(r[f"ray_{kind}_small"], r[f"ray_{kind}_large"])
             / slope(r[f"local_{kind}_small"], r[f"local_{kind}_large"])
@@ -241,7 +245,9 @@ def main(model: Path, images: int, large: int, rounds: int, kinds: str) -> None:
                     args = [str(used), str(path), "--engine", "ray", "--ray-address", address]
                     args += ["--actors", str(cpus), "--batch-size", "4096"]
                     out = tmp / f"ray-{name}.parquet"
+                    idle = tree_pss_mib(cluster)  # Ray's own, Ray Data's system actors included
                     runs[f"ray_{name}"] = run_score(args, ray_env, out, cluster)
+                    runs[f"ray_{name}"]["cluster_idle_pss_mib"] = round(idle)
                     shutil.rmtree(out)
                 raw.append(runs)
                 # Ray's fixed cost per job (connect, start the actors, load the model, commit):

@@ -342,19 +342,25 @@ class OnnxScorer:
     """A map_batches actor: one warm one-thread ONNX Runtime session, opened from the model's
     path or URI in the constructor (so nothing large goes through the object store)."""
 
-    def __init__(self, model: str, provider: str) -> None:
+    def __init__(self, model: str, provider: str, batch: int) -> None:
         with model_file(model) as path:
             self.model = load_model(path, provider=provider, threads=1)  # one CPU per actor
         self.model.predict(np.zeros((1, PIXELS), np.float32))  # the first run allocates
+        self.batch = batch
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, block: pa.Table) -> Iterator[pa.Table]:
+        """Score a read task's rows `batch` at a time (Ray Data hands over a fused read's
+        output whole, up to its block size: ~100 MB of pixels)."""
+        for start in range(0, block.num_rows, self.batch):
+            yield self.score(block.slice(start, self.batch))
+
+    def score(self, batch: pa.Table) -> pa.Table:
         """Pixels -> probabilities (N, 10) and reasons for no digit; source, label, error pass."""
         pixels = column_array(batch, "pixels").to_numpy().reshape(-1, PIXELS)  # zero-copy
         _, probabilities = self.model.predict(pixels.astype(np.float32))
         given = batch.column("reason")
-        reasons = no_digit_reasons(
-            pixels, given.to_pylist() if given.null_count < len(given) else None
-        )
+        listed = given.to_pylist() if given.null_count < len(given) else None
+        reasons = no_digit_reasons(pixels, listed)
         passed = batch.select(["source", "label", "error"])
         passed = passed.append_column("reason", pa.array(reasons, pa.string()))
         return passed.append_column("probabilities", ArrowTensorArray.from_numpy(probabilities))
@@ -567,11 +573,16 @@ def run_job(
         pool = min(
             options.actors or max(1, int(ray.cluster_resources().get("CPU", 1))), source.count
         )
-        # One read task per piece, each block a batch: Ray Data fuses the reads into the
-        # actors, so pixels never pass through the object store (only scores do).
+        # One read task per piece and no batch size here (the actor slices its batches): Ray
+        # Data then fuses the reads into the actors, so pixels never pass through the object
+        # store, only scores do.
         scored = ray.data.read_datasource(source, override_num_blocks=source.count).map_batches(
             OnnxScorer,
-            fn_constructor_kwargs={"model": model_uri(model), "provider": options.provider},
+            fn_constructor_kwargs={
+                "model": model_uri(model),
+                "provider": options.provider,
+                "batch": options.batch_size,
+            },
             batch_size=None,
             batch_format="pyarrow",
             zero_copy_batch=True,

@@ -2,12 +2,16 @@
 
 Reads the ONNX model (default models/digits.onnx; when missing, the random 784-512-256-10 MLP
 of bench/score_throughput.py) and data/raw/t10k-images-idx3-ubyte (when missing, 10,000
-tests/conftest.make_digits images). Tiles them into a 1,000,000-image IDX file and a Parquet file
-in a temp dir, scores each to Parquet with the local scorer and with Ray (a one-node cluster on
-127.0.0.1 with this machine's CPUs, one actor per CPU), and samples the peak summed PSS of every
-process involved (the shared object store counts once). Writes bench/results/ray_throughput.json
-and prints one summary line.
-Run: `python bench/ray_throughput.py [--model PATH] [--images 1000000]` (needs digits[ray]).
+tests/conftest.make_digits images). Tiles them into IDX and Parquet files of two sizes (default
+1M and 3M images) in a temp dir and scores each to Parquet with the local scorer and with Ray (a
+one-node cluster on 127.0.0.1 with this machine's CPUs, one actor per CPU), run by run in
+alternating rounds. Reports medians over rounds: each engine's steady-state rate (the slope
+between the two sizes, so fixed costs drop out) per core / per actor and their ratio, Ray's
+fixed cost per job (a 1,000-image job), the peak summed PSS of every process involved (the
+shared object store counts once; also less the cluster at rest), and every ERROR or WARNING
+line the commands printed. Writes bench/results/ray_throughput.json and prints a summary.
+Run: `python bench/ray_throughput.py [--model PATH] [--images 1000000] [--large 3000000]`
+(needs digits[ray]).
 """
 
 from __future__ import annotations

@@ -57,12 +57,14 @@ def report(totals: Totals, output: str, seconds: float, quiet: bool) -> None:
             click.echo(f"  {line}", err=True)
 
 
-def score_on_ray(model: Path, inputs: Sequence[str], output: str, options: ScoreOptions) -> Totals:
-    """Score on a Ray cluster (ray_engine.py) into the directory or URI `output`."""
+def score_on_ray(model: str, inputs: Sequence[str], output: str, options: ScoreOptions) -> Totals:
+    """Score on a Ray cluster (ray_engine.py) into the directory or URI `output`; the model is
+    a path every node sees or a URI, opened by each actor."""
     if options.labels:
         hint = "needs --engine local (Ray reads labels beside IDX files and Parquet's 'label')"
         raise click.BadParameter(hint, param_hint="--labels")
-    checked = open_model(model, "cpu", quiet=True)  # a bad model fails here, not in each actor
+    if "://" not in model:  # a bad model fails here, not in each actor
+        checked = open_model(Path(model), "cpu", quiet=True)
     try:
         from serving.scoring import ray_engine
     except ImportError as err:
@@ -70,14 +72,21 @@ def score_on_ray(model: Path, inputs: Sequence[str], output: str, options: Score
             raise
         hint = "--engine ray needs the ray extra: pip install 'digits[ray]'"
         raise click.ClickException(hint) from None
+    if "://" in model:
+        try:
+            with ray_engine.model_file(model) as path:
+                checked = open_model(Path(path), "cpu", quiet=True)
+        except OSError as err:
+            raise click.ClickException(f"{model}: {err}") from None
     threshold = checked.threshold  # the sink flags answers under it
     return ray_engine.score_dataset(model, list(inputs), output, options, threshold)
 
 
-def score_here(model: Path, inputs: Sequence[str], output: str, options: ScoreOptions) -> Totals:
+def score_here(model: str, inputs: Sequence[str], output: str, options: ScoreOptions) -> Totals:
     """Score in this process (local.py) into the file `output`."""
     path = local_output(output)
-    return score_locally(open_model(model, options.provider, options.quiet), inputs, path, options)
+    checked = open_model(Path(model), options.provider, options.quiet)
+    return score_locally(checked, inputs, path, options)
 
 
 def local_output(output: str) -> Path:
@@ -94,7 +103,7 @@ def exit_on_sigterm() -> None:
 
 
 @click.command("score")
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
     "-o",
@@ -141,12 +150,13 @@ def exit_on_sigterm() -> None:
     type=click.IntRange(1),
     help="Ray actors, one ONNX Runtime session each; default: one per CPU of the cluster.",
 )
-def score(model: Path, inputs: tuple[str, ...], output: str, engine: str, **flags: Any) -> None:
+def score(model: str, inputs: tuple[str, ...], output: str, engine: str, **flags: Any) -> None:
     """Score images in IDX, .npy/.npz, CSV, Parquet or image files (or directories, globs).
 
     MODEL is an ONNX file with the digits.onnx contract. With --engine ray the same scoring runs
     in Ray Data (IDX, .npy, Parquet and image inputs, local paths or URIs) and OUTPUT is a
-    directory of part files with the same columns.
+    directory of part files with the same columns; MODEL is then a path every node sees, or a
+    URI (s3://…), which each actor opens.
     """
     options, started = ScoreOptions(fmt=output_format(output), **flags), time.perf_counter()
     exit_on_sigterm()

@@ -1,12 +1,13 @@
 """Batch scoring on Ray Data: `digits score --engine ray`, the local scorer spread over a cluster.
 
 Reads IDX (raw or gzip), .npy, Parquet and image files from local paths (every node must see
-them) or any pyarrow filesystem URI (s3://, gs://, hdfs://…) in Ray read tasks, with the readers
-of inputs.py; scores them with map_batches over an actor pool, one ONNX Runtime session per
-actor (serving/session.py); writes a directory of Parquet, CSV or JSONL part files with the local
-engine's columns and formatting (rows.py). A local directory is swapped in atomically; a URI gets
-`_SUCCESS` written last. Needs the `ray` extra. Writes nothing else. score_dataset takes the
-ScoreOptions that command.py builds.
+them) or any pyarrow filesystem URI (s3://, gs://, hdfs://…) with the readers of inputs.py, in
+read tasks that Ray Data fuses into the scoring actors (map_batches over an actor pool, one warm
+one-thread ONNX Runtime session per actor, opened from the model's path or URI), so pixels
+never pass through the object store; writes a directory of Parquet, CSV or JSONL part files
+with the local engine's columns and formatting (rows.py) in write tasks. A local directory is
+swapped in atomically; a URI gets `_SUCCESS` written last. Needs the `ray` extra. Writes
+nothing else. score_dataset takes the ScoreOptions that command.py builds.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -61,6 +64,10 @@ KINDS = {"idx", "npy", "parquet", "image"}  # what the Ray engine reads; .csv/.n
 OWNED = ("part-*", "_SUCCESS")  # what this engine writes into its output directory
 PART_ROWS = 1 << 18  # rows per part file (~10 MB of Parquet): few files, little memory per task
 PIECE_ROWS = 1 << 16  # rows per read task of a large IDX or Parquet file (~50 MB of pixels)
+# Ray Data passes its actors' own transformer and context by reference, so Ray's core worker
+# logs this ERROR for every actor pool, whatever the arguments (ray-project/ray#57733); the
+# driver holds those references for the whole job, so restarts work and the line says nothing.
+FALSE_ALARM = b"has constructor arguments in the object store and max_restarts > 0"
 
 
 def chunk_block(chunk: Chunk) -> pa.Table:
@@ -108,10 +115,13 @@ class Piece:
     start: int = 0
     stop: int | None = None
     groups: tuple[int, ...] | None = None
+    images: tuple[str, ...] = ()  # image files read together (the first is `path`)
 
     @property
     def key(self) -> str:
         """The piece's name where Ray Data expects a path (each must be distinct)."""
+        if len(self.images) > 1:
+            return f"{self.path}#images={len(self.images)}"
         return self.path if self.stop is None else f"{self.path}#rows={self.start}-{self.stop}"
 
 
@@ -146,10 +156,12 @@ def plan_pieces(fs: pafs.FileSystem, path: str, name: Path) -> list[Piece]:
 
 
 class DigitsDatasource(FileBasedDatasource):
-    """Ray read tasks over digits inputs: one block per chunk; bad files fail or become a row.
+    """Ray read tasks over digits inputs: one block (one batch) per chunk; bad files fail or
+    become a row.
 
     Ray Data reads a file in one task; a large raw IDX or Parquet file is planned here as
-    pieces (Piece.key stands for a path), so its rows are read by several tasks at once.
+    pieces (Piece.key stands for a path), so its rows are read by several tasks at once, and
+    image files as groups of up to a batch, so a directory of pictures is scored in batches.
     """
 
     def __init__(self, paths: list[str], names: dict[str, str], batch: int, skip_bad: bool):
@@ -157,20 +169,29 @@ class DigitsDatasource(FileBasedDatasource):
         self.names, self.batch, self.skip_bad = names, batch, skip_bad
         files = super()._paths()
         sizes = dict(zip(files, super()._file_sizes(), strict=True))
-        pieces = [p for path in files for p in plan_pieces(self._filesystem, path, self.name(path))]
+        images = [path for path in files if kind_of(self.name(path)) == "image"]
+        pieces = [
+            p
+            for path in files
+            if kind_of(self.name(path)) != "image"
+            for p in plan_pieces(self._filesystem, path, self.name(path))
+        ]
+        pieces += [Piece(g[0], images=tuple(g)) for g in batched(images, batch)]
         self.pieces = {piece.key: piece for piece in pieces}
         rows = {p.path: p.stop for p in pieces if p.stop}  # a split file's last piece ends it
-        shares = [1 if p.stop is None else (p.stop - p.start) / rows[p.path] for p in pieces]
-        estimates = [
-            sizes[p.path] and sizes[p.path] * share for p, share in zip(pieces, shares, strict=True)
-        ]
-        self.piece_keys, self.piece_sizes = ray.put(list(self.pieces)), ray.put(estimates)
+        self.piece_keys = ray.put(list(self.pieces))
+        self.piece_sizes = ray.put([piece_size(p, sizes, rows) for p in pieces])
 
     def _paths(self) -> list[str]:
         return ray.get(self.piece_keys)
 
     def _file_sizes(self) -> list[float | None]:
         return ray.get(self.piece_sizes)
+
+    @property
+    def count(self) -> int:
+        """Read tasks: one per piece."""
+        return len(self.pieces)
 
     def name(self, path: str) -> Path:
         """A file's name as the user gave it (local paths), or its URI path."""
@@ -180,8 +201,8 @@ class DigitsDatasource(FileBasedDatasource):
         # Random access: sizes are checked before scoring, and Parquet needs it for its footer.
         return filesystem.open_input_file(self.pieces[path].path)
 
-    def _read_stream(self, f: Any, path: str) -> Iterator[pa.Table]:
-        piece = self.pieces[path]
+    def read_piece(self, f: Any, piece: Piece) -> Iterator[pa.Table]:
+        """The blocks of an IDX, .npy or Parquet piece; a bad file fails or becomes a row."""
         name = self.name(piece.path)
         try:
             for chunk in self.read_chunks(f, piece, name):
@@ -196,17 +217,37 @@ class DigitsDatasource(FileBasedDatasource):
                 raise InputError(message) from None
             yield error_block(name, message)
 
+    def _read_stream(self, f: Any, path: str) -> Iterator[pa.Table]:
+        piece = self.pieces[path]
+        if piece.images:
+            yield from self.read_images(f, piece)
+            return
+        yield from self.read_piece(f, piece)
+
+    def read_images(self, f: Any, piece: Piece) -> Iterator[pa.Table]:
+        """A group of image files as one block; a bad one fails or becomes its own row."""
+        ids, pixels, reasons = [], [], []
+        for path in piece.images:
+            name = self.name(path)
+            try:
+                data = f.read() if path == piece.path else read_all(self._filesystem, path)
+                prepared = prepare(load_image(data))
+            except (ImageError, *STREAM_ERRORS) as err:
+                message = f"{name}: {err}"
+                if not self.skip_bad:
+                    raise InputError(message) from None
+                yield error_block(name, message)
+                continue
+            ids.append(os.fsencode(name))
+            pixels.append(prepared.pixels.reshape(PIXELS))
+            reasons.append(prepared.reason)
+        if ids:
+            yield chunk_block(Chunk(np.array(ids, dtype="S"), np.stack(pixels), reasons=reasons))
+
     def read_chunks(self, f: Any, piece: Piece, name: Path) -> Iterator[Chunk]:
         """Chunks of one piece, checked as far as its kind allows before the first is yielded."""
         kind = kind_of(name)
-        if kind == "image":
-            try:
-                prepared = prepare(load_image(f.read()))
-            except ImageError as err:
-                raise InputError(f"{name}: {err}") from None
-            pixels = prepared.pixels.reshape(1, PIXELS)
-            yield Chunk(np.array([os.fsencode(name)]), pixels, reasons=[prepared.reason])
-        elif kind == "parquet":
+        if kind == "parquet":
             yield from read_parquet_stream(f, name, self.batch, piece.groups, piece.start)
         elif kind == "npy":
             version = np.lib.format.read_magic(f)
@@ -245,6 +286,27 @@ class DigitsDatasource(FileBasedDatasource):
         yield from read_idx_stream(f, name, self.batch, size, labels, rows)
 
 
+def batched(items: list[str], n: int) -> Iterator[list[str]]:
+    """Consecutive runs of up to n items."""
+    return (items[i : i + n] for i in range(0, len(items), n))
+
+
+def piece_size(piece: Piece, sizes: dict[str, Any], rows: dict[str, int]) -> float | None:
+    """Bytes a piece reads, for Ray's estimates: its share of its file, or its files' sum."""
+    if piece.images:
+        return sum(sizes[p] or 0 for p in piece.images)
+    size = sizes[piece.path]
+    if not size or piece.stop is None:
+        return size
+    return size * (piece.stop - piece.start) / rows[piece.path]
+
+
+def read_all(fs: pafs.FileSystem, path: str) -> bytes:
+    """A whole (small) file's bytes on any filesystem."""
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
 def wanted(path: str) -> bool:
     """Whether a file Ray found in a directory is an input this engine reads."""
     return scorable(Path(path)) and kind_of(Path(path)) in KINDS
@@ -262,23 +324,52 @@ def labels_beside(fs: Any, path: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def model_file(model: str) -> Iterator[str]:
+    """A local path to the model: the path itself, or a temp copy of a URI's bytes."""
+    if "://" not in model:
+        yield model
+        return
+    fs, path = pafs.FileSystem.from_uri(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "model.onnx")
+        with open(local, "wb") as out:
+            out.write(read_all(fs, path))
+        yield local
+
+
 class OnnxScorer:
-    """A map_batches actor: one ONNX Runtime session, built from the model's bytes."""
+    """A map_batches actor: one warm one-thread ONNX Runtime session, opened from the model's
+    path or URI in the constructor (so nothing large goes through the object store)."""
 
-    def __init__(self, model: bytes, provider: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:  # actors on other nodes have no model file
-            path = Path(tmp) / "model.onnx"
-            path.write_bytes(model)
+    def __init__(self, model: str, provider: str, batch: int) -> None:
+        with model_file(model) as path:
             self.model = load_model(path, provider=provider, threads=1)  # one CPU per actor
+        self.model.predict(np.zeros((1, PIXELS), np.float32))  # the first run allocates
+        self.batch = batch
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, block: pa.Table) -> Iterator[pa.Table]:
+        """Score a read task's rows `batch` at a time (Ray Data hands over a fused read's
+        output whole, up to its block size: ~100 MB of pixels)."""
+        for start in range(0, block.num_rows, self.batch):
+            yield self.score(block.slice(start, self.batch))
+
+    def score(self, batch: pa.Table) -> pa.Table:
         """Pixels -> probabilities (N, 10) and reasons for no digit; source, label, error pass."""
-        pixels = batch.column("pixels").combine_chunks().to_numpy().reshape(-1, PIXELS)
+        pixels = column_array(batch, "pixels").to_numpy().reshape(-1, PIXELS)  # zero-copy
         _, probabilities = self.model.predict(pixels.astype(np.float32))
-        reasons = no_digit_reasons(pixels, batch.column("reason").to_pylist())
+        given = batch.column("reason")
+        listed = given.to_pylist() if given.null_count < len(given) else None
+        reasons = no_digit_reasons(pixels, listed)
         passed = batch.select(["source", "label", "error"])
         passed = passed.append_column("reason", pa.array(reasons, pa.string()))
         return passed.append_column("probabilities", ArrowTensorArray.from_numpy(probabilities))
+
+
+def column_array(table: pa.Table, name: str) -> pa.Array:
+    """A column as one array: its only chunk as it is (no copy), else the chunks joined."""
+    column = table.column(name)
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 class ScoreSink(Datasink):
@@ -326,7 +417,7 @@ class ScoreSink(Datasink):
     def write_rows(self, writer: Any, rows: pa.Table, totals: Totals) -> None:
         """Format and write scored rows; count the labelled ones."""
         ids = rows.column("source").to_numpy().astype("S")
-        probabilities = rows.column("probabilities").combine_chunks().to_numpy()
+        probabilities = column_array(rows, "probabilities").to_numpy()
         answers = answer_rows(probabilities, rows.column("reason").to_pylist(), self.threshold)
         if self.fmt == "parquet":
             writer.write_table(arrow_rows(ids, probabilities, answers, self.all_p))
@@ -401,6 +492,35 @@ def one_line(err: BaseException) -> InputError:
     return InputError(f"the Ray job failed: {type(err).__name__}: {first}")
 
 
+@contextlib.contextmanager
+def stderr_without(marker: bytes) -> Iterator[None]:
+    """This process's stderr (fd 2, where Ray's C++ core worker logs) less the lines holding
+    `marker`; everything else passes through as it comes, progress bars included."""
+    sys.stderr.flush()
+    saved, (read, write) = os.dup(2), os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+    target = os.dup(saved)  # the pump's own: `saved` is closed when the block ends
+
+    def pump() -> None:
+        with os.fdopen(read, "rb", buffering=0) as pipe, os.fdopen(target, "wb", 0) as out:
+            rest = b""
+            while chunk := pipe.read(1 << 16):
+                *lines, rest = re.split(rb"(?<=[\r\n])", rest + chunk)
+                out.write(b"".join(line for line in lines if marker not in line))
+            out.write(rest)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer closes: the pump drains it and ends
+        os.close(saved)
+        thread.join(timeout=5)
+
+
 def connect(address: str | None, quiet: bool) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray for this run."""
     context = DataContext.get_current()
@@ -420,27 +540,58 @@ def connect(address: str | None, quiet: bool) -> None:
     )
 
 
+def model_uri(model: str | Path) -> str:
+    """The model as every actor opens it: a URI as given, a local path made absolute."""
+    return str(model) if "://" in str(model) else os.path.abspath(model)
+
+
 def score_dataset(
-    model: Path, inputs: list[str], output: str, options: ScoreOptions, threshold: float
+    model: str | Path, inputs: list[str], output: str, options: ScoreOptions, threshold: float
 ) -> Totals:
     """Score inputs on Ray into a directory of part files; `threshold` is the model's."""
     skipped = [] if options.skip_bad else None
     paths, names = plan_inputs(inputs, skipped)
+    with stderr_without(FALSE_ALARM):
+        totals = run_job(model, paths, names, output, options, threshold)
+    # Inputs the planner skipped, then those the read tasks met.
+    return Totals(totals.rows, totals.matrix, (skipped or []) + totals.skipped)
+
+
+def run_job(
+    model: str | Path,
+    paths: list[str],
+    names: dict[str, str],
+    output: str,
+    options: ScoreOptions,
+    threshold: float,
+) -> Totals:
+    """Connect, score through the actor pool into the output, disconnect: the sink's totals."""
     connect(options.ray_address, options.quiet)
     try:
-        pool = options.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         source = DigitsDatasource(paths, names, options.batch_size, options.skip_bad)
-        # Reads and writes ask for no CPU, since the pool may hold every CPU; bounding how many
-        # run at once keeps Ray from starting a worker process for each (a second of CPU each).
-        side = max(2, pool // 2)
-        scored = ray.data.read_datasource(source, num_cpus=0, concurrency=side).map_batches(
+        # No more actors than read tasks: each would only start, load the model and wait.
+        pool = min(
+            options.actors or max(1, int(ray.cluster_resources().get("CPU", 1))), source.count
+        )
+        # One read task per piece and no batch size here (the actor slices its batches): Ray
+        # Data then fuses the reads into the actors, so pixels never pass through the object
+        # store, only scores do.
+        scored = ray.data.read_datasource(source, override_num_blocks=source.count).map_batches(
             OnnxScorer,
-            fn_constructor_kwargs={"model": model.read_bytes(), "provider": options.provider},
-            batch_size=options.batch_size,
+            fn_constructor_kwargs={
+                "model": model_uri(model),
+                "provider": options.provider,
+                "batch": options.batch_size,
+            },
+            batch_size=None,
             batch_format="pyarrow",
+            zero_copy_batch=True,
             compute=ActorPoolStrategy(size=pool),
             num_cpus=1,
         )
+        # Writes ask for no CPU, since the pool holds every CPU; bounding how many run at once
+        # keeps Ray from starting a worker process for each (a second of CPU each).
+        side = max(1, pool // 4)
         with output_root(output) as (fs, root):
             sink = ScoreSink(fs, root, options.fmt, options.probabilities, threshold)
             try:
@@ -449,5 +600,4 @@ def score_dataset(
                 raise one_line(err) from None
     finally:
         ray.shutdown()
-    # Inputs the planner skipped, then those the read tasks met.
-    return Totals(sink.totals.rows, sink.totals.matrix, (skipped or []) + sink.totals.skipped)
+    return sink.totals

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -241,3 +242,19 @@ def test_large_files_are_read_in_pieces_that_add_up_to_the_local_output(
         np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-6)
     # The labels beside the IDX file and in the Parquet column, each row counted once.
     assert remote.stdout.splitlines()[1:] == local.stdout.splitlines()[1:]
+
+
+NOISE = re.compile(r"ERROR|WARNING|Warning| [EW] \d+ \d+\]")  # Python's and Ray's C++ logs
+
+
+def test_a_clean_job_says_no_error_or_warning(cluster, inputs, tmp_path: Path) -> None:
+    address, env = cluster
+    model, (images, parquet, npy, _) = inputs  # the pictures, with their corrupt one, stay out
+    for quiet in ([], ["-q"]):
+        out = tmp_path / f"clean{len(quiet)}.csv"
+        result = digits_score(model, images, parquet, npy, "-o", out, "--engine", "ray",
+                              "--ray-address", address, *quiet, env=env)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        said = (result.stdout + result.stderr).splitlines()
+        assert [line for line in said if NOISE.search(line)] == [], result.stderr
+        assert sum(len(p.read_text().splitlines()) - 1 for p in out.iterdir()) == 2980

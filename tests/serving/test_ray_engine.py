@@ -1,0 +1,47 @@
+"""The Ray engine's pieces that need no cluster: the stderr filter and the read plan of images.
+
+Imports ray_engine (the `ray` extra), starts no Ray; writes only pytest's temp dirs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("pyarrow")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_stderr_loses_only_the_marked_lines() -> None:
+    # fd 2 itself, as Ray's C++ logger writes it: run in a child whose stderr we read.
+    code = (
+        "import os, sys\n"
+        "from serving.scoring.ray_engine import stderr_without\n"
+        "with stderr_without(b'false alarm'):\n"
+        "    os.write(2, b'kept 1\\n[E] a false alarm line\\nkept 2\\r')\n"
+        "    print('kept 3', file=sys.stderr)\n"
+        "    os.write(2, b'half ')\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b"kept 1\nkept 2\rkept 3\nhalf after\n"
+
+
+def test_image_files_are_read_in_groups_of_a_batch(tmp_path: Path) -> None:
+    from serving.scoring.ray_engine import Piece, batched, piece_size
+
+    names = [str(tmp_path / f"{i}.png") for i in range(5)]
+    groups = [Piece(g[0], images=tuple(g)) for g in batched(names, 2)]
+    assert [len(p.images) for p in groups] == [2, 2, 1]
+    assert groups[0].key == f"{names[0]}#images=2" and groups[2].key == names[4]
+    assert piece_size(groups[0], dict.fromkeys(names, 100), {}) == 200
+    split = Piece("big", 65536, 131072)
+    assert piece_size(split, {"big": 1000}, {"big": 262144}) == 250

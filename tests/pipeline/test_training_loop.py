@@ -1,5 +1,5 @@
 """fit, the one training loop: epochs and batches, history rows, early stopping, the probe,
-augmentation, evaluation, and the resume file (pipeline/training.py)."""
+augmentation, evaluation, and the resume file (pipeline/training/loop.py)."""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ REFERENCE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 TOKEN_SPLIT = re.compile(r"[\s=@'\"();|]+|,(?![^{}]*\})")  # a comma inside {a,b} stays
-DOTTED = re.compile(r"^(?:digits|pipeline|serving)(?:\.[A-Za-z_]\w*)+(?::[A-Za-z_]\w*)?$")
+DOTTED = re.compile(rf"^(?:{'|'.join(PYTHON_PACKAGES)})(?:\.[A-Za-z_]\w*)+(?::[A-Za-z_]\w*)?$")
 
 
 def lines_of(doc: Path) -> list[tuple[int, str, bool]]:

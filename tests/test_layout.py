@@ -43,7 +43,7 @@ def test_the_stages_are_the_dvc_stages() -> None:
     assert commands == set(STAGES)
 
 
-@pytest.mark.parametrize("path", sources("digits", "pipeline", "serving", "bench"), ids=relative)
+@pytest.mark.parametrize("path", sources(*PROJECT), ids=relative)
 def test_only_the_cli_reaches_stage_modules(path: Path) -> None:
     stage_imports = {m for m in imported_modules(path) if m.startswith("pipeline.stages")}
     assert stage_imports == set(), f"{relative(path)} imports {sorted(stage_imports)}"
@@ -87,8 +87,8 @@ def project_imports(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
+                anchor = package.rsplit(".", node.level - 1)[0]
+                base = f"{anchor}.{base}" if base else anchor
             for alias in node.names:
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
     return found & modules

@@ -37,6 +37,8 @@ from pipeline.training.params import TrainParams
 from tests.conftest import make_digits
 from tests.pipeline.conftest import diagnosed_run
 
+IMAGE_LINK = re.compile(r"!\[[^]]*\]\(([^)]+)\)")  # a Markdown image's target
+
 
 def write_prepared(directory: Path) -> Path:
     """Tiny train/dev/test splits (different seeds) and a /255 transform, as prepare writes."""
@@ -205,7 +207,7 @@ def test_report_links_figures_that_exist_and_shows_the_figures(workspace, report
     result = report(reports, workspace["prepared"])
     assert result.exit_code == 0, result.output
     markdown = (reports / "report.md").read_text()
-    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown)
+    links = IMAGE_LINK.findall(markdown)
     assert sorted(Path(link).name for link in links) == [
         "confusion.png",
         "learning_curve.png",
@@ -234,7 +236,7 @@ def test_report_draws_the_train_stages_diagnostics_and_pictures(workspace, repor
     assert result.exit_code == 0, result.output
     markdown = (reports / "report.md").read_text()
     assert "Training diagnostics verdict: **dead units**." in markdown
-    links = {Path(link).name for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown)}
+    links = {Path(link).name for link in IMAGE_LINK.findall(markdown)}
     assert set(DIAGNOSTIC_FIGURES) <= links
     for name in DIAGNOSTIC_FIGURES:
         with Image.open(reports / "figures" / name) as image:
@@ -306,7 +308,7 @@ def test_report_has_every_section_in_order_each_linking_the_figures_drawn_for_it
     found = sections(markdown)
     assert list(found) == list(REPORT_SECTIONS)
     for heading, text in found.items():
-        links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+        links = IMAGE_LINK.findall(text)
         assert links == [f"figures/{name}" for name in REPORT_SECTIONS[heading]], heading
         assert "Not computed" not in text, heading  # every input was there
     drawn = sorted(path.name for path in (reports / "figures").iterdir())

@@ -226,18 +226,6 @@ def test_resume_refuses_a_state_written_with_another_config(data, tmp_path, chan
             resume=True, seed=change.get("seed", 0), epochs=change.get("epochs"))  # fmt: skip
 
 
-def test_early_stopping_keeps_the_best_weights(data):
-    train, dev, transform = data
-    net = tiny_model(transform)
-    # A far too high lr makes dev loss worsen after a while, so the run stops early.
-    params = TrainParams(epochs=30, batch_size=32, lr=0.05, optimizer="adam",
-                         schedule="constant", early_stopping="dev_loss", patience=2)  # fmt: skip
-    history = fit(net, train, dev, params)
-    best = min(history, key=lambda row: row["dev_loss"])
-    assert len(history) == best["epoch"] + 2 < 30
-    assert evaluate(net, dev)["loss"] == pytest.approx(best["dev_loss"], rel=1e-6)
-
-
 def test_fit_trains_a_pruned_model_and_keeps_pruned_weights_zero(data):
     train, dev, transform = data
     net = tiny_model(transform)

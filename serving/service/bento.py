@@ -104,7 +104,7 @@ class Digits:
         if provider == "cuda" and (problem := cuda_problem()):
             raise SystemExit(f"digits service: DIGITS_PROVIDER=cuda, but {problem}")
         try:
-            verified(load_model(path, "cpu", 1), path)
+            startup_check(load_model(path, "cpu", 1), path)
         except (VerifyError, ModelError, ProviderError, FileNotFoundError) as err:
             raise SystemExit(f"digits service: refusing {path}: {err}") from None
 

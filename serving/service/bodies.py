@@ -29,6 +29,7 @@ FIELD = "images"  # /predict_image's multipart field
 INLINE_BYTES = 64 * 1024
 # nginx's "client closed request": nobody reads this answer, but the log and the metrics do.
 GONE = 499
+LEFT_MID_BODY = "client went away before sending its whole body"
 SHAPES = ((PIXELS,), (SIDE, SIDE))
 
 
@@ -116,7 +117,7 @@ async def read_pixels(
     try:
         body = await request.body()
     except ClientDisconnect:
-        raise InputError("client went away before sending its whole body", GONE) from None
+        raise InputError(LEFT_MID_BODY, GONE) from None
     if len(body) <= INLINE_BYTES:
         return parse_pixels(body, max_images)
     return await run(parse_pixels, body, max_images)
@@ -183,7 +184,7 @@ async def read_images(request: Request, max_images: int) -> list[bytes]:
     except MultipartParseError as err:
         raise InputError(f"malformed multipart body ({err})") from None
     except ClientDisconnect:
-        raise InputError("client went away before sending its whole body", GONE) from None
+        raise InputError(LEFT_MID_BODY, GONE) from None
     if parser.state != MultipartState.END:
         raise InputError("malformed multipart body (it ends before its closing boundary)")
     images = []

@@ -16,6 +16,7 @@ import numpy as np
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digits.contract import CLASSES, LABELS
 from serving.answers import Answers
 
 PREDICTIONS = Counter(
@@ -51,7 +52,7 @@ LATENCY = Histogram(
     ["route"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
-DIGITS = [PREDICTIONS.labels(digit=str(d)) for d in range(10)]  # label lookups once, not per answer
+DIGITS = [PREDICTIONS.labels(digit=str(d)) for d in LABELS]  # label lookups once, not per answer
 # Exported at 0 from the start, so dashboards and alerts can rely on the series.
 NO_DIGIT = PREDICTIONS.labels(digit="none")
 
@@ -59,7 +60,7 @@ NO_DIGIT = PREDICTIONS.labels(digit="none")
 def observe_answers(answers: Answers) -> None:
     """Count each image's digit (or none) and record the confidence of each answered one."""
     answered = answers.answered
-    counts = np.bincount(answers.digits[answered], minlength=10)  # (10,)
+    counts = np.bincount(answers.digits[answered], minlength=CLASSES)  # (10,)
     for digit in np.flatnonzero(counts).tolist():
         DIGITS[digit].inc(int(counts[digit]))
     if missing := len(answered) - int(counts.sum()):

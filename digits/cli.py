@@ -7,6 +7,7 @@ It lives in the torch-free core so a serving-only install (`pip install digits`)
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ COMMANDS = {
     "gradcheck": "pipeline.tools.gradcheck:gradcheck_command",
     "lr-find": "pipeline.tools.lr_find:lr_find_command",
     "ensemble": "pipeline.tools.ensemble:ensemble_command",
+    "fingerprint": "pipeline.tools.fingerprint:fingerprint_command",
     "search": "pipeline.tools.search:search_command",
     "study": "pipeline.tools.study:study_command",
     "train": "pipeline.stages.train:train_command",
@@ -56,6 +58,25 @@ def missing_extra(name: str) -> click.Command:
     )
 
 
+def params_file(args: list[str]) -> Path:
+    """The `--params` file a pipeline command was given (params.yaml when none)."""
+    for i, arg in enumerate(args):
+        if arg == "--params" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--params="):
+            return Path(arg.partition("=")[2])
+    return Path("params.yaml")
+
+
+def enter_portable(params: Path) -> None:
+    """Portable mode's kernel settings (pipeline.portable), where the pipeline is installed."""
+    try:
+        from pipeline.portable import enter
+    except ModuleNotFoundError:  # a serving-only install: the command will say what is missing
+        return
+    enter(params)
+
+
 class LazyGroup(click.Group):
     """Imports subcommands on demand and turns data-file errors into one-line messages."""
 
@@ -72,6 +93,13 @@ class LazyGroup(click.Group):
             if not module.startswith("pipeline.") or err.name not in PIPELINE_EXTRA:
                 raise
             return missing_extra(name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and COMMANDS.get(args[0], "").startswith("pipeline."):
+            enter_portable(params_file(args[1:]))  # before the command's module loads torch
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

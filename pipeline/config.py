@@ -47,12 +47,15 @@ class ParamError(click.ClickException):
 
 @dataclasses.dataclass(frozen=True)
 class BaseParams:
-    """Shared by every stage: the global seed."""
+    """Shared by every stage: the global seed, and how torch runs (pipeline.portable)."""
 
     seed: int = 42
+    portable: bool = True
+    threads: int = 2
 
     def __post_init__(self) -> None:
         require(self.seed >= 0, "base.seed", "must be >= 0")
+        require(self.threads >= 1, "base.threads", "must be >= 1")
 
 
 def require(condition: bool, key: str, message: str) -> None:
@@ -133,6 +136,15 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         kind = KINDS.get(hint, hint.__name__)
         raise ParamError(f"params: {key} must be {kind}, got {value!r}")
     return value
+
+
+def begin_stage(base: BaseParams) -> None:
+    """What every stage does first: seed everything, and run torch portably when asked."""
+    if base.portable and "torch" in sys.modules:
+        from pipeline import portable
+
+        portable.check(base.threads)
+    seed_everything(base.seed)
 
 
 def seed_everything(seed: int) -> None:

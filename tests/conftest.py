@@ -12,6 +12,11 @@ import numpy as np
 import pytest
 
 from digits.idx import encode_idx
+from pipeline.portable import ENVIRONMENT
+
+# Stages invoked in-process here run in portable mode (params base.portable defaults to on), as
+# the `digits` command runs them: its kernel settings must be in place before torch loads.
+os.environ.update(ENVIRONMENT)
 
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -58,7 +58,7 @@ from pipeline.compression.pruning import (
 )
 from pipeline.compression.shrink import shrink_hidden
 from pipeline.compression.size import deployed_size, layer_summary, model_summary
-from pipeline.config import BaseParams, load_group, require, seed_everything
+from pipeline.config import BaseParams, begin_stage, load_group, require
 from pipeline.model.network import MLP, load_checkpoint, predict_logits, save_checkpoint
 from pipeline.options import params_option, path_option, prepared_option
 from pipeline.run_log import write_run_log
@@ -366,7 +366,7 @@ def run_stage(params_file: Path, prepared: Path, model_path: Path) -> tuple[MLP,
     base = load_group(BaseParams, "base", params_file)
     train_params = load_group(TrainParams, "train", params_file)
     params = load_group(CompressParams, "compress", params_file)
-    seed_everything(base.seed)
+    begin_stage(base)
     train, dev, _ = load_data(prepared)
     dense, _ = load_checkpoint(model_path)
     tuning = Tuning(train, dev, train_params, base.seed, log=echo_epoch)

@@ -23,7 +23,7 @@ from digits.atomic import atomic_dir, refuse_foreign, write_json
 from digits.npz import read_split
 from pipeline.analysis import classification
 from pipeline.analysis.bias_variance import diagnose
-from pipeline.config import BaseParams, load_group, require, seed_everything
+from pipeline.config import BaseParams, begin_stage, load_group, require
 from pipeline.model.network import load_checkpoint, predict_logits
 from pipeline.options import params_option, path_option, prepared_option
 
@@ -137,7 +137,7 @@ def run_stage(
 ) -> dict[str, Any]:
     """Evaluate each model, write the detail and plot files; return evaluate.json's content."""
     refuse_foreign(out_dir, OUTPUTS, "digits evaluate")  # before any model runs
-    seed_everything(load_group(BaseParams, "base", params_file).seed)
+    begin_stage(load_group(BaseParams, "base", params_file))
     params = load_group(EvaluateParams, "evaluate", params_file)
     splits = load_splits(prepared)
     details = {

@@ -30,7 +30,7 @@ from digits.golden import golden_path, write_golden
 from digits.npz import read_split
 from pipeline.analysis.classification import accuracy
 from pipeline.compression.size import deployed_size
-from pipeline.config import BaseParams, load_group, read_params, require, seed_everything
+from pipeline.config import BaseParams, begin_stage, load_group, read_params, require
 from pipeline.model.network import MLP, load_checkpoint, predict_logits
 from pipeline.onnx_export.graph import (
     build_onnx,
@@ -218,7 +218,7 @@ def export_command(
     params_file: Path, models: Path, test: Path, evaluate: Path, compress: Path, report: Path
 ) -> None:
     """Export the chosen model to a verified ONNX file (+ int8 variant and model card)."""
-    seed_everything(load_group(BaseParams, "base", params_file).seed)
+    begin_stage(load_group(BaseParams, "base", params_file))
     config = load_group(ExportParams, "export", params_file)
     paths = ExportPaths(
         checkpoint=models / CHECKPOINTS[config.model],

@@ -21,7 +21,7 @@ import numpy as np
 
 from digits.atomic import write_json
 from pipeline.analysis import classification
-from pipeline.config import BaseParams, load_group, require, seed_everything
+from pipeline.config import BaseParams, begin_stage, load_group, require, seed_everything
 from pipeline.model.network import ModelParams, build_mlp, predict_logits
 from pipeline.model.transform import AffineTransform
 from pipeline.options import params_option, path_option, prepared_option
@@ -97,7 +97,7 @@ def learning_curve_command(params_file: Path, prepared: Path, out: Path) -> None
     model_params = load_group(ModelParams, "model", params_file)
     train_params = load_group(TrainParams, "train", params_file)
     params = load_group(LearningCurveParams, "learning_curve", params_file)
-    seed_everything(base.seed)
+    begin_stage(base)
     train_split, dev, transform = load_data(prepared)
     rows = learning_curve(
         train_split, dev, transform, model_params, train_params, params, base.seed, log=echo_row

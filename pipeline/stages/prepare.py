@@ -17,7 +17,7 @@ import numpy as np
 from digits.atomic import atomic_dir, refuse_foreign, write_json
 from digits.contract import PIXELS
 from digits.idx import IdxError, read_idx
-from pipeline.config import BaseParams, load_group, require, seed_everything
+from pipeline.config import BaseParams, begin_stage, load_group, require
 from pipeline.model.transform import Scaling, Whitening, fit_transform, spectrum_summary
 from pipeline.options import params_option, path_option
 
@@ -129,7 +129,7 @@ def prepare_command(params_file: Path, raw_dir: Path, out_dir: Path, stats_file:
     """Split train/dev (stratified), fit scaling and whitening on train, save the transform."""
     base = load_group(BaseParams, "base", params_file)
     params = load_group(DataParams, "data", params_file)
-    seed_everything(base.seed)
+    begin_stage(base)
     stats = prepare(raw_dir, out_dir, params)
     write_json(stats_file, stats)
     sizes = stats["sizes"]

@@ -27,7 +27,7 @@ from digits.atomic import atomic_dir, write_json
 from digits.contract import UNKNOWN_VERSION, VERSION_KEY
 from digits.npz import read_split
 from pipeline.analysis.classification import accuracy
-from pipeline.config import BaseParams, load_group, seed_everything
+from pipeline.config import BaseParams, begin_stage, load_group
 from pipeline.onnx_export.plain_session import cpu_session, onnx_probabilities
 from pipeline.options import params_option, path_option, prepared_option
 from pipeline.robustness_sets.fonts import font_digits
@@ -125,7 +125,7 @@ def robustness_command(
     params_file: Path, prepared: Path, model: Path, metrics_file: Path, examples_dir: Path
 ) -> None:
     """Score the ONNX model on corrupted test images and printed digits, as image files."""
-    seed_everything(load_group(BaseParams, "base", params_file).seed)
+    begin_stage(load_group(BaseParams, "base", params_file))
     params = load_group(RobustnessParams, "robustness", params_file)
     session = cpu_session(model)
     report, examples = benchmark(session, read_split(prepared / "test.npz"), params)

@@ -23,7 +23,7 @@ import click
 from digits.atomic import write_json
 from pipeline.analysis.network_pictures import first_layer_images, hidden_codes, project_pca
 from pipeline.analysis.training_health import DiagnosticsParams, make_probe, scalar_figures, verdict
-from pipeline.config import BaseParams, load_group, seed_everything
+from pipeline.config import BaseParams, begin_stage, load_group
 from pipeline.model.network import MLP, ModelParams, build_mlp, save_checkpoint
 from pipeline.options import params_option, path_option, prepared_option
 from pipeline.run_log import write_run_log
@@ -44,7 +44,7 @@ def run_stage(
     model_params = load_group(ModelParams, "model", params_file)
     params = load_group(TrainParams, "train", params_file)
     diagnostics = load_group(DiagnosticsParams, "diagnostics", params_file)
-    seed_everything(base.seed)
+    begin_stage(base)
     train, dev, transform = load_data(prepared)
     train = take_subset(train, params.subset, base.seed)
     model = build_mlp(model_params, transform)

@@ -26,7 +26,7 @@ from digits.contract import THRESHOLD_KEY, VERSION_KEY
 from digits.golden import golden_path, write_golden
 from digits.npz import read_split
 from pipeline.analysis.classification import FLAG_ACCURACY, accuracy, low_confidence_threshold
-from pipeline.config import BaseParams, load_group, seed_everything
+from pipeline.config import BaseParams, begin_stage, load_group, seed_everything
 from pipeline.model.network import MLP, ModelParams, build_mlp, predict_logits
 from pipeline.model.transform import AffineTransform
 from pipeline.onnx_export.ensemble_graph import (
@@ -133,6 +133,7 @@ def export_ensemble(
 def ensemble_command(params_file: Path, prepared: Path, out: Path, report: Path) -> None:
     """Train params `ensemble.members` networks by seed; export them as one ONNX model."""
     base = load_group(BaseParams, "base", params_file)
+    begin_stage(base)
     model_params = load_group(ModelParams, "model", params_file)
     train_params = load_group(TrainParams, "train", params_file)
     params = load_group(EnsembleParams, "ensemble", params_file)

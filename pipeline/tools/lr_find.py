@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from digits.atomic import atomic_path, write_json
-from pipeline.config import BaseParams, load_group, seed_everything
+from pipeline.config import BaseParams, begin_stage, load_group
 from pipeline.model.network import MLP, ModelParams, build_mlp
 from pipeline.options import params_option, path_option, prepared_option
 from pipeline.training.loop import Data, data_loss, load_data
@@ -104,7 +104,7 @@ def lr_find_command(
         raise click.BadParameter("must be >= 2", param_hint="--steps")
     base = load_group(BaseParams, "base", params_file)
     params = load_group(TrainParams, "train", params_file)
-    seed_everything(base.seed)
+    begin_stage(base)
     train, _, transform = load_data(prepared)
     if len(train[1]) < 2 * params.batch_size:  # the sweep needs two batches to draw a curve
         raise click.ClickException(

@@ -20,18 +20,18 @@ def make_optimizer(
     """The torch optimizer named by p.optimizer; weight_decay is L2 (decoupled for adamw)."""
     params, lr, wd = list(parameters), p.lr, p.weight_decay
     if p.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, fused=True)
     if p.optimizer in ("momentum", "nesterov"):
         nesterov = p.optimizer == "nesterov"
         return torch.optim.SGD(
-            params, lr=lr, momentum=p.momentum, nesterov=nesterov, weight_decay=wd
+            params, lr=lr, momentum=p.momentum, nesterov=nesterov, weight_decay=wd, fused=True
         )
     if p.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd, fused=True)
     if p.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=p.momentum, weight_decay=wd)
     adam = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
-    return adam(params, lr=lr, betas=tuple(p.betas), weight_decay=wd)
+    return adam(params, lr=lr, betas=tuple(p.betas), weight_decay=wd, fused=True)
 
 
 def schedule_factor(p: TrainParams, t: float, total: float) -> float:

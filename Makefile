@@ -7,16 +7,17 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup repro test test-main test-long test-serving lint browser mutation
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to the versions the recorded run was made with.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[pipeline,ray,test]'
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[pipeline,ray,test]'
 	touch $@
 
-$(SERVING_VENV)/.installed: pyproject.toml
+$(SERVING_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(SERVING_VENV)
 	$(SERVING_VENV)/bin/pip install --quiet --upgrade pip
-	$(SERVING_VENV)/bin/pip install --quiet -e '.[test]'
+	$(SERVING_VENV)/bin/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 setup: $(VENV)/.installed

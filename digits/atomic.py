@@ -24,13 +24,11 @@ from typing import IO, Any
 
 import numpy as np
 
+from digits.errors import NotOwnedError
+
 AT_FDCWD = -100  # <fcntl.h>: paths relative to the working directory
 RENAME_EXCHANGE = 2  # <linux/fs.h>: swap the two paths in one step
 CHOOSE = "choose an empty or new directory"
-
-
-class NotOwnedError(Exception):
-    """An output path holds something its writer did not write; nothing was changed."""
 
 
 def umask_mode(mode: int) -> int:

@@ -13,8 +13,7 @@ from typing import Any
 import click
 
 from digits import __version__
-from digits.atomic import NotOwnedError
-from digits.errors import DataError
+from digits.errors import DataError, NotOwnedError
 
 # name -> "module:attribute"; imported only when used, so `digits score` never loads torch.
 COMMANDS = {

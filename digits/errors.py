@@ -1,4 +1,5 @@
-"""The error every data-file reader raises: one line that names the file and what is wrong.
+"""The errors of the core's readers and writers: a data file's is one line that names the file
+and what is wrong; a writer's says what it refused to overwrite.
 
 The `digits` command group turns it into a one-line `Error: …` and exit 1, so a reader
 anywhere (IDX, .npz, checkpoints) needs no click of its own.
@@ -18,3 +19,7 @@ def reason(err: BaseException) -> str:
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
     text = text.split(". ")[0].rstrip(".") or type(err).__name__
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+class NotOwnedError(Exception):
+    """An output path holds something its writer did not write; nothing was changed."""

@@ -12,8 +12,10 @@ Where runs part, found with `digits fingerprint` (docs/reproducibility.md), and 
   (pipeline.training.optim).
 - Parallel reductions split by thread count: every stage runs `base.threads` torch threads,
   however many cores the machine has.
-Both variables are read once, when torch loads, so `enter` sets them before the stage module
-(and with it torch) is imported; `check` refuses a run whose torch loaded without them.
+- numpy's own loops and its OpenBLAS dispatch by CPU too: baseline loops, one OpenBLAS kernel set.
+All of these are read once, when torch or numpy loads, so `enter` sets them before the stage
+module (and with it numpy and torch) is imported; `check` refuses a run whose torch loaded
+without them.
 
 ONNX Runtime's CPU kernels (MLAS) give the same outputs with AVX2+FMA and with AVX-512, but not on
 CPUs without AVX2 (checked under emulation); `check` warns there.
@@ -26,7 +28,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
+ENVIRONMENT = {
+    "ATEN_CPU_CAPABILITY": "default",
+    "MKL_CBWR": "COMPATIBLE",
+    # numpy's baseline (x86-64-v2) loops only: its AVX-512 float64 exp and log (softmax,
+    # cross-entropy) round differently from the AVX2 machines' libm ones. numpy 2.4's names.
+    "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
+    # OpenBLAS (numpy's SVD and eigh: network pictures, whitening) picks kernels by CPU and
+    # splits work by thread: one kernel set every x86-64-v2 CPU runs, one thread.
+    "OPENBLAS_CORETYPE": "Nehalem",
+    "OPENBLAS_NUM_THREADS": "1",
+}
 ORT_FEATURES = ("avx2", "fma")  # below these, MLAS's float kernels round differently
 # What `enter` replaced: the process's own settings, for tools that start runs of other kinds.
 ENTERED_FROM: dict[str, str] = {}
@@ -46,9 +58,9 @@ def switched_on(params_file: Path) -> bool:
 
 
 def enter(params_file: Path) -> None:
-    """Set the portable environment for this process, if params ask for it and torch has not
-    loaded yet (`check` catches the case where it has)."""
-    if "torch" not in sys.modules and switched_on(params_file):
+    """Set the portable environment for this process, if params ask for it and neither numpy nor
+    torch has loaded yet (`check` catches torch's case)."""
+    if not {"torch", "numpy"} & sys.modules.keys() and switched_on(params_file):
         ENTERED_FROM.update({k: os.environ[k] for k in ENVIRONMENT if k in os.environ})
         os.environ.update(ENVIRONMENT)
 
@@ -62,8 +74,8 @@ def check(threads: int) -> None:
     unset = [key for key, value in ENVIRONMENT.items() if os.environ.get(key) != value]
     if capability != "DEFAULT" or unset:
         raise click.ClickException(
-            f"portable mode needs {' and '.join(f'{k}={v}' for k, v in ENVIRONMENT.items())} "
-            f"before torch loads (torch runs {capability} kernels); run the stage as a `digits` "
+            f"portable mode needs {', '.join(unset) or 'its kernel settings'} set before numpy "
+            f"and torch load (torch runs {capability} kernels): run the stage as a `digits` "
             "command, or set params base.portable: false"
         )
     torch.set_num_threads(threads)

@@ -8,15 +8,16 @@ import os
 import subprocess
 from pathlib import Path
 
-import numpy as np
-import pytest
-
-from digits.idx import encode_idx
 from pipeline.portable import ENVIRONMENT
 
 # Stages invoked in-process here run in portable mode (params base.portable defaults to on), as
-# the `digits` command runs them: its kernel settings must be in place before torch loads.
+# the `digits` command runs them: its kernel settings must be in place before numpy and torch load.
 os.environ.update(ENVIRONMENT)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from digits.idx import encode_idx  # noqa: E402
 
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -13,6 +13,7 @@ import onnx.numpy_helper
 import pytest
 import yaml
 
+from pipeline.portable import cpu_flags
 from tests.conftest import commit, offline_mnist_env, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +186,38 @@ def test_two_runs_on_the_same_inputs_give_byte_identical_outputs(repo_copy):
     output = run(["dvc", "repro", "--force"], repo, env)
     assert "Running stage 'train'" in output
     assert (repo / "dvc.lock").read_text() == first
+
+
+# Kernel choices that part plain runs at the first step (pipeline.tools.fingerprint, --matrix).
+OTHER_KERNELS = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+@pytest.mark.slow
+def test_portable_mode_writes_the_same_bytes_under_other_kernels_and_thread_counts(repo_copy):
+    repo, env, _ = repo_copy
+    first = (repo / "dvc.lock").read_text()  # scalar kernels, the machine's thread count
+    output = run(["dvc", "repro", "--force"], repo, {**env, **OTHER_KERNELS})
+    assert "Running stage 'robustness'" in output
+    assert (repo / "dvc.lock").read_text() == first
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("avx2" not in cpu_flags(), reason="the other kernels need AVX2")
+def test_without_portable_mode_those_kernel_choices_train_another_model(repo_copy):
+    repo, env, _ = repo_copy
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["base"]["portable"] = False
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    models = []
+    for kernels in ({"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}, OTHER_KERNELS):
+        run(["digits", "train"], repo, {**env, **kernels})
+        models.append((repo / "models" / "mlp.pt").read_bytes())
+    assert models[0] != models[1]  # so the test above compares runs that would have parted
 
 
 @pytest.mark.slow

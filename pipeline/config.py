@@ -50,7 +50,7 @@ class BaseParams:
     """Shared by every stage: the global seed, and how torch runs (pipeline.portable)."""
 
     seed: int = 42
-    portable: bool = True
+    portable: bool = False  # params.yaml turns it on: it costs ~1.6x (docs/reproducibility.md)
     threads: int = 2
 
     def __post_init__(self) -> None:

@@ -1,5 +1,5 @@
-"""Portable mode (params `base.portable`): the kernel choices under which a stage writes the same
-bytes on any x86-64 CPU, whatever its vendor, vector width or core count.
+"""Portable mode (params `base.portable`, on in params.yaml): the kernel choices under which a
+stage writes the same bytes on any x86-64 CPU, whatever its vendor, vector width or core count.
 
 Where runs part, found with `digits fingerprint` (docs/reproducibility.md), and what pins each:
 - ATen's vectorized kernels differ by capability (AVX-512, AVX2, scalar), and some AVX2 ones
@@ -45,16 +45,16 @@ ENTERED_FROM: dict[str, str] = {}
 
 
 def switched_on(params_file: Path) -> bool:
-    """Whether params `base.portable` is on (its default); a missing or bad file reads as on,
-    and the stage's own params loading then names the problem."""
+    """Whether params `base.portable` is on (off unless the file says true; a missing or bad
+    file reads as off, and the stage's own params loading then names the problem)."""
     import yaml
 
     try:
         loaded: Any = yaml.safe_load(params_file.read_text())
     except (OSError, yaml.YAMLError):
-        return True
+        return False
     base = loaded.get("base") if isinstance(loaded, dict) else None
-    return not (isinstance(base, dict) and base.get("portable") is False)
+    return isinstance(base, dict) and base.get("portable") is True
 
 
 def enter(params_file: Path) -> None:

@@ -22,7 +22,7 @@ PLAIN_ENV = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
 def fingerprint(tmp_path: Path, env: dict[str, str], **base) -> dict:
     """`digits fingerprint --json` for 3 steps with params `base` overrides, under env."""
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"base": {"seed": 0, **base}}))
+    params.write_text(yaml.safe_dump({"base": {"seed": 0, "portable": True, **base}}))
     done = subprocess.run(
         [sys.executable, "-m", "digits", "fingerprint", "--steps", "3", "--json"]
         + ["--params", str(params)],
@@ -55,7 +55,7 @@ def test_a_torch_loaded_without_the_portable_kernels_is_refused():
     code = (
         "import torch\n"
         "from pipeline.config import BaseParams, begin_stage\n"
-        "begin_stage(BaseParams())\n"
+        "begin_stage(BaseParams(portable=True))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], env=PLAIN_ENV, cwd=ROOT, capture_output=True, text=True
@@ -64,15 +64,18 @@ def test_a_torch_loaded_without_the_portable_kernels_is_refused():
     assert "portable mode needs ATEN_CPU_CAPABILITY, MKL_CBWR" in done.stderr
 
 
-def test_portable_mode_is_on_unless_params_turn_it_off(tmp_path):
+def test_portable_mode_is_off_unless_params_turn_it_on(tmp_path):
     params = tmp_path / "params.yaml"
-    assert switched_on(params)  # no file: the stage's own params loading reports that
-    params.write_text("base: {portable: false}\n")
-    assert not switched_on(params)
-    params.write_text("base: {seed: 1}\n")
+    assert not switched_on(params)  # no file: the stage's own params loading reports that
+    params.write_text("base: {portable: true}\n")
     assert switched_on(params)
-    params.write_text("base: [unclosed\n")
-    assert switched_on(params)
+    for text in ("base: {seed: 1}\n", "base: {portable: false}\n", "base: [unclosed\n"):
+        params.write_text(text)
+        assert not switched_on(params)
+
+
+def test_the_project_params_record_the_run_in_portable_mode():
+    assert switched_on(ROOT / "params.yaml")
 
 
 @pytest.mark.parametrize(

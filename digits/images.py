@@ -1,18 +1,19 @@
 """Image preprocessing shared by `POST /predict_image` and `digits score`: bytes -> MNIST pixels.
 
-Decodes PNG/JPEG/BMP/GIF bytes safely (pixel limit, truncation and format errors become
-ImageError) and turns any picture of one digit into a 28×28 uint8 array the way MNIST was made:
-white digit on black, cropped, scaled to fit 20×20, centred by centre of mass in 28×28. The ink
-comes from digits/ink.py (modes, alpha, lighting, noise; or why the picture has no digit), the
-stroke width from digits/strokes.py; `upright` is the optional deskew, a pure function of the
-28×28 pixels that training applies too. Also checks that pixels given as numbers (JSON, .npy,
-CSV) are finite and 0–255, and which rows of them are blank, for both sides. Reads and writes
-no files.
+Decodes PNG/JPEG/BMP/GIF/WebP bytes safely (pixel limit, truncation and format errors become
+ImageError; an animated GIF or WebP is read as its first frame) and turns any picture of one
+digit into a 28×28 uint8 array the way MNIST was made: white digit on black, cropped, scaled to
+fit 20×20, centred by centre of mass in 28×28. The ink comes from digits/ink.py (modes, alpha,
+lighting, noise; or why the picture has no digit), the stroke width from digits/strokes.py;
+`upright` is the optional deskew, a pure function of the 28×28 pixels that training applies too.
+Also checks that pixels given as numbers (JSON, .npy, CSV) are finite and 0–255, and which rows
+of them are blank, for both sides. Reads and writes no files.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from digits.contract import SIDE
 from digits.ink import MIN_CONTRAST, to_gray, to_ink
 from digits.strokes import in_band, normalized_strokes
 
-FORMATS = ("PNG", "JPEG", "BMP", "GIF")
+# The formats decoded: Pillow's name -> the name an error message gives.
+FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "BMP": "BMP", "GIF": "GIF", "WEBP": "WebP"}
 MAX_PIXELS = 4096 * 4096  # far above any digit photo; stops decompression bombs before decoding
 BOX, SIZE = 20, SIDE  # MNIST: digit scaled into a 20×20 box, placed in a 28×28 field
 INK = 32  # ink at least this bright counts for the bounding box
@@ -35,15 +37,38 @@ class ImageError(ValueError):
     """Bytes that are not a usable image: unknown format, truncated, too large."""
 
 
+def check_size(width: int, height: int, max_pixels: int) -> None:
+    """ImageError when width × height is over max_pixels."""
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {width}×{height} pixels (limit {max_pixels})")
+
+
+def webp_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a WebP file's header declares (RFC 9649); None if data is not WebP."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunk, head = data[12:16], data[20:30]  # the first chunk's type and the start of its data
+    if chunk == b"VP8 " and len(head) == 10 and head[3:6] == b"\x9d\x01\x2a":  # a key frame
+        width, height = struct.unpack("<HH", head[6:10])
+        return width & 0x3FFF, height & 0x3FFF  # the top two bits are a scaling hint
+    if chunk == b"VP8L" and len(head) >= 5 and head[0] == 0x2F:  # the lossless signature
+        bits = int.from_bytes(head[1:5], "little")
+        return (bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(head) == 10:  # the canvas that every frame is drawn on
+        return int.from_bytes(head[4:7], "little") + 1, int.from_bytes(head[7:10], "little") + 1
+    raise ImageError("corrupt or truncated image (a WebP header without its size)")
+
+
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Read an image's header only (cheap), refusing empty data and sizes over max_pixels."""
     if not data:
         raise ImageError("empty upload: no image data")
-    image = Image.open(io.BytesIO(data), formats=FORMATS)
-    if image.width * image.height > max_pixels:
-        raise ImageError(
-            f"image too large: {image.width}×{image.height} pixels (limit {max_pixels})"
-        )
+    # Pillow opens a WebP by building libwebp's decoder, which sizes its canvas from the header
+    # before we could check it: so the WebP header is read here first.
+    if (size := webp_size(data)) is not None:
+        check_size(*size, max_pixels)
+    image = Image.open(io.BytesIO(data), formats=list(FORMATS))
+    check_size(image.width, image.height, max_pixels)
     return image
 
 
@@ -75,7 +100,7 @@ def decoded(read: Callable[[], Image.Image]) -> Image.Image:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         raise ImageError(f"image too large (decompression bomb): {err}") from None
     except Image.UnidentifiedImageError:
-        raise ImageError(f"not an image, or not one of {', '.join(FORMATS)}") from None
+        raise ImageError(f"not an image, or not one of {', '.join(FORMATS.values())}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"corrupt or truncated image ({err})") from None
     return image

@@ -1,7 +1,7 @@
 """Input readers for `digits score`: stream images from IDX, .npy/.npz, CSV and image files.
 
 Reads IDX image files (raw or gzip), .npy/.npz arrays, CSV rows of PIXELS pixels, Parquet
-(column `pixels`, optional `label`; needs pyarrow) and PNG/JPEG/BMP/GIF files, given as files,
+(column `pixels`, optional `label`; needs pyarrow) and PNG/JPEG/BMP/GIF/WebP files, given as files,
 directories or globs; writes nothing. Every reader yields Chunks of at most `batch` rows, so memory
 stays bounded whatever the input size. Bad input raises InputError. The IDX, .npy and Parquet
 readers also take an open stream, which is how the Ray engine (ray_engine.py) uses them.
@@ -26,7 +26,7 @@ from digits import idx
 from digits.contract import PIXELS, SIDE
 from digits.images import ImageError, load_image, pixel_problem, prepare
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 ARRAY_SUFFIXES = {".npy", ".npz", ".csv", ".parquet"}
 NPY_HEADERS = {
     (1, 0): np.lib.format.read_array_header_1_0,

@@ -137,7 +137,7 @@ class Digits:
 
     @bentoml.api(input_spec=ImagesForm, output_spec=AnswerJSON)
     async def predict_image(self, images: list[Path], ctx: bentoml.Context) -> dict[str, Any]:
-        """Classify uploaded PNG/JPEG images, each preprocessed the MNIST way."""
+        """Classify uploaded PNG/JPEG/BMP/GIF/WebP images, each preprocessed the MNIST way."""
         work = self.routes.predict_files(images, ctx.request)
         ctx.response.status_code, answer = await self.routes.respond(PREDICT_IMAGE, work)
         return answer

@@ -14,7 +14,7 @@ from serving.service.bodies import FIELD
 from serving.service.settings import Settings
 
 PIXEL = {"type": "number", "minimum": PIXEL_MIN, "maximum": PIXEL_MAX}
-IMAGE_TYPES = "image/png, image/jpeg, image/bmp, image/gif"
+IMAGE_TYPES = "image/png, image/jpeg, image/bmp, image/gif, image/webp"
 ERROR = {
     "type": "object",
     "description": "A refused request: what is wrong with it, in one sentence.",
@@ -121,7 +121,7 @@ def predict_image(s: Settings) -> dict[str, Any]:
     """POST /predict_image."""
     files = {
         "type": "array",
-        "description": f"1 to {s.max_images} PNG/JPEG/BMP/GIF images of one digit each, up to "
+        "description": f"1 to {s.max_images} PNG/JPEG/BMP/GIF/WebP images of one digit each, up to "
         f"{s.max_image_pixels} pixels each; prepared the MNIST way (cropped, scaled, centred). "
         "Any mode: grey, colour, palette, 16-bit, transparent canvas, dark or light ink.",
         "minItems": 1,

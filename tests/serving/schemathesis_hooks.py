@@ -15,7 +15,7 @@ from PIL import Image
 
 
 def encode(seed: int, width: int, height: int, mode: str, fmt: str) -> bytes:
-    """A random picture of the given size and mode, encoded as PNG or JPEG."""
+    """A random picture of the given size and mode, encoded as PNG, JPEG or WebP."""
     rng = np.random.default_rng(seed)
     channels = {"L": (height, width), "RGB": (height, width, 3), "RGBA": (height, width, 4)}
     image = Image.fromarray(rng.integers(0, 256, channels[mode], dtype=np.uint8), mode=mode)
@@ -33,3 +33,4 @@ def images(fmt: str) -> st.SearchStrategy[bytes]:
 
 schemathesis.openapi.media_type("image/png", images("PNG"))
 schemathesis.openapi.media_type("image/jpeg", images("JPEG"))
+schemathesis.openapi.media_type("image/webp", images("WEBP"))

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from digits.images import load_image, to_mnist
 from tests.conftest import make_digits, write_linear_onnx
@@ -44,11 +44,17 @@ def oracle(model: Path, pixels: np.ndarray) -> np.ndarray:
     return session.run(["probabilities"], {"pixels": pixels.reshape(len(pixels), 784)})[0]
 
 
-def png(array: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 grayscale image."""
+def png(array: np.ndarray, fmt: str = "PNG", **options: object) -> bytes:
+    """PNG (or another format's) bytes of a uint8 grayscale image."""
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    Image.fromarray(array).save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def webp_declaring(data: bytes, width: int, height: int) -> bytes:
+    """A lossless WebP whose header (VP8L: 14-bit sizes minus one) claims width×height."""
+    bits = struct.unpack("<I", data[21:25])[0] & ~0xFFFFFFF
+    return data[:21] + struct.pack("<I", bits | (width - 1) | (height - 1) << 14) + data[25:]
 
 
 def bomb_png(side: int = 30000) -> bytes:
@@ -98,6 +104,32 @@ def test_predict_image_matches_the_json_route(url: str, model: Path) -> None:
     expected = oracle(model, pixels.astype(np.float32))
     np.testing.assert_allclose(image_answer["probabilities"], expected, atol=1e-6)
     assert image_answer["digits"] == expected.argmax(axis=1).tolist()
+
+
+def drawn(strokes: list[tuple[int, int]]) -> np.ndarray:
+    """A thick dark stroke through the points on light paper, 120×160: uint8 (160, 120)."""
+    image = Image.new("L", (120, 160), 255)
+    ImageDraw.Draw(image).line(strokes, fill=0, width=12)
+    return np.asarray(image)
+
+
+def test_predict_image_reads_webp_like_png(url: str, model: Path) -> None:
+    pictures = [drawn([(20, 30), (90, 30), (45, 140)]), drawn([(70, 20), (20, 100), (100, 100)])]
+    files = []
+    for i, picture in enumerate(pictures):
+        for fmt, options in (("PNG", {}), ("WEBP", {"lossless": True}), ("WEBP", {"quality": 80})):
+            data = png(picture, fmt, **options)
+            files.append(("images", (f"{i}.{fmt.lower()}", data, f"image/{fmt.lower()}")))
+    response = httpx.post(f"{url}/predict_image", files=files)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    P = np.asarray(answer["probabilities"]).reshape(2, 3, 10)  # picture, then PNG/lossless/lossy
+    pixels = np.stack([to_mnist(load_image(png(p))) for p in pictures])  # what PNG should feed
+    expected = oracle(model, pixels.astype(np.float32))
+    np.testing.assert_allclose(P[:, 0], expected, atol=1e-6)
+    np.testing.assert_allclose(P[:, 1], expected, atol=1e-6)
+    # Lossy WebP moves grey edges by a level or two (tests/digits): the same digits.
+    assert answer["digits"] == np.repeat(expected.argmax(axis=1), 3).tolist()
 
 
 def test_info_reports_provider_and_metadata(url: str) -> None:
@@ -240,21 +272,24 @@ def test_oversized_chunked_body(url: str) -> None:
     assert_refused(response, 413, "too large", url)
 
 
+WEBP = png(make_digits(1, seed=5)[0][0], "WEBP", lossless=True)
 BAD_IMAGES = {
-    "empty file": b"",
-    "non-image bytes": b"this is not an image",
-    "truncated image": png(digits_images(1, seed=5)[0])[:60],
-    "decompression bomb": bomb_png(),
+    "empty file": (b"", "image 0: empty upload"),
+    "non-image bytes": (b"this is not an image", "not an image"),
+    "truncated image": (png(digits_images(1, seed=5)[0])[:60], "truncated"),
+    "decompression bomb": (bomb_png(), "too large"),
+    "truncated WebP": (WEBP[: len(WEBP) // 2], "image 0: corrupt or truncated image ("),
+    "WebP lying about its size": (webp_declaring(WEBP, 640, 480), "image 0: corrupt or truncated"),
+    "WebP bomb header": (webp_declaring(WEBP, 16383, 16383)[:30], "image 0: image too large: "),
 }
 
 
 @pytest.mark.parametrize("case", BAD_IMAGES)
 def test_bad_images(url: str, case: str) -> None:
-    files = [("images", ("x.png", BAD_IMAGES[case], "image/png"))]
-    response = httpx.post(f"{url}/predict_image", files=files)
-    words = {"empty file": "image 0: empty upload", "non-image bytes": "not an image"}
-    words["truncated image"] = "truncated"
-    assert_refused(response, 400, words.get(case, "too large"), url)
+    data, words = BAD_IMAGES[case]
+    kind = "image/webp" if "WebP" in case else "image/png"
+    response = httpx.post(f"{url}/predict_image", files=[("images", ("x", data, kind))])
+    assert_refused(response, 400, words, url)
 
 
 def test_too_many_images(url: str) -> None:

@@ -156,10 +156,16 @@ def test_images_are_decoded_batched_and_bad_ones_skipped(digits, tmp_path: Path)
 
 
 def test_expand_inputs_walks_directories_and_globs(tmp_path: Path) -> None:
-    for name in ("b.png", "a.npy", "t10k-images-idx3-ubyte", "notes.txt", "c.jpg"):
+    for name in ("b.png", "a.npy", "t10k-images-idx3-ubyte", "notes.txt", "c.jpg", "d.WebP"):
         (tmp_path / name).write_bytes(b"")
     found = list(expand_inputs([str(tmp_path)]))
-    assert [p.name for p in found] == ["a.npy", "b.png", "c.jpg", "t10k-images-idx3-ubyte"]
+    assert [p.name for p in found] == [
+        "a.npy",
+        "b.png",
+        "c.jpg",
+        "d.WebP",
+        "t10k-images-idx3-ubyte",
+    ]
     assert [p.name for p in expand_inputs([str(tmp_path / "*.png")])] == ["b.png"]
     problems = list(expand_inputs([str(tmp_path / "*.gif"), str(tmp_path / "missing.npy")]))
     assert [type(p) for p in problems] == [InputError, InputError]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from digits.cli import cli
 from digits.idx import encode_idx
@@ -30,7 +30,7 @@ from serving.answers import Answers, answer_rows
 from serving.scoring.rows import format_rows
 from serving.scoring.summary import summarize, tally
 from serving.session import cuda_problem
-from tests.conftest import make_digits
+from tests.conftest import assert_one_line_error, make_digits
 from tests.serving.conftest import oracle, read_csv_rows, run
 
 DIGITS = Path(sys.executable).parent / "digits"
@@ -228,6 +228,59 @@ def test_skip_bad_lists_skipped_inputs_and_keeps_only_good_rows(
     assert all(p.name in result.stderr for p in bad)
     sources = [r["source"] for r in read_csv_rows(out)]
     assert sources == [f"{images}:{i}" for i in range(50)] + [str(good_png)]  # cut file undone
+
+
+def drawn_seven() -> Image.Image:
+    """A thick dark '7' on light paper, as a phone photo of one holds it."""
+    image = Image.new("L", (120, 160), 255)
+    ImageDraw.Draw(image).line([(20, 30), (90, 30), (45, 140)], fill=0, width=12)
+    return image
+
+
+def test_webp_files_score_like_the_png_of_the_same_picture(
+    linear_onnx: Path, tmp_path: Path
+) -> None:
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    drawn_seven().save(pictures / "a.png")
+    drawn_seven().save(pictures / "b-lossless.webp", lossless=True)
+    drawn_seven().save(pictures / "c-lossy.webp", quality=80)
+    out = tmp_path / "scores.csv"
+    result = run(linear_onnx, pictures, "-o", out, "--probabilities", "-q")
+    assert result.exit_code == 0, result.output
+    rows = read_csv_rows(out)
+    assert [Path(r["source"]).name for r in rows] == ["a.png", "b-lossless.webp", "c-lossy.webp"]
+    P = np.array([[float(r[f"p{i}"]) for i in range(10)] for r in rows])
+    expected = oracle(linear_onnx, to_mnist(drawn_seven()).reshape(1, 784))
+    np.testing.assert_allclose(P[:2], np.repeat(expected, 2, axis=0), atol=1e-6)
+    np.testing.assert_allclose(P[2], expected[0], atol=0.02)  # lossy: edges a level or two off
+    assert {r["digit"] for r in rows} == {str(expected.argmax())}
+
+
+def broken_webp(name: str) -> bytes:
+    """A real WebP from Pillow, cut short ("cut") or with a header that lies about its size."""
+    buffer = io.BytesIO()
+    drawn_seven().save(buffer, "WEBP", lossless=True)
+    data = buffer.getvalue()
+    if name == "cut":
+        return data[: len(data) // 2]
+    bits = struct.unpack("<I", data[21:25])[0] & ~0xFFFFFFF  # VP8L: 14-bit sizes minus one
+    return data[:21] + struct.pack("<I", bits | 639 | 479 << 14) + data[25:]  # 640×480
+
+
+@pytest.mark.parametrize("name", ["cut", "lying"])
+def test_bad_webp_is_one_line_or_skipped(linear_onnx: Path, tmp_path: Path, name: str) -> None:
+    bad = tmp_path / f"{name}.webp"
+    bad.write_bytes(broken_webp(name))
+    out = tmp_path / "scores.csv"
+    result = run(linear_onnx, bad, "-o", out)
+    assert_one_line_error(result, f"{bad}: corrupt or truncated image (")
+    assert not out.exists()
+    good = tmp_path / "good.webp"
+    drawn_seven().save(good, lossless=True)
+    result = run(linear_onnx, bad, good, "-o", out, "--skip-bad")
+    assert result.exit_code == 0 and "skipped 1 bad input(s)" in result.stderr, result.output
+    assert [r["source"] for r in read_csv_rows(out)] == [str(good)]
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """digits pipeline: the code that turns raw MNIST into a verified ONNX model.
 
 `pipeline/stages/` holds one module per DVC stage (each is `digits <stage>` in dvc.yaml),
-`pipeline/tools/` the commands outside the DAG (gradcheck, lr-find, ensemble, search, study).
+`pipeline/tools/` the commands outside the DAG (gradcheck, lr-find, ensemble, search, study,
+fingerprint).
 The library they share is grouped by concern: `training/`, `model/`, `compression/`,
 `onnx_export/`, `analysis/`, `robustness_sets/`, `experiments/`, with the shared infrastructure
 (`config`, `options`, `run_log`) beside them. Stages import the library, never each other; a

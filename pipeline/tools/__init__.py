@@ -1,1 +1,1 @@
-"""Commands outside the DVC pipeline: gradcheck, lr-find, ensemble, search and study."""
+"""Commands outside the DVC pipeline: gradcheck, lr-find, ensemble, search, study, fingerprint."""

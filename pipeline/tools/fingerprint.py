@@ -46,11 +46,12 @@ CHOICES: list[dict[str, str]] = [
         for mode in ("COMPATIBLE", "AVX2", "AVX512", "COMPATIBLE,STRICT", "AVX2,STRICT")
     ],
     {"ONEDNN_MAX_CPU_ISA": "SSE41"},
-    {"DIGITS_FINGERPRINT_MKLDNN": "0"},  # torch.backends.mkldnn.enabled = False
+    {"DIGITS_FINGERPRINT_MKLDNN": "0"},  # read below: torch.backends.mkldnn.enabled = False
     {"OMP_NUM_THREADS": "1"},
     {"OMP_NUM_THREADS": "4"},
 ]
 DATA_SIZE = 4096
+MKLDNN_OFF = "DIGITS_FINGERPRINT_MKLDNN=0"
 
 
 def weights_hash(model: torch.nn.Module) -> str:
@@ -135,8 +136,8 @@ def matrix(params_file: Path, options: list[str], wrap: list[str]) -> list[dict]
     """Every kernel choice, portable and not: its final hash and where it parts from the first."""
     rows, references = [], {}
     for env in CHOICES:
-        named = " ".join(f"{k}={v}" for k, v in env.items())
-        row: dict = {"choice": named or "as the machine picks"}
+        named = " ".join(f"{k}={v}" for k, v in env.items()) or "as the machine picks"
+        row: dict = {"choice": named.replace(MKLDNN_OFF, "torch.backends.mkldnn off")}
         for portable in (True, False):
             answer = run_choice(params_file, env, portable, options, wrap)
             reference = references.setdefault(portable, answer)

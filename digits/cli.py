@@ -68,12 +68,13 @@ def params_file(args: list[str]) -> Path:
 
 
 def enter_portable(params: Path) -> None:
-    """Portable mode's kernel settings (pipeline.portable), where the pipeline is installed."""
+    """Portable mode's kernel settings (pipeline.portable), where the pipeline is installed;
+    loaded by name, as the commands are: the core never imports the pipeline."""
     try:
-        from pipeline.portable import enter
+        portable = import_module("pipeline.portable")
     except ModuleNotFoundError:  # a serving-only install: the command will say what is missing
         return
-    enter(params)
+    portable.enter(params)
 
 
 class LazyGroup(click.Group):

@@ -18,6 +18,8 @@ import click
 import numpy as np
 import yaml
 
+from pipeline import portable
+
 T = TypeVar("T")
 
 PARAMS_FILE = Path("params.yaml")
@@ -141,8 +143,6 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
 def begin_stage(base: BaseParams) -> None:
     """What every stage does first: seed everything, and run torch portably when asked."""
     if base.portable and "torch" in sys.modules:
-        from pipeline import portable
-
         portable.check(base.threads)
     seed_everything(base.seed)
 

@@ -87,7 +87,8 @@ HTTP (`digits serve --model {onnx}`):
 curl -s localhost:3000/predict -H 'content-type: application/json' \\
      -d '{{"pixels": [[0, 0, ..., 0]]}}'   # {pixels} numbers 0-255 per image, or {side}x{side}
 ```
-Batch CLI (PNG/JPEG, IDX, .npy/.npz or CSV inputs; CSV `source,digit,confidence[,p0…p9]`):
+Batch CLI (PNG/JPEG/BMP/GIF/WebP, IDX, .npy/.npz, CSV or Parquet inputs; CSV
+`source,digit,confidence[,p0…p9]`):
 `digits score {onnx} images/ -o predictions.csv --probabilities`
 
 Plain ONNX Runtime, no project code:

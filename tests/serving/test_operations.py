@@ -182,12 +182,13 @@ def send_half_and_leave(url: str, route: str) -> None:
     head = f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
     with socket.create_connection((host, int(port)), timeout=20) as client:
         client.sendall(f"{head}Content-Length: {len(part) * 4}\r\n\r\n".encode() + part)
-        time.sleep(0.3)  # the server is reading the body when the client goes
+        time.sleep(1.0)  # the server is reading the body when the client goes
 
 
 def wait_for(url: str, name: str, value: float) -> dict[str, float]:
-    """/metrics' digits_* samples once `name` reaches `value` (or after 10 s)."""
-    deadline = time.monotonic() + 10
+    """/metrics' digits_* samples once `name` reaches `value` (or after 60 s: a loaded machine
+    can starve the server for seconds, and the wait ends as soon as the count is there)."""
+    deadline = time.monotonic() + 60
     while (m := samples(url)).get(name, 0) < value and time.monotonic() < deadline:
         time.sleep(0.1)
     return m

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -21,10 +22,13 @@ from tests.serving.conftest import running_server
 
 pytestmark = pytest.mark.e2e
 
+# A loaded machine can starve the server for seconds; a request waits as long as it takes.
+get, post = (functools.partial(call, timeout=120) for call in (httpx.get, httpx.post))
+
 
 def samples(url: str) -> dict[str, float]:
     """Every digits_* sample on /metrics, by name with labels."""
-    text = httpx.get(f"{url}/metrics").text
+    text = get(f"{url}/metrics").text
     return {k: float(v) for k, v in re.findall(r"^(digits_\S+) (\S+)$", text, re.M)}
 
 
@@ -40,11 +44,11 @@ def test_metrics_after_a_few_requests(tmp_path: Path) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, size=(7, 784)).astype(np.float32)
     image = png(pixels[0].reshape(28, 28).astype(np.uint8))  # as a picture, noise: no digit
     with running_server(model, tmp_path / "server.log") as url:
-        assert httpx.post(f"{url}/predict", json={"pixels": pixels[:3].tolist()}).is_success
-        assert httpx.post(f"{url}/predict", json={"pixels": pixels[3:].tolist()}).is_success
+        assert post(f"{url}/predict", json={"pixels": pixels[:3].tolist()}).is_success
+        assert post(f"{url}/predict", json={"pixels": pixels[3:].tolist()}).is_success
         files = [("images", ("x.png", image, "image/png"))] * 2
-        assert httpx.post(f"{url}/predict_image", files=files).is_success
-        assert httpx.post(f"{url}/predict", json={"pixels": []}).status_code == 400
+        assert post(f"{url}/predict_image", files=files).is_success
+        assert post(f"{url}/predict", json={"pixels": []}).status_code == 400
         m = samples(url)
     # The oracle: the same model on the same pixels, in a separate session.
     assert prepare(load_image(image)).reason is not None
@@ -96,8 +100,8 @@ def broken_model(path: Path) -> Path:
 def test_json_logs_one_line_per_4xx_and_a_traceback_for_5xx(tmp_path: Path) -> None:
     model, log = broken_model(tmp_path / "broken.onnx"), tmp_path / "server.log"
     with running_server(model, log, json_logs=1) as url:
-        refused = httpx.post(f"{url}/predict", json={"pixels": [[1] * 10]})
-        failed = httpx.post(f"{url}/predict", json={"pixels": [[1] * 784]})
+        refused = post(f"{url}/predict", json={"pixels": [[1] * 10]})
+        failed = post(f"{url}/predict", json={"pixels": [[1] * 784]})
         time.sleep(0.5)  # the worker's lines reach the file through BentoML's arbiter
     assert refused.status_code == 400 and failed.status_code == 500
     assert "server log" in failed.json()["error"]  # BentoML's words: no internals to the client
@@ -116,7 +120,7 @@ def test_json_logs_one_line_per_4xx_and_a_traceback_for_5xx(tmp_path: Path) -> N
 
 def bentoml_requests(url: str, route: str) -> float:
     """BentoML's own request count for a route on /metrics (0 when it has none)."""
-    text = httpx.get(f"{url}/metrics").text
+    text = get(f"{url}/metrics").text
     pattern = rf'^bentoml_\w*request_total{{[^}}]*endpoint="{route}"[^}}]*}} (\S+)$'
     found = re.findall(pattern, text, re.M)
     return sum(map(float, found))
@@ -129,9 +133,9 @@ def test_prediction_routes_answer_alike_with_or_without_bentomls_access_log(
     model, log = write_linear_onnx(tmp_path / "digits.onnx", seed=5), tmp_path / "server.log"
     pixels = np.random.default_rng(1).integers(0, 256, size=(2, 784)).tolist()
     with running_server(model, log, access_log=access_log) as url:
-        answer = httpx.post(f"{url}/predict", json={"pixels": pixels})
-        refused = httpx.post(f"{url}/predict", json={"pixels": [[1] * 10]})
-        assert httpx.get(f"{url}/info").is_success  # a route of BentoML's app either way
+        answer = post(f"{url}/predict", json={"pixels": pixels})
+        refused = post(f"{url}/predict", json={"pixels": [[1] * 10]})
+        assert get(f"{url}/info").is_success  # a route of BentoML's app either way
         m, counted_by_bentoml = samples(url), bentoml_requests(url, "/predict")
         time.sleep(0.5)  # the worker's lines reach the file through BentoML's arbiter
     assert answer.status_code == 200 and len(answer.json()["digits"]) == 2
@@ -156,7 +160,7 @@ def test_a_body_that_never_completes_gets_504_and_the_server_goes_on(tmp_path: P
                 if not (data := client.recv(4096)):
                     break
                 response += data
-        ok = httpx.post(f"{url}/predict", json={"pixels": [[0] * 784]})
+        ok = post(f"{url}/predict", json={"pixels": [[0] * 784]})
         m = samples(url)
     status, _, body = response.partition(b"\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 504"), response
@@ -200,7 +204,7 @@ def test_a_client_leaving_mid_body_is_one_line_and_counted(tmp_path: Path, route
     with running_server(model, log) as url:
         send_half_and_leave(url, route)
         m = wait_for(url, f'digits_requests_total{{route="{route}",status="499"}}', 1)
-        assert httpx.post(f"{url}/predict", json={"pixels": [[0] * 784]}).status_code == 200
+        assert post(f"{url}/predict", json={"pixels": [[0] * 784]}).status_code == 200
         time.sleep(0.5)  # the worker's lines reach the file through BentoML's arbiter
     assert m[f'digits_requests_total{{route="{route}",status="499"}}'] == 1
     assert m[f'digits_refused_requests_total{{route="{route}",status="499"}}'] == 1

@@ -31,11 +31,14 @@ import click
 import numpy as np
 import yaml
 
+from digits.atomic import atomic_path
 from digits.npz import read_split
 from pipeline.analysis.classification import accuracy
 from pipeline.config import load_group
 from pipeline.model.network import load_checkpoint, predict_logits
+from pipeline.robustness_sets.corruptions import CORRUPTIONS
 from pipeline.robustness_sets.fonts import font_digits
+from pipeline.robustness_sets.handwriting import handwriting_digits, rare_styles
 from pipeline.robustness_sets.sets import RobustnessParams, corruption_sets, through_image_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +61,11 @@ CONFIGS = {
         "augment_noise": 0.3,
         "augment_degrees": 20.0,
     },
+    # Handwriting from other writers (pipeline/training/styles.py), on top of the defaults.
+    "styles": {"augment_styles": 0.3},
+    "lowres": {"augment_lowres": 0.2},
+    "writers": {"augment_styles": 0.3, "augment_lowres": 0.2},
+    "writers_strong": {"augment_styles": 0.5, "augment_lowres": 0.4},
 }
 
 
@@ -89,15 +97,22 @@ def train_and_compress(params: dict, prepared: Path, work: Path) -> tuple[Path, 
 
 
 def benchmark_pixels(prepared: Path, params: RobustnessParams) -> dict[str, tuple]:
-    """Every benchmark set as the model sees it: pixels (N, 784) after the image path, labels."""
+    """Every benchmark set as the model sees it: pixels (N, 784) after the image path, labels;
+    the handwriting set's also by style and by resolution ("style NAME", "scan NAME")."""
     x, y = read_split(prepared / "test.npz")
     sets = corruption_sets(x, y, params.per_kind, params.seed)
     sets["fonts"] = font_digits(params.font_sizes)[:2]
+    images, labels, styles, scans = handwriting_digits(params.writers, params.seed)
+    sets["handwriting"] = (images, labels)
     with tempfile.TemporaryDirectory() as tmp:
-        return {
+        pixels = {
             name: (through_image_files(images, Path(tmp) / name), labels)
             for name, (images, labels) in sets.items()
         }
+    hand, groups = pixels["handwriting"], {"rare_styles": np.isin(styles, rare_styles())}
+    groups |= {f"style {name}": np.array(styles) == name for name in dict.fromkeys(styles)}
+    groups |= {f"scan {name}": np.array(scans) == name for name in dict.fromkeys(scans)}
+    return pixels | {name: (hand[0][keep], hand[1][keep]) for name, keep in groups.items()}
 
 
 def measure(checkpoint: Path, test: tuple, sets: dict[str, tuple]) -> dict:
@@ -105,23 +120,32 @@ def measure(checkpoint: Path, test: tuple, sets: dict[str, tuple]) -> dict:
     model, _ = load_checkpoint(checkpoint)
     figures = {"test_accuracy": accuracy(predict_logits(model, test[0]), test[1])}
     per_set = {name: accuracy(predict_logits(model, px), y) for name, (px, y) in sets.items()}
-    kinds = [name for name in per_set if name not in ("clean", "fonts")]
+    kinds = [name for name in per_set if name in CORRUPTIONS]
     figures["corruptions"] = {name: per_set[name] for name in kinds}
     figures["mean_corruption_accuracy"] = float(np.mean([per_set[k] for k in kinds]))
     figures["clean_image_path_accuracy"] = per_set["clean"]
     figures["font_accuracy"] = per_set["fonts"]
+    figures["handwriting_accuracy"] = per_set["handwriting"]
+    figures["rare_style_accuracy"] = per_set["rare_styles"]
+    for group in ("style", "scan"):
+        figures[f"handwriting_{group}"] = {
+            name.removeprefix(f"{group} "): value
+            for name, value in per_set.items()
+            if name.startswith(f"{group} ")
+        }
     return figures
 
 
 def summary(rows: list[dict]) -> dict[str, dict[str, str]]:
     """Mean ± std over seeds of the headline figures, per config."""
-    keys = ("test_accuracy", "dev_accuracy", "mean_corruption_accuracy", "font_accuracy")
+    keys = ("test_accuracy", "dev_accuracy", "mean_corruption_accuracy", "font_accuracy",
+            "handwriting_accuracy", "rare_style_accuracy")  # fmt: skip
     table = {}
     for config in dict.fromkeys(row["config"] for row in rows):
         runs = [row for row in rows if row["config"] == config]
         table[config] = {"seeds": [row["seed"] for row in runs]}
         for key in keys:
-            values = [100 * row[key] for row in runs]
+            values = [100 * row[key] for row in runs if key in row]
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             table[config][key] = f"{statistics.mean(values):.2f} ± {std:.2f}"
     return table
@@ -142,18 +166,44 @@ def summary(rows: list[dict]) -> dict[str, dict[str, str]]:
 )
 @click.option("--data", "prepared", type=click.Path(path_type=Path), default="data/prepared")
 @click.option("--out", type=click.Path(path_type=Path), default="bench/results/robust_train.jsonl")
-def main(configs: tuple[str, ...], seeds: tuple[int, ...], prepared: Path, out: Path) -> None:
+@click.option(
+    "--remeasure",
+    is_flag=True,
+    help="Measure the runs already in --out again from their kept checkpoints, then stop.",
+)
+@click.option(
+    "--portable/--plain",
+    default=None,
+    help="base.portable for the runs (default: params.yaml's); plain is about 1.6x faster.",
+)
+def main(
+    configs: tuple[str, ...],
+    seeds: tuple[int, ...],
+    prepared: Path,
+    out: Path,
+    portable: bool | None,
+    remeasure: bool,
+) -> None:
     """Train, compress and benchmark each config × seed; print mean ± std per config."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     bench = load_group(RobustnessParams, "robustness", ROOT / "params.yaml")
     test, sets = read_split(prepared / "test.npz"), benchmark_pixels(prepared, bench)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    if remeasure:
+        for row in rows:
+            kept = out.parent / "checkpoints" / f"{row['config']}-{row['seed']}.pt"
+            row.update(measure(kept, test, sets))
+        with atomic_path(out) as tmp:
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        configs = ()
     for config in configs:
         for seed in seeds:
             if any(r["config"] == config and r["seed"] == seed for r in rows):
                 continue
             run = {**params, "base": {**params["base"], "seed": seed}}
+            if portable is not None:
+                run["base"]["portable"] = portable
             run["train"] = {**params["train"], **CONFIGS[config]}
             with tempfile.TemporaryDirectory() as work:
                 checkpoint, report = train_and_compress(run, prepared.resolve(), Path(work))
@@ -164,6 +214,7 @@ def main(configs: tuple[str, ...], seeds: tuple[int, ...], prepared: Path, out: 
                     "config": config,
                     "seed": seed,
                     "train": CONFIGS[config],
+                    "portable": run["base"].get("portable", False),
                     "dev_accuracy": report["dev_accuracy_after"],
                     **measure(checkpoint, test, sets),
                     "cpu": cpu_name(),

@@ -4,7 +4,8 @@ reads a photo.
 
 Sets: `clean` (a seeded subsample of the test split) and one per corruption in
 pipeline/robustness_sets/corruptions.py (the same subsample, corrupted with the benchmark seed);
-the font set comes from pipeline/robustness_sets/fonts.py. Writes PNG files only into the
+the font set comes from pipeline/robustness_sets/fonts.py, the handwriting set from
+pipeline/robustness_sets/handwriting.py. Writes PNG files only into the
 directory it is given.
 """
 
@@ -33,6 +34,7 @@ class RobustnessParams:
     seed: int = 0
     per_kind: int = 1000  # test images per set: a seeded subsample of the test split
     font_sizes: tuple[int, ...] = (16, 28, 40)  # pixels per em on the 64×64 font canvas
+    writers: int = 20  # handwriting set: writers per style, each drawn and scanned
     examples: int = 3  # images per set shown with their answers in the report
 
     def __post_init__(self) -> None:
@@ -41,6 +43,7 @@ class RobustnessParams:
         sizes = self.font_sizes
         require(all(8 <= s <= 44 for s in sizes), "robustness.font_sizes", "must be in 8..44")
         require(self.examples >= 0, "robustness.examples", "must be >= 0")
+        require(self.writers >= 1, "robustness.writers", "must be >= 1")
 
 
 def subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -78,13 +78,16 @@ def robustness_section(report: dict[str, Any] | None) -> list[str]:
     lines = [
         "The exported ONNX model on test images written as PNG files and read back through the "
         "image path (`digits score`, `POST /predict_image`): clean, under each corruption "
-        "(`pipeline/corruptions.py`, one fixed severity each, seeded), and digits printed in "
-        "the fonts matplotlib ships (`pipeline/font_digits.py`).",
+        "(`pipeline/robustness_sets/corruptions.py`, one fixed severity each, seeded), digits "
+        "printed in the fonts matplotlib ships (`pipeline/robustness_sets/fonts.py`), and "
+        "handwriting in styles MNIST lacks, drawn from stroke skeletons and scanned at low "
+        "resolution (`pipeline/robustness_sets/handwriting.py`).",
         "",
         f"Clean {percent(report['clean_accuracy'])}; mean over corruptions "
         f"**{percent(report['mean_corruption_accuracy'])}** (worst: "
         f"{report['worst_corruption']}, {percent(report['worst_corruption_accuracy'])}); "
-        f"font set **{percent(report['font_accuracy'])}**.",
+        f"font set **{percent(report['font_accuracy'])}**; handwriting "
+        f"**{percent(report['handwriting_accuracy'])}**.",
         "",
         "| set | accuracy |",
         "|---|---|",
@@ -93,8 +96,20 @@ def robustness_section(report: dict[str, Any] | None) -> list[str]:
     lines += [f"| {name} | {percent(value)} |" for name, value in report["corruptions"].items()]
     lines += [f"| fonts | {percent(report['font_accuracy'])} |", ""]
     fonts = ", ".join(f"{name} {percent(value)}" for name, value in report["fonts"].items())
-    lines += [f"Per font: {fonts}.", "", "![robustness examples](figures/robustness.png)"]
+    lines += [f"Per font: {fonts}.", ""]
+    lines += handwriting_lines(report["handwriting"])
+    lines += ["", "![robustness examples](figures/robustness.png)"]
     return lines
+
+
+def handwriting_lines(handwriting: dict[str, Any]) -> list[str]:
+    """Markdown: the handwriting set by style and by resolution."""
+    styles = ", ".join(f"{name} {percent(v)}" for name, v in handwriting["styles"].items())
+    scans = ", ".join(f"{name} {percent(v)}" for name, v in handwriting["resolutions"].items())
+    return [
+        f"Handwriting, the styles MNIST lacks: **{percent(handwriting['rare_styles'])}**. "
+        f"Per style: {styles}. Per resolution: {scans}."
+    ]
 
 
 def metrics_table(summary: dict[str, Any]) -> list[str]:

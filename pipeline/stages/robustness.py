@@ -1,14 +1,17 @@
-"""Stage `robustness`: the deployed ONNX model on corrupted and printed digits, read as image files.
+"""Stage `robustness`: the deployed ONNX model on corrupted, printed and handwritten digits, read as
+image files.
 
 A seeded subsample of the test split, clean and under each corruption of
-pipeline/robustness_sets/corruptions.py, and the digits of several fonts
-(pipeline/robustness_sets/fonts.py) are written as PNG files and read back
+pipeline/robustness_sets/corruptions.py, the digits of several fonts
+(pipeline/robustness_sets/fonts.py) and handwriting in styles MNIST lacks, drawn and scanned at
+low resolution (pipeline/robustness_sets/handwriting.py), are written as PNG files and read back
 through the image path `digits score` and `POST /predict_image` use (digits/images.py), then
 scored by the ONNX file on ONNX Runtime: the deployed path end to end.
 Reads: models/digits.onnx, data/prepared/test.npz, params.yaml `base`, `robustness`.
 Writes: reports/robustness.json (metrics: accuracy per set, the corruptions' mean, the font set's
-and each font's), reports/robustness/examples.json (a few of each set's PNG files, base64, with
-the model's answers; `digits report` draws them).
+and each font's, the handwriting set's, per style and per resolution),
+reports/robustness/examples.json (a few of each set's PNG files, base64, with the model's answers;
+`digits report` draws them).
 Run: `digits robustness`
 """
 
@@ -31,6 +34,7 @@ from pipeline.config import BaseParams, begin_stage, load_group
 from pipeline.onnx_export.plain_session import cpu_session, onnx_probabilities
 from pipeline.options import params_option, path_option, prepared_option
 from pipeline.robustness_sets.fonts import font_digits
+from pipeline.robustness_sets.handwriting import handwriting_digits, rare_styles
 from pipeline.robustness_sets.sets import (
     RobustnessParams,
     corruption_sets,
@@ -48,10 +52,15 @@ def accuracy_by(groups: list[str], probs: np.ndarray, y: np.ndarray) -> dict[str
     return {g: accuracy(probs[names == g], y[names == g]) for g in dict.fromkeys(groups)}
 
 
-def summarize(accuracy: dict[str, float], fonts: dict[str, float], version: str) -> dict:
-    """The metrics: clean, per corruption, their mean and worst, the font set and each font."""
+def summarize(
+    accuracy: dict[str, float], fonts: dict[str, float], handwriting: dict, version: str
+) -> dict:
+    """The metrics: clean, per corruption, their mean and worst, the font set and each font,
+    the handwriting set, per style and per resolution."""
     corruptions = {
-        name: value for name, value in accuracy.items() if name not in ("clean", "fonts")
+        name: value
+        for name, value in accuracy.items()
+        if name not in ("clean", "fonts", "handwriting")
     }
     worst = min(corruptions, key=corruptions.__getitem__)
     return {
@@ -61,8 +70,10 @@ def summarize(accuracy: dict[str, float], fonts: dict[str, float], version: str)
         "worst_corruption": worst,
         "worst_corruption_accuracy": corruptions[worst],
         "font_accuracy": accuracy["fonts"],
+        "handwriting_accuracy": accuracy["handwriting"],
         "corruptions": corruptions,
         "fonts": fonts,
+        "handwriting": handwriting,
     }
 
 
@@ -88,6 +99,8 @@ def benchmark(session: ort.InferenceSession, test: tuple, params: RobustnessPara
     sets = corruption_sets(*test, params.per_kind, params.seed)
     font_images, font_labels, font_names = font_digits(params.font_sizes)
     sets["fonts"] = (font_images, font_labels)
+    hand_images, hand_labels, styles, scans = handwriting_digits(params.writers, params.seed)
+    sets["handwriting"] = (hand_images, hand_labels)
     probs: dict[str, np.ndarray] = {}
     examples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,8 +110,14 @@ def benchmark(session: ort.InferenceSession, test: tuple, params: RobustnessPara
             examples += pick_examples(name, directory, labels, probs[name], params.examples)
     scores = {name: accuracy(probs[name], labels) for name, (_, labels) in sets.items()}
     fonts = accuracy_by(font_names, probs["fonts"], font_labels)
+    rare = np.isin(styles, rare_styles())
+    handwriting = {
+        "rare_styles": accuracy(probs["handwriting"][rare], hand_labels[rare]),
+        "styles": accuracy_by(styles, probs["handwriting"], hand_labels),
+        "resolutions": accuracy_by(scans, probs["handwriting"], hand_labels),
+    }
     version = session.get_modelmeta().custom_metadata_map.get(VERSION_KEY, UNKNOWN_VERSION)
-    return summarize(scores, fonts, version), examples
+    return summarize(scores, fonts, handwriting, version), examples
 
 
 @click.command("robustness")
@@ -124,7 +143,7 @@ def benchmark(session: ort.InferenceSession, test: tuple, params: RobustnessPara
 def robustness_command(
     params_file: Path, prepared: Path, model: Path, metrics_file: Path, examples_dir: Path
 ) -> None:
-    """Score the ONNX model on corrupted test images and printed digits, as image files."""
+    """Score the ONNX model on corrupted test images, printed and handwritten digits, as files."""
     begin_stage(load_group(BaseParams, "base", params_file))
     params = load_group(RobustnessParams, "robustness", params_file)
     session = cpu_session(model)
@@ -135,5 +154,6 @@ def robustness_command(
     click.echo(
         f"clean {report['clean_accuracy']:.4f}, mean over corruptions "
         f"{report['mean_corruption_accuracy']:.4f} (worst {report['worst_corruption']} "
-        f"{report['worst_corruption_accuracy']:.4f}), fonts {report['font_accuracy']:.4f}"
+        f"{report['worst_corruption_accuracy']:.4f}), fonts {report['font_accuracy']:.4f}, "
+        f"handwriting {report['handwriting_accuracy']:.4f}"
     )

@@ -76,7 +76,7 @@ def train_fingerprints(
     prints = {0: weights_hash(model)}
     for step in range(1, steps + 1):
         idx = torch.randint(0, DATA_SIZE, (params.batch_size,), generator=gen)
-        xb = augment_batch(x[idx], params, gen) if params.augment else x[idx]
+        xb = augment_batch(x[idx], y[idx], params, gen) if params.augment else x[idx]
         loss = data_loss(model(xb), y[idx], params)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -32,6 +32,7 @@ from pipeline.model.transform import AffineTransform
 from pipeline.training.augment import add_noise, blur_some, elastic_distort, vary_strokes
 from pipeline.training.optim import make_optimizer, make_scheduler
 from pipeline.training.params import TrainParams
+from pipeline.training.styles import low_resolution, writer_styles
 
 Data = tuple[np.ndarray, np.ndarray]
 # Called with the model as each epoch starts; the function it returns is called as the epoch
@@ -77,9 +78,14 @@ def apply_max_norm(model: MLP, max_norm: float) -> None:
         W.mul_((max_norm / norms.clamp_min(1e-12)).clamp(max=1.0))
 
 
-def augment_batch(x: torch.Tensor, params: TrainParams, gen: torch.Generator) -> torch.Tensor:
-    """Random small rotation, shift and scale of each image, then robustness_augment: (N, 784)."""
+def augment_batch(
+    x: torch.Tensor, y: torch.Tensor, params: TrainParams, gen: torch.Generator
+) -> torch.Tensor:
+    """Writer styles by label, a random small rotation, shift and scale of each image, then
+    robustness_augment: (N, 784)."""
     n = x.shape[0]
+    if params.augment_styles:
+        x = writer_styles(x, y, params.augment_styles, gen)
     angle = (torch.rand(n, generator=gen) * 2 - 1) * np.deg2rad(params.augment_degrees)
     scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * params.augment_scale
     shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * params.augment_shift * 2 / SIDE
@@ -93,7 +99,10 @@ def augment_batch(x: torch.Tensor, params: TrainParams, gen: torch.Generator) ->
 
 
 def robustness_augment(x: torch.Tensor, params: TrainParams, gen: torch.Generator) -> torch.Tensor:
-    """The elastic, stroke, blur and noise augmentations that are on: (N, 784) -> (N, 784)."""
+    """The low-resolution, elastic, stroke, blur and noise augmentations that are on:
+    (N, 784) -> (N, 784)."""
+    if params.augment_lowres:
+        x = low_resolution(x, params.augment_lowres, params.augment_lowres_sides, gen)
     if params.augment_elastic:
         x = elastic_distort(x, params.augment_elastic, params.augment_elastic_sigma, gen)
     if params.augment_stroke:
@@ -254,7 +263,7 @@ def train_epoch(
         idx = order[start : start + params.batch_size]
         xb, yb = x[idx].float(), y[idx]  # (B, 784) float pixels 0–255
         if params.augment:
-            xb = augment_batch(xb, params, gen)
+            xb = augment_batch(xb, yb, params, gen)
         logits = model(xb)  # (B, 10)
         loss = data_loss(logits, yb, params)
         objective = loss + penalty(model, params.l1) if params.l1 else loss

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from digits.contract import SIDE
 from pipeline.config import require
 
 Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
@@ -60,6 +61,10 @@ class TrainParams:
     augment_blur_sigma: float = 1.0  # their Gaussian sigma is uniform in [0, this)
     augment_noise: float = 0.0  # share of images given Gaussian pixel noise
     augment_noise_std: float = 40.0  # its std, uniform in [0, this], pixel levels 0–255
+    # Handwriting from other writers (pipeline/training/styles.py), the same way: off at 0.
+    augment_styles: float = 0.0  # share of 1s, 4s, 7s, 9s given a style MNIST lacks
+    augment_lowres: float = 0.0  # share of images brought through a low-resolution scan
+    augment_lowres_sides: tuple[int, int] = (8, 16)  # its side, pixels: uniform in this range
     subset: float = 1.0  # share of the train split `digits train` fits on (search budgets)
 
     def __post_init__(self) -> None:
@@ -88,8 +93,12 @@ class TrainParams:
         require(0 <= self.augment_scale < 1, "train.augment_scale", "must be in [0, 1)")
         require(self.augment_elastic >= 0, "train.augment_elastic", "must be >= 0")
         require(self.augment_elastic_sigma > 0, "train.augment_elastic_sigma", "must be > 0")
-        for key in ("augment_stroke", "augment_blur", "augment_noise"):
+        for key in ("augment_stroke", "augment_blur", "augment_noise", "augment_styles",
+                    "augment_lowres"):  # fmt: skip
             require(0 <= getattr(self, key) <= 1, f"train.{key}", "must be in [0, 1]")
         require(self.augment_blur_sigma > 0, "train.augment_blur_sigma", "must be > 0")
         require(self.augment_noise_std >= 0, "train.augment_noise_std", "must be >= 0")
+        low, high = self.augment_lowres_sides
+        sides_ok = 4 <= low <= high < SIDE
+        require(sides_ok, "train.augment_lowres_sides", "must be 4 <= low <= high < 28")
         require(0 < self.subset <= 1, "train.subset", "must be in (0, 1]")

@@ -103,12 +103,13 @@ def test_with_the_robustness_params_off_the_batch_and_the_generator_are_untouche
 
 
 def test_augment_batch_applies_the_robustness_params_that_are_on(batch):
+    labels = torch.from_numpy(flat_digits(16, seed=4)[1])
     plain = TrainParams(augment=True)
     robust = dataclasses.replace(plain, **ROBUST)
-    a, b = augment_batch(batch, plain, gen(1)), augment_batch(batch, robust, gen(1))
+    a, b = augment_batch(batch, labels, plain, gen(1)), augment_batch(batch, labels, robust, gen(1))
     assert a.shape == b.shape == batch.shape
     assert not torch.allclose(a, b, atol=1.0)
-    assert torch.equal(augment_batch(batch, robust, gen(1)), b)  # seeded: repeatable
+    assert torch.equal(augment_batch(batch, labels, robust, gen(1)), b)  # seeded: repeatable
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,12 @@ ROBUSTNESS = {
     "font_accuracy": 0.95,
     "corruptions": {"fog": 0.7, "blur": 0.95, "inversion": 0.99},  # mean 0.88: the report's own
     "fonts": {"DejaVuSans": 1.0, "cmti10": 0.7},
+    "handwriting_accuracy": 0.93,
+    "handwriting": {
+        "rare_styles": 0.8,
+        "styles": {"1 stick": 1.0, "7 crossed": 0.6},
+        "resolutions": {"drawn": 0.99, "8 px": 0.75},
+    },
 }
 
 
@@ -73,6 +79,11 @@ def test_the_robustness_section_gives_each_set_the_recorded_mean_and_the_figure(
     text = "\n".join(lines)
     # The recorded mean (90%), not one recomputed from the three corruptions listed (88%).
     assert "mean over corruptions **90.00%** (worst: fog, 70.00%); font set **95.00%**" in text
+    assert "; handwriting **93.00%**." in text
+    assert (
+        "Handwriting, the styles MNIST lacks: **80.00%**. Per style: 1 stick 100.00%, "
+        "7 crossed 60.00%. Per resolution: drawn 99.00%, 8 px 75.00%."
+    ) in lines
     table = [line for line in lines if line.startswith("|")]
     assert table[:2] == ["| set | accuracy |", "|---|---|"]
     # A row per set: clean first, each corruption in the recorded order, the font set last.

@@ -18,6 +18,7 @@ from digits.images import load_image, to_mnist
 from pipeline.config import ParamError, parse_group
 from pipeline.robustness_sets.corruptions import CORRUPTIONS
 from pipeline.robustness_sets.fonts import FONTS, POSITIONS, font_digits, font_file
+from pipeline.robustness_sets.handwriting import STYLES, resolutions
 from pipeline.robustness_sets.sets import (
     RobustnessParams,
     corruption_sets,
@@ -26,7 +27,9 @@ from pipeline.robustness_sets.sets import (
 )
 from tests.conftest import flat_digits, write_linear_onnx
 
-PARAMS = {"robustness": {"seed": 0, "per_kind": 30, "font_sizes": [28], "examples": 2}}
+PARAMS = {
+    "robustness": {"seed": 0, "per_kind": 30, "font_sizes": [28], "examples": 2, "writers": 2}
+}
 
 
 def write_constant_onnx(path: Path, digit: int) -> Path:
@@ -64,6 +67,11 @@ def test_the_stage_writes_each_sets_accuracy_as_the_model_answers(workspace: Pat
     assert report["mean_corruption_accuracy"] == pytest.approx(threes)
     assert report["font_accuracy"] == pytest.approx(0.1)  # every digit equally often
     assert set(report["fonts"]) == {name.removesuffix(".ttf") for name in FONTS}
+    assert report["handwriting_accuracy"] == pytest.approx(1 / len(STYLES))  # one style of 3
+    assert list(report["handwriting"]["styles"]) == list(STYLES)
+    assert report["handwriting"]["styles"]["3"] == 1.0
+    assert report["handwriting"]["rare_styles"] == 0.0  # no rare style is a 3
+    assert list(report["handwriting"]["resolutions"]) == resolutions()
     assert report["model_version"] == "always-3"
     assert "mean over corruptions" in result.output
 
@@ -72,7 +80,7 @@ def test_the_examples_are_the_png_files_with_the_models_answers(workspace: Path)
     result = run_stage(workspace, write_constant_onnx(workspace / "seven.onnx", 7))
     assert result.exit_code == 0, result.output
     examples = json.loads((workspace / "reports" / "robustness" / "examples.json").read_text())
-    assert len(examples) == 2 * (2 + len(CORRUPTIONS))  # clean, each corruption, fonts
+    assert len(examples) == 2 * (3 + len(CORRUPTIONS))  # clean, corruptions, fonts, handwriting
     for example in examples:
         image = Image.open(io.BytesIO(base64.b64decode(example["png"])))
         assert image.format == "PNG" and image.mode == "L"

@@ -278,6 +278,9 @@ def add_every_optional_input(reports: Path) -> None:
         "model_version": "v", "clean_accuracy": 0.99, "mean_corruption_accuracy": 0.9,
         "worst_corruption": "fog", "worst_corruption_accuracy": 0.9, "font_accuracy": 0.95,
         "corruptions": {"fog": 0.9}, "fonts": {"DejaVuSans": 0.95},
+        "handwriting_accuracy": 0.97,
+        "handwriting": {"rare_styles": 0.9, "styles": {"7 crossed": 0.9},
+                        "resolutions": {"8 px": 0.9}},
     }  # fmt: skip
     (reports / "robustness.json").write_text(json.dumps(robustness))
     png = io.BytesIO()

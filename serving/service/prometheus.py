@@ -83,25 +83,19 @@ class RequestMetrics:
         latency = self.latency.get(scope["path"]) if scope["type"] == "http" else None
         if latency is None:
             return await self.app(scope, receive, send)
-        start, counted = time.perf_counter(), False
-
-        def count(status: int) -> None:
-            nonlocal counted
-            counted = True
-            latency.observe(time.perf_counter() - start)
-            key = (scope["path"], status)
-            if (counter := self.counts.get(key)) is None:
-                counter = self.counts[key] = REQUESTS.labels(route=key[0], status=str(status))
-            counter.inc()
+        start, status = time.perf_counter(), 500  # an app that raises sends nothing: a 500
 
         async def sent(message: Message) -> None:
-            # Counted before the answer leaves: a client that reads /metrics next finds it there.
+            nonlocal status
             if message["type"] == "http.response.start":
-                count(message["status"])
+                status = message["status"]
             await send(message)
 
         try:
             await self.app(scope, receive, sent)
         finally:
-            if not counted:  # an app that raises sends nothing: a 500
-                count(500)
+            latency.observe(time.perf_counter() - start)
+            key = (scope["path"], status)
+            if (count := self.counts.get(key)) is None:
+                count = self.counts[key] = REQUESTS.labels(route=key[0], status=str(status))
+            count.inc()

@@ -136,7 +136,10 @@ def test_prediction_routes_answer_alike_with_or_without_bentomls_access_log(
         answer = post(f"{url}/predict", json={"pixels": pixels})
         refused = post(f"{url}/predict", json={"pixels": [[1] * 10]})
         assert get(f"{url}/info").is_success  # a route of BentoML's app either way
-        m, counted_by_bentoml = samples(url), bentoml_requests(url, "/predict")
+        # Counted once the answer is sent: wait for both, as a scraper would see them eventually.
+        wait_for(url, 'digits_requests_total{route="/predict",status="200"}', 1)
+        m = wait_for(url, 'digits_requests_total{route="/predict",status="400"}', 1)
+        counted_by_bentoml = bentoml_requests(url, "/predict")
         time.sleep(0.5)  # the worker's lines reach the file through BentoML's arbiter
     assert answer.status_code == 200 and len(answer.json()["digits"]) == 2
     assert refused.status_code == 400 and "N×784" in refused.json()["error"]
@@ -161,7 +164,7 @@ def test_a_body_that_never_completes_gets_504_and_the_server_goes_on(tmp_path: P
                     break
                 response += data
         ok = post(f"{url}/predict", json={"pixels": [[0] * 784]})
-        m = samples(url)
+        m = wait_for(url, 'digits_requests_total{route="/predict",status="504"}', 1)
     status, _, body = response.partition(b"\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 504"), response
     assert json.loads(body) == {"error": "not answered within 1 s"}

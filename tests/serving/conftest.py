@@ -48,6 +48,9 @@ def server_process(
     """`digits serve` on `model`; yields its base URL and process (which a test may signal)."""
     port = free_port()
     env = {**os.environ, **{f"DIGITS_{k.upper()}": str(v) for k, v in settings.items()}}
+    # BentoML empties $BENTOML_HOME/prometheus_multiproc_dir whenever a server starts: with one
+    # home, a server started by a concurrent test run wipes this one's metrics.
+    env["BENTOML_HOME"] = str(log.parent / f"bentoml-home-{port}")
     command = ["digits", "serve", "--model", str(model), "--port", str(port), "--host", "127.0.0.1"]
     with log.open("wb") as out:
         proc = subprocess.Popen([*command, "--provider", "cpu"], env=env, stdout=out, stderr=out)

@@ -65,7 +65,6 @@ CONFIGS = {
     "styles": {"augment_styles": 0.3},
     "lowres": {"augment_lowres": 0.2},
     "writers": {"augment_styles": 0.3, "augment_lowres": 0.2},
-    "writers_strong": {"augment_styles": 0.5, "augment_lowres": 0.4},
 }
 
 

@@ -71,6 +71,11 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_left_to_do(scratch_repo):
     export = json.loads((repo / "reports" / "export.json").read_text())
     assert export["argmax_agreement"] == 1.0
     assert export["max_abs_prob_diff"] <= 1e-5
+    # The size compress reports is what the ONNX file holds, counted here from its matrices.
+    deployed = json.loads((repo / "reports" / "compress.json").read_text())["deployed"]
+    graph = onnx.load(repo / "models" / "digits.onnx").graph
+    matrices = [onnx.numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) == 2]
+    assert sum(int((m != 0).sum()) for m in matrices) == deployed["nonzero_total"] > 0
     metrics = run(["dvc", "metrics", "show", "--json"], repo, env)
     assert "test_accuracy" in metrics and "sparsity" in metrics
     assert "mean_corruption_accuracy" in metrics and "font_accuracy" in metrics

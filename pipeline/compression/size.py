@@ -13,11 +13,14 @@ from pipeline.model.network import MLP
 def deployed_size(model: MLP) -> dict:
     """What inference computes with: nonzero Linear weights, the kept map, MACs per image."""
     weights = sum(int(effective_weight(lin).count_nonzero()) for lin in model.linears())
-    map_entries = model.preprocess.matrix.numel() if model.spec.preprocess else 0
+    matrix = model.preprocess.matrix if model.spec.preprocess else None
+    map_entries = matrix.numel() if matrix is not None else 0
     return {
         "weights_nonzero": weights,
         "preprocess_map_entries": map_entries,
         "macs_per_image": weights + map_entries,  # the map is a dense MatMul
+        # every weight matrix of the graph, the map's included: what a budget counts
+        "nonzero_total": weights + (int(matrix.count_nonzero()) if matrix is not None else 0),
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import torch
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 from torch import nn
@@ -117,6 +118,19 @@ def export_classifier(classifier: nn.Module, opset: int) -> onnx.ModelProto:
     if found:
         raise ValueError(f"exported graph still has training-only nodes: {sorted(set(found))}")
     return proto
+
+
+def graph_weights_nonzero(proto: onnx.ModelProto) -> int:
+    """Nonzero entries of every weight matrix in the graph (rank-2 initializers and constants).
+
+    What a nonzero-weight budget counts, read from the file rather than from the checkpoint.
+    """
+    tensors = list(proto.graph.initializer)
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            tensors += [attr.t for attr in node.attribute if attr.name == "value"]
+    arrays = (onnx.numpy_helper.to_array(tensor) for tensor in tensors if len(tensor.dims) == 2)
+    return sum(int(np.count_nonzero(array)) for array in arrays)
 
 
 def save_onnx(proto: onnx.ModelProto, path: Path) -> None:

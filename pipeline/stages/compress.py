@@ -20,8 +20,10 @@ The recipe, in order (a step whose param is 0 is skipped):
    when that makes the model smaller (a PCA/ZCA map would make a pruned first layer dense), and
    each fold is checked on dev.
 Fine-tuning is `pipeline.training.loop.fit` with the `train:` params, less `epochs`, `lr` and `l1`.
-Pruning acts on the learned weights only, so `sparsity` is learned-weight sparsity. A run that
-misses `sparsity` or `max_dev_drop` says so (and fails, writing nothing, with `strict`).
+Pruning acts on the learned weights only, so `sparsity` is learned-weight sparsity; `budget`
+(nonzero weights of the deployed graph) raises it where the weights left after step 1 would not
+fit. A run that misses `sparsity`, `max_dev_drop` or `budget` says so (and fails, writing
+nothing, with `strict`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ class CompressParams:
     l1_epochs: int = 1
     l1_threshold: float = 1e-3  # |w| below this counts as driven to zero by the penalty
     sparsity: float = 0.9  # target zero share of the Linear weights left after step 1
+    # Nonzero weights the deployed graph may hold, every weight matrix counted (a kept
+    # preprocessing map too); None: no budget. Pruning goes past `sparsity` when the learned
+    # weights left after step 1 would not fit in it.
+    budget: int | None = None
     scope: PruneScope = "global"
     sensitivity_levels: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
     max_dev_drop: float = 0.5  # percentage points of dev accuracy the whole recipe may cost
@@ -116,6 +122,7 @@ class CompressParams:
         require(self.l1 >= 0, "compress.l1", "must be >= 0")
         require(self.l1_threshold > 0, "compress.l1_threshold", "must be > 0")
         require(0 <= self.sparsity < 1, "compress.sparsity", "must be in [0, 1)")
+        require(self.budget is None or self.budget >= 1, "compress.budget", "must be >= 1 or null")
         require(self.steps >= 1, "compress.steps", "must be >= 1")
         require(self.lr > 0, "compress.lr", "must be > 0")
         require(self.polish_lr > 0, "compress.polish_lr", "must be > 0")
@@ -268,11 +275,19 @@ def learned_sparsity(model: MLP) -> dict:
     }
 
 
+def budget_sparsity(model: MLP, params: CompressParams) -> float:
+    """The prune target: `sparsity`, or more where the learned weights must fit the budget."""
+    if params.budget is None:
+        return params.sparsity
+    weights = sum(linear.weight.numel() for linear in model.linears())
+    return max(params.sparsity, 1 - min(params.budget, weights) / weights)
+
+
 def check_targets(report: dict, params: CompressParams) -> dict:
-    """Whether the run reached its sparsity target and stayed within its dev-drop budget."""
+    """Whether the run reached its sparsity and stayed within its dev-drop and size budgets."""
     sparsity_met = report["sparsity"] >= params.sparsity - SPARSITY_TOLERANCE
     drop_met = report["dev_accuracy_drop_pp"] <= params.max_dev_drop
-    return {
+    targets = {
         "sparsity": {"target": params.sparsity, "reached": report["sparsity"], "met": sparsity_met},
         "max_dev_drop_pp": {
             "target": params.max_dev_drop,
@@ -280,12 +295,20 @@ def check_targets(report: dict, params: CompressParams) -> dict:
             "met": drop_met,
         },
     }
+    if params.budget is not None:
+        size = report["deployed"]["nonzero_total"]
+        targets["budget"] = {"target": params.budget, "reached": size, "met": size <= params.budget}
+    return targets
 
 
 def missed_targets(report: dict) -> str:
     """One line naming each missed target, or "" when all were met."""
+
+    def shown(value: float) -> str:
+        return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+
     missed = [
-        f"{name} {figures['reached']:.4g} (target {figures['target']:.4g})"
+        f"{name} {shown(figures['reached'])} (target {shown(figures['target'])})"
         for name, figures in report["targets"].items()
         if not figures["met"]
     ]
@@ -318,6 +341,8 @@ def compress(dense: MLP, tuning: Tuning, params: CompressParams) -> tuple[MLP, d
         steps.append(row)
     if params.l1 and params.l1_epochs:
         steps.append(l1_step(model, tuning, params))
+    # the budget counts the units step 1 left: the prune steps aim at its sparsity
+    params = dataclasses.replace(params, sparsity=budget_sparsity(model, params))
     sensitivity = None
     if params.sparsity and params.scope == "sensitivity":
         sensitivity = sensitivity_step(model, tuning.dev, params)

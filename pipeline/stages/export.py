@@ -36,6 +36,7 @@ from pipeline.onnx_export.graph import (
     build_onnx,
     compare,
     golden_vectors,
+    graph_weights_nonzero,
     inference_ready,
     model_metadata,
     quantize_int8,
@@ -166,6 +167,15 @@ def check_parity(report: dict, tolerance: float) -> None:
         )
 
 
+def check_size(deployed: dict) -> None:
+    """Refuse a graph whose weight matrices hold other nonzero weights than the model counts."""
+    graph, counted = deployed["graph_weights_nonzero"], deployed["nonzero_total"]
+    if graph != counted:
+        raise click.ClickException(
+            f"the ONNX graph holds {graph:,} nonzero weights, the model {counted:,}"
+        )
+
+
 def export(
     paths: ExportPaths, params: ExportParams, provenance: dict[str, Any], flags: dict[str, float]
 ) -> dict:
@@ -191,7 +201,9 @@ def export(
         report["metadata"] = props
         report["low_confidence"] = flags
         report["deployed"] = deployed_size(inference_ready(model))  # what the graph computes
+        report["deployed"]["graph_weights_nonzero"] = graph_weights_nonzero(proto)
         check_parity(report, params.max_prob_diff)
+        check_size(report["deployed"])
         version = props[VERSION_KEY]
         write_golden(fp32_golden, golden_vectors(fp32, x, version))
         write_golden(int8_golden, golden_vectors(int8, x, version + "-int8"))

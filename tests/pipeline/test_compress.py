@@ -224,6 +224,7 @@ def test_every_whitening_option_compresses_honestly_and_exports_in_parity(
         "weights_nonzero": nonzero,
         "preprocess_map_entries": map_entries,
         "macs_per_image": nonzero + map_entries,
+        "nonzero_total": nonzero + map_entries,  # a PCA map's floats: none exactly zero
     }
     assert report["folding"]["total_max_abs_logit_diff"] <= 1e-4
     to_onnx(model, tmp_path / "c.onnx", opset=18)
@@ -286,6 +287,35 @@ def test_a_missed_target_with_strict_fails_in_one_line_and_writes_nothing(workdi
     assert "compress.strict" in errors[0] and "sparsity" in errors[0]
     assert "Traceback" not in result.output
     assert not list(workdir.glob("strict*.json")) and not (workdir / "strict.pt").exists()
+
+
+def test_a_budget_prunes_past_the_sparsity_until_the_deployed_weights_fit(workdir):
+    name = write_params(workdir, "budget.yaml", **PRUNE_ONLY, max_dev_drop=100.0, budget=500)
+    code, output = invoke(workdir, "budget", params=name)
+    assert code == 0 and "warning" not in output, output
+    report = json.loads((workdir / "budget.json").read_text())
+    model, _ = load_checkpoint(workdir / "budget.pt")
+    nonzero = sum(int(linear.weight.count_nonzero()) for linear in model.linears())
+    assert report["deployed"]["nonzero_total"] == nonzero == 500
+    assert report["targets"]["budget"] == {"target": 500, "reached": 500, "met": True}
+    assert report["sparsity"] > 0.8  # the sparsity param asked for less
+
+
+def test_a_budget_the_recipe_cannot_reach_warns_or_fails_when_strict(workdir):
+    # Sensitivity shares capped at 50 % leave far more than 500 weights.
+    name = write_params(workdir, "over.yaml", **UNREACHABLE, budget=500)
+    code, output = invoke(workdir, "over", params=name)
+    warnings = [line for line in output.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warnings) == 1 and "budget" in warnings[0], output
+    assert "(target 500)" in warnings[0]
+    report = json.loads((workdir / "over.json").read_text())
+    assert report["targets"]["budget"]["met"] is False
+    assert report["targets"]["budget"]["reached"] == report["deployed"]["nonzero_total"] > 500
+    strict = write_params(workdir, "over-strict.yaml", **UNREACHABLE, budget=500, strict=True)
+    code, output = invoke(workdir, "over-strict", params=strict)
+    assert code == 1 and "compress.strict" in output and "budget" in output, output
+    assert not (workdir / "over-strict.pt").exists()
+    assert not (workdir / "over-strict.json").exists()
 
 
 def test_met_targets_say_so_without_a_warning(workdir):

@@ -311,6 +311,8 @@ def test_export_keeps_a_pca_map_apart_from_a_sparse_first_layer_and_counts_it(tm
         "weights_nonzero": nonzero,
         "preprocess_map_entries": 784 * 16,
         "macs_per_image": nonzero + 784 * 16,
+        "nonzero_total": nonzero + 784 * 16,
+        "graph_weights_nonzero": nonzero + 784 * 16,
     }
     graph = onnx.load(tmp_path / "models" / "digits.onnx").graph
     shapes = [tuple(init.dims) for init in graph.initializer]

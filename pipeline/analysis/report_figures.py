@@ -1,9 +1,10 @@
 """The report's figures of the evaluation: confusion, calibration, learning curve, worst errors,
-and the robustness sets' example images.
+the robustness sets' example images, and the size–accuracy frontier.
 
 Draws what evaluate, learning-curve and robustness wrote (reports/evaluate/detail.json,
-reports/learning_curve.json, reports/robustness/examples.json) once the report stage has read
-it. Pure functions returning matplotlib Figures; no torch, reads and writes no files.
+reports/learning_curve.json, reports/robustness/examples.json), and what bench/frontier.py
+wrote (reports/frontier.json), once the report stage has read it. Pure functions returning
+matplotlib Figures; no torch, reads and writes no files.
 """
 
 from __future__ import annotations
@@ -82,6 +83,41 @@ def plot_learning_curve(
     ax.xaxis.set_minor_locator(NullLocator())  # label the measured sizes only
     ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.1f}%")
     ax.legend()
+    return fig
+
+
+# Published pruned MLPs on MNIST (nonzero weights, test accuracy), for the frontier figure.
+PUBLISHED = (
+    ("Han et al. 2015, LeNet-300-100", 22_000, 0.9841),
+    ("Molchanov et al. 2017, sparse VD", 3_900, 0.9808),
+)
+
+
+def plot_frontier(frontier: dict[str, Any], deployed: tuple[int, float] | None) -> Figure:
+    """Test accuracy against nonzero weights, mean ± std over seeds, one line per method."""
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for k, method in enumerate(frontier["methods"]):
+        rows = sorted(
+            (r for r in frontier["rows"] if r["method"] == method), key=lambda r: r["nonzero"]
+        )
+        ax.errorbar(
+            [r["nonzero"] for r in rows],
+            [r["test"] for r in rows],
+            yerr=[r["test_std"] for r in rows],
+            fmt="o-",
+            color=f"C{k}",
+            capsize=3,
+            label=f"{method} (test, seeds {', '.join(map(str, frontier['seeds']))})",
+        )
+    for k, (name, nonzero, accuracy) in enumerate(PUBLISHED):
+        ax.plot(nonzero, accuracy, "s", color="grey", alpha=0.4 + 0.3 * k, label=name)
+    if deployed is not None:
+        ax.plot(*deployed, "*", color="C3", markersize=12, label="this run's deployed model")
+    ax.set(xscale="log", xlabel="nonzero weights in the ONNX graph", ylabel="test accuracy")
+    ax.set_title("Size against accuracy")
+    ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.1f}%")
+    ax.legend(fontsize="small")
     return fig
 
 

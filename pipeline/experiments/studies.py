@@ -144,6 +144,15 @@ STUDIES = {
             {"none": {}, "c3": {"train.max_norm": 3.0}},
             common={"model.dropout": 0.5},
         ),
+        Study(
+            "dense-recipe",
+            "The default dense recipe against label smoothing 0.1 and twice the width (1024-512).",
+            {
+                "default": {},
+                "smoothing": {"train.label_smoothing": 0.1},
+                "wide": {"model.hidden": [1024, 512]},
+            },
+        ),
     )
 }
 

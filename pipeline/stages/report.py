@@ -2,12 +2,13 @@
 
 Reads: reports/evaluate.json, reports/evaluate/detail.json, reports/learning_curve.json,
 reports/compress.json, reports/train.json, reports/train/, reports/robustness.json and
-reports/robustness/examples.json (each one's section is skipped when absent),
+reports/robustness/examples.json, reports/frontier.json (bench/frontier.py, outside the DAG;
+each one's section is skipped when absent),
 data/prepared/test.npz (images of the worst errors), params.yaml `report` (the seed
 band this run is compared with).
 Writes: reports/figures/ (confusion.png, reliability.png, learning_curve.png,
-worst_errors.png, robustness.png, and from the train stage's diagnostics gradients.png,
-activations.png, weight_histograms.png, first_layer.png, hidden_pca.png), then
+worst_errors.png, robustness.png, frontier.png, and from the train stage's diagnostics
+gradients.png, activations.png, weight_histograms.png, first_layer.png, hidden_pca.png), then
 reports/report.md.
 Run: `digits report`
 """
@@ -27,6 +28,7 @@ from digits.npz import read_split
 from pipeline.analysis.report_figures import (
     percent,
     plot_confusion,
+    plot_frontier,
     plot_learning_curve,
     plot_reliability,
     plot_robustness,
@@ -52,6 +54,7 @@ FIGURES = (
     "worst_errors.png",
     "learning_curve.png",
     "robustness.png",
+    "frontier.png",
     *DIAGNOSTIC_FIGURES,
 )
 
@@ -200,7 +203,11 @@ def compress_section(report: dict[str, Any] | None) -> list[str]:
     verdict = "met" if not missed else f"**MISSED** ({', '.join(missed)})"
     lines = [f"Compression targets: {verdict}.", ""]
     for name, figures in targets.items():
-        lines.append(f"- {name}: {figures['reached']:.4g} (target {figures['target']:.4g})")
+        reached, target = (
+            f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+            for value in (figures["reached"], figures["target"])
+        )
+        lines.append(f"- {name}: {reached} (target {target})")
     deployed = report.get("deployed")
     if deployed:
         entries = deployed["preprocess_map_entries"]
@@ -212,6 +219,28 @@ def compress_section(report: dict[str, Any] | None) -> list[str]:
             f"map {where}: {deployed['macs_per_image']:,} multiply-adds per image.",
         ]
     return lines
+
+
+def frontier_section(frontier: dict[str, Any] | None) -> list[str]:
+    """Markdown: accuracy at each nonzero-weight budget over seeds, and the frontier figure."""
+    if frontier is None:
+        return ["Not measured: run `python bench/frontier.py` (DVC experiments, outside the DAG)."]
+    seeds = ", ".join(str(seed) for seed in frontier["seeds"])
+    lines = [
+        f"Mean ± std over seeds {seeds} ({frontier['cpu']}), from `python bench/frontier.py`;",
+        "nonzero weights are those of every weight matrix in the ONNX graph.",
+        "",
+        "| method | budget | nonzero | hidden | dev | test | dense test |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in frontier["rows"]:
+        lines.append(
+            f"| {row['method']} | {row['budget']:,} | {row['nonzero']:,.0f} | {row['hidden']} "
+            f"| {percent(row['dev'])} ± {100 * row['dev_std']:.2f} "
+            f"| {percent(row['test'])} ± {100 * row['test_std']:.2f} "
+            f"| {percent(row['dense_test'])} ± {100 * row['dense_test_std']:.2f} |"
+        )
+    return [*lines, "", "![size against accuracy](figures/frontier.png)"]
 
 
 def band_section(summary: dict[str, Any], band: ReportParams) -> list[str]:
@@ -244,6 +273,7 @@ def render_markdown(
     compressed: dict[str, Any] | None = None,
     trained: dict[str, Any] | None = None,
     robustness: dict[str, Any] | None = None,
+    frontier: dict[str, Any] | None = None,
 ) -> str:
     """The whole report as Markdown, figures linked from figures/."""
     test = summary["compressed"]["test_accuracy"]
@@ -261,6 +291,10 @@ def render_markdown(
         "## Compression",
         "",
         *compress_section(compressed),
+        "",
+        "## Size against accuracy",
+        "",
+        *frontier_section(frontier),
         "",
         "## This run against the seed band",
         "",
@@ -316,6 +350,8 @@ def write_report(reports: Path, test_images: np.ndarray, band: ReportParams) -> 
     robustness_file = reports / "robustness.json"
     robustness = json.loads(robustness_file.read_text()) if robustness_file.exists() else None
     examples_file = reports / "robustness" / "examples.json"
+    frontier_file = reports / "frontier.json"
+    frontier = json.loads(frontier_file.read_text()) if frontier_file.exists() else None
     figures = {
         "confusion": plot_confusion(details),
         "reliability": plot_reliability(details),
@@ -326,6 +362,12 @@ def write_report(reports: Path, test_images: np.ndarray, band: ReportParams) -> 
         figures["learning_curve"] = plot_learning_curve(curve, bayes, summary["dense"])
     if robustness is not None and examples_file.exists():
         figures["robustness"] = plot_robustness(json.loads(examples_file.read_text()))
+    if frontier is not None:
+        deployed = None
+        if compressed is not None:
+            test = summary["compressed"]["test_accuracy"]
+            deployed = (compressed["deployed"]["nonzero_total"], test)
+        figures["frontier"] = plot_frontier(frontier, deployed)
     trained = read_training(reports)
     if trained is not None:
         figures.update(
@@ -336,7 +378,9 @@ def write_report(reports: Path, test_images: np.ndarray, band: ReportParams) -> 
             hidden_pca=plot_hidden_pca(trained["pictures"]),
         )
     # Rendered before any write: bad input writes nothing.
-    markdown = render_markdown(summary, details, curve, band, compressed, trained, robustness)
+    markdown = render_markdown(
+        summary, details, curve, band, compressed, trained, robustness, frontier
+    )
     with atomic_dir(reports / "figures", FIGURES, "digits report") as tmp:
         for name, fig in figures.items():
             fig.savefig(tmp / f"{name}.png", dpi=100)

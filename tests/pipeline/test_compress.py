@@ -148,6 +148,8 @@ def test_with_every_step_off_compress_only_folds(workdir):
         ("sensitivity_levels", [0.5, 1.0]),
         ("max_dev_drop", -0.1),
         ("strict", "yes"),
+        ("budget", 0),
+        ("budget", 2.5),
     ],
 )
 def test_bad_params_name_the_key(key, value):

@@ -9,7 +9,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from pipeline.analysis.report_figures import plot_robustness
+from pipeline.analysis.report_figures import PUBLISHED, plot_frontier, plot_robustness
 from pipeline.analysis.training_figures import (
     DIAGNOSTIC_FIGURES,
     diagnostics_section,
@@ -19,7 +19,7 @@ from pipeline.analysis.training_figures import (
     plot_hidden_pca,
     plot_weight_histograms,
 )
-from pipeline.stages.report import compress_section, robustness_section
+from pipeline.stages.report import compress_section, frontier_section, robustness_section
 from tests.pipeline.conftest import diagnosed_run
 
 TARGETS = {
@@ -54,6 +54,58 @@ def test_met_targets_and_a_folded_map_say_so():
 
 def test_without_a_compress_report_the_section_says_how_to_make_one():
     assert "digits compress" in compress_section(None)[0]
+
+
+def test_a_budget_target_is_shown_as_a_whole_count():
+    budget = {"budget": {"target": 22000, "reached": 23456, "met": False}}
+    lines = compress_section({"sparsity": 0.9, "targets": budget})
+    assert lines[0] == "Compression targets: **MISSED** (budget)."
+    assert "- budget: 23,456 (target 22,000)" in lines
+
+
+def frontier_row(method: str, budget: int, nonzero: float, test: float) -> dict:
+    spread = {"dev": test - 0.001, "dense_dev": 0.988, "test": test, "dense_test": 0.989}
+    stds = {f"{name}_std": 0.0005 for name in spread}
+    return {"method": method, "budget": budget, "nonzero": nonzero, "hidden": [384, 192]} | (
+        spread | stds | {"targets_met": 3}
+    )
+
+
+FRONTIER = {
+    "rows": [
+        frontier_row("recipe", 22000, 22000.0, 0.9893),
+        frontier_row("recipe", 4000, 3999.7, 0.9790),
+        frontier_row("shrink-half", 4000, 4000.0, 0.9801),
+    ],
+    "seeds": [0, 1, 2],
+    "cpu": "Some CPU",
+    "methods": {"recipe": "the recipe", "shrink-half": "from half the units"},
+}
+
+
+def test_the_frontier_section_gives_every_budget_its_spread_and_the_figure():
+    lines = frontier_section(FRONTIER)
+    assert "seeds 0, 1, 2 (Some CPU)" in lines[0]
+    rows = [line for line in lines if line.startswith("| recipe") or line.startswith("| shrink")]
+    assert rows[1] == (
+        "| recipe | 4,000 | 4,000 | [384, 192] | 97.80% ± 0.05 | 97.90% ± 0.05 | 98.90% ± 0.05 |"
+    )
+    assert len(rows) == 3 and lines[-1] == "![size against accuracy](figures/frontier.png)"
+    assert "bench/frontier.py" in frontier_section(None)[0]
+
+
+def test_the_frontier_figure_draws_each_method_by_size_beside_the_published_points():
+    fig = plot_frontier(FRONTIER, deployed=(21990, 0.9895))
+    [ax] = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    bars = {container.get_label(): container for container in ax.containers}
+    assert len(bars) == 2  # one per method
+    recipe = next(bar for label, bar in bars.items() if label.startswith("recipe"))[0]
+    assert list(recipe.get_xdata()) == [3999.7, 22000.0]  # sorted by size
+    assert list(recipe.get_ydata()) == [0.9790, 0.9893]
+    assert all(name in lines for name, _, _ in PUBLISHED)
+    assert list(lines["this run's deployed model"].get_xdata()) == [21990]
+    assert ax.get_xscale() == "log"
 
 
 ROBUSTNESS = {

@@ -33,6 +33,7 @@ from pipeline.analysis.classification import accuracy
 from pipeline.config import BaseParams, begin_stage, load_group
 from pipeline.onnx_export.plain_session import cpu_session, onnx_probabilities
 from pipeline.options import params_option, path_option, prepared_option
+from pipeline.robustness_sets.corruptions import CORRUPTIONS
 from pipeline.robustness_sets.fonts import font_digits
 from pipeline.robustness_sets.handwriting import handwriting_digits, rare_styles
 from pipeline.robustness_sets.sets import (
@@ -57,11 +58,7 @@ def summarize(
 ) -> dict:
     """The metrics: clean, per corruption, their mean and worst, the font set and each font,
     the handwriting set, per style and per resolution."""
-    corruptions = {
-        name: value
-        for name, value in accuracy.items()
-        if name not in ("clean", "fonts", "handwriting")
-    }
+    corruptions = {name: value for name, value in accuracy.items() if name in CORRUPTIONS}
     worst = min(corruptions, key=corruptions.__getitem__)
     return {
         "model_version": version,

@@ -32,6 +32,7 @@ FIGURES = {
     "image_path_clean": ("reports/robustness.json", ("clean_accuracy",)),
     "corruption_mean": ("reports/robustness.json", ("mean_corruption_accuracy",)),
     "font_set": ("reports/robustness.json", ("font_accuracy",)),
+    "handwriting": ("reports/robustness.json", ("handwriting_accuracy",)),
 }
 
 

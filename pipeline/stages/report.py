@@ -230,12 +230,12 @@ def frontier_section(frontier: dict[str, Any] | None) -> list[str]:
         f"Mean ± std over seeds {seeds} ({frontier['cpu']}), from `python bench/frontier.py`;",
         "nonzero weights are those of every weight matrix in the ONNX graph.",
         "",
-        "| method | budget | nonzero | hidden | dev | test | dense test |",
-        "|---|---|---|---|---|---|---|",
+        "| method | budget | nonzero | dev | test | dense test |",
+        "|---|---|---|---|---|---|",
     ]
     for row in frontier["rows"]:
         lines.append(
-            f"| {row['method']} | {row['budget']:,} | {row['nonzero']:,.0f} | {row['hidden']} "
+            f"| {row['method']} | {row['budget']:,} | {row['nonzero']:,.0f} "
             f"| {percent(row['dev'])} ± {100 * row['dev_std']:.2f} "
             f"| {percent(row['test'])} ± {100 * row['test_std']:.2f} "
             f"| {percent(row['dense_test'])} ± {100 * row['dense_test_std']:.2f} |"

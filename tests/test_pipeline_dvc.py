@@ -40,7 +40,8 @@ TINY_PARAMS: dict[str, dict] = {
 def scratch_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A git+DVC repo holding the project's pipeline definition and code, plus tiny MNIST."""
     repo = tmp_path_factory.mktemp("repo")
-    for name in ("dvc.yaml", "params.yaml"):
+    for name in ("dvc.yaml", "params.yaml", "reports/frontier.json"):  # the last: made outside
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     for package in ("digits", "pipeline", "serving"):
         shutil.copytree(

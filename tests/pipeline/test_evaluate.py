@@ -246,6 +246,7 @@ def test_report_draws_the_train_stages_diagnostics_and_pictures(workspace, repor
 REPORT_SECTIONS = {  # in report order: each section and the figures it shows
     "Metrics": [],
     "Compression": [],
+    "Size against accuracy": ["frontier.png"],
     "This run against the seed band": [],
     "Bias and variance": [],
     "Learning curve": ["learning_curve.png"],
@@ -272,8 +273,16 @@ def add_every_optional_input(reports: Path) -> None:
         (reports / "train" / f"{name}.json").write_text(json.dumps(run[name]))
     targets = {"sparsity": {"target": 0.9, "reached": 0.91, "met": True}}
     deployed = {"weights_nonzero": 2000, "preprocess_map_entries": 0, "macs_per_image": 2000}
-    compressed = {"sparsity": 0.91, "targets": targets, "deployed": deployed}
+    compressed = {
+        "sparsity": 0.91,
+        "targets": targets,
+        "deployed": deployed | {"nonzero_total": 2000},
+    }
     (reports / "compress.json").write_text(json.dumps(compressed))
+    figures = {"nonzero": 2000.0, "dev": 0.9, "dense_dev": 0.95, "test": 0.91, "dense_test": 0.96}
+    row = {"method": "recipe", "budget": 2000, **figures, **{f"{k}_std": 0.01 for k in figures}}
+    frontier = {"rows": [row], "seeds": [0, 1, 2], "cpu": "a CPU", "methods": {"recipe": "r"}}
+    (reports / "frontier.json").write_text(json.dumps(frontier))
     robustness = {
         "model_version": "v", "clean_accuracy": 0.99, "mean_corruption_accuracy": 0.9,
         "worst_corruption": "fog", "worst_corruption_accuracy": 0.9, "font_accuracy": 0.95,

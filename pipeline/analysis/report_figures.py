@@ -115,6 +115,9 @@ def plot_frontier(frontier: dict[str, Any], deployed: tuple[int, float] | None) 
     if deployed is not None:
         ax.plot(*deployed, "*", color="C3", markersize=12, label="this run's deployed model")
     ax.set(xscale="log", xlabel="nonzero weights in the ONNX graph", ylabel="test accuracy")
+    sizes = sorted({round(row["nonzero"]) for row in frontier["rows"]})
+    ax.set_xticks(sizes, [f"{size:,}" for size in sizes], minor=False)
+    ax.xaxis.set_minor_locator(NullLocator())  # label the measured sizes only
     ax.set_title("Size against accuracy")
     ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.1f}%")
     ax.legend(fontsize="small")

@@ -73,11 +73,11 @@ FRONTIER = {
     "rows": [
         frontier_row("recipe", 22000, 22000.0, 0.9893),
         frontier_row("recipe", 4000, 3999.7, 0.9790),
-        frontier_row("shrink-half", 4000, 4000.0, 0.9801),
+        frontier_row("shrink-eighth", 4000, 4000.0, 0.9801),
     ],
     "seeds": [0, 1, 2],
     "cpu": "Some CPU",
-    "methods": {"recipe": "the recipe", "shrink-half": "from half the units"},
+    "methods": {"recipe": "the recipe", "shrink-eighth": "from an eighth of the units"},
 }
 
 

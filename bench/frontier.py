@@ -8,9 +8,10 @@ band's own run (seed-<N>, `bench/seed_band.py`) when it exists. Budgets count wh
 file holds: the nonzero entries of every weight matrix (compress.json `deployed`).
 Writes reports/frontier.json (one row per method and budget: nonzero weights, dev and test
 mean ± std, the dense model's beside them; a DVC plot the report draws) and prints a table.
-Rankings use dev; test is reported only. Needs the data fetched (dvc repro fetch).
-Run: `python bench/frontier.py` (a compress per run: about 5 minutes each on 2 cores, the dense
-training shared through DVC's run cache)
+Nothing is chosen here: dev and test are both reported. Needs the data fetched (dvc repro
+fetch). Run: `python bench/frontier.py` (about 8 minutes a run on 2 cores: each experiment
+trains its dense model again, since DVC's run cache does not keep a stage with uncached
+outputs such as train's metrics, then compresses and evaluates)
 """
 
 from __future__ import annotations

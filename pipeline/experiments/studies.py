@@ -146,11 +146,16 @@ STUDIES = {
         ),
         Study(
             "dense-recipe",
-            "The default dense recipe against label smoothing 0.1 and twice the width (1024-512).",
+            "The default dense recipe against label smoothing 0.1, twice the width (1024-512), "
+            "a weight average (EMA, decay 0.999 per step), twice the epochs (30), and max-norm 3 "
+            "with dropout 0.5 (Srivastava et al. 2014).",
             {
                 "default": {},
                 "smoothing": {"train.label_smoothing": 0.1},
                 "wide": {"model.hidden": [1024, 512]},
+                "ema": {"train.ema": 0.999},
+                "long": {"train.epochs": 30},
+                "max-norm": {"train.max_norm": 3.0, "model.dropout": 0.5},
             },
         ),
     )

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import prune
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from digits.atomic import atomic_path
 from digits.contract import SIDE
@@ -144,6 +145,8 @@ def is_better(value: float, best: float | None, monitor: str) -> bool:
 def run_config(model: MLP, params: TrainParams, epochs: int, seed: int) -> str:
     """What a resume file must have been written with: network spec, train params, seed."""
     spec, train = dataclasses.asdict(model.spec), dataclasses.asdict(params)
+    if not params.ema:  # left out while off: resume files written before it existed still match
+        del train["ema"]
     return json.dumps({"spec": spec, "train": train, "epochs": epochs, "seed": seed})
 
 
@@ -152,9 +155,10 @@ RESUME_KEYS = ("config", "model", "optimizer", "scheduler", "torch_rng", "shuffl
 
 def save_state(
     path: Path, config: str, model: MLP, optimizer: TorchOptimizer, scheduler: Scheduler,
-    gen: torch.Generator, run: RunState,
+    gen: torch.Generator, run: RunState, averaged: AveragedModel | None = None,
 ) -> None:  # fmt: skip
-    """Write the resume file atomically: weights, optimizer, schedule, RNGs, progress."""
+    """Write the resume file atomically: weights, optimizer, schedule, RNGs, progress, and the
+    weight average when there is one."""
     payload = {
         "config": config,
         "model": model.state_dict(),
@@ -164,13 +168,15 @@ def save_state(
         "shuffle_rng": gen.get_state(),
         "run": dataclasses.asdict(run),
     }
+    if averaged is not None:
+        payload["ema"] = averaged.state_dict()
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         torch.save(payload, f)
 
 
 def load_state(
     path: Path, config: str, model: MLP, optimizer: TorchOptimizer, scheduler: Scheduler,
-    gen: torch.Generator,
+    gen: torch.Generator, averaged: AveragedModel | None = None,
 ) -> RunState:  # fmt: skip
     """Restore a resume file written by save_state with the same config; return the progress."""
     payload = read_torch_file(path, *RESUME_KEYS)
@@ -183,7 +189,16 @@ def load_state(
     scheduler.load_state_dict(payload["scheduler"])
     torch.set_rng_state(payload["torch_rng"])
     gen.set_state(payload["shuffle_rng"])
+    if averaged is not None:  # the config names the decay, so a file that matches holds it
+        averaged.load_state_dict(payload["ema"])
     return RunState(**payload["run"])
+
+
+def weight_average(model: MLP, params: TrainParams) -> AveragedModel | None:
+    """An exponential moving average of the weights and BN statistics, or None when off."""
+    if not params.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(params.ema), use_buffers=True)
 
 
 def fit(
@@ -200,7 +215,8 @@ def fit(
     progress: bool = False,
     probe: Probe | None = None,
 ) -> list[dict]:
-    """Train in place (best weights restored if early stopping); per-epoch history dicts."""
+    """Train in place (best weights restored if early stopping, else the weight average if
+    `ema`); per-epoch history dicts."""
     epochs = epochs or params.epochs
     x = torch.from_numpy(np.ascontiguousarray(train[0]))  # (N, 784) uint8, cast per batch
     y = torch.from_numpy(np.asarray(train[1], dtype=np.int64))
@@ -209,29 +225,34 @@ def fit(
     optimizer = make_optimizer(model.parameters(), params)
     scheduler = make_scheduler(optimizer, params, steps, epochs)
     run, config = RunState(), run_config(model, params, epochs, seed)
+    averaged = weight_average(model, params)
+    judged = model if averaged is None else averaged.module  # what dev figures are taken of
     if resume and state_path is not None and state_path.exists():
-        run = load_state(state_path, config, model, optimizer, scheduler, gen)
+        run = load_state(state_path, config, model, optimizer, scheduler, gen, averaged)
     for epoch in range(run.epoch + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         finish = probe(model) if probe is not None else None
         model.train()
-        sums = train_epoch(model, x, y, optimizer, scheduler, gen, params, progress, epoch)
-        figures = evaluate(model, dev)
+        sums = train_epoch(model, x, y, optimizer, scheduler, gen, params, progress, epoch,
+                           averaged)  # fmt: skip
+        figures = evaluate(judged, dev)
         row = {"epoch": epoch, **sums, "dev_loss": figures["loss"]}
         row.update(dev_accuracy=figures["accuracy"], lr=lr)
         if finish is not None:
             row["diagnostics"] = finish()
         run.history.append(row)
         run.epoch = epoch
-        stop = track_best(model, run, row, params)
+        stop = track_best(judged, run, row, params)
         if state_path is not None:
-            save_state(state_path, config, model, optimizer, scheduler, gen, run)
+            save_state(state_path, config, model, optimizer, scheduler, gen, run, averaged)
         if log is not None:
             log(row)
         if stop:
             break
     if run.best_weights is not None:
         model.load_state_dict(run.best_weights)
+    elif averaged is not None:
+        model.load_state_dict(averaged.module.state_dict())
     model.eval()
     return run.history
 
@@ -250,8 +271,10 @@ def track_best(model: MLP, run: RunState, row: dict, params: TrainParams) -> boo
 def train_epoch(
     model: MLP, x: torch.Tensor, y: torch.Tensor, optimizer: TorchOptimizer, scheduler: Scheduler,
     gen: torch.Generator, params: TrainParams, progress: bool, epoch: int,
+    averaged: AveragedModel | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    """One pass over a fresh permutation; mean train loss and accuracy from the same forwards."""
+    """One pass over a fresh permutation; mean train loss and accuracy from the same forwards.
+    The weight average, if any, takes in the weights after every step."""
     order = torch.randperm(len(y), generator=gen)
     loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
     batches = range(0, len(y), params.batch_size)
@@ -275,6 +298,8 @@ def train_epoch(
         scheduler.step()
         if params.max_norm is not None:
             apply_max_norm(model, params.max_norm)
+        if averaged is not None:
+            averaged.update_parameters(model)
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(dim=1) == yb).sum()
         if progress:

@@ -43,6 +43,8 @@ class TrainParams:
     warmup: float = 0.0  # epochs of linear warmup (0: none)
     clip_norm: float | None = None  # max global gradient norm (null: no clipping)
     max_norm: float | None = None  # max L2 norm of each hidden unit's incoming weights (null: none)
+    ema: float = 0.0  # decay per step of a moving average of the weights (0: off); the run ends
+    # with the average, and dev figures are the average's (Polyak averaging, as EMA)
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     label_smoothing: float = 0.0
     early_stopping: Literal["none", "dev_loss", "dev_accuracy"] = "none"
@@ -86,6 +88,7 @@ class TrainParams:
         require(self.warmup >= 0, "train.warmup", "must be >= 0")
         require(self.clip_norm is None or self.clip_norm > 0, "train.clip_norm", "must be > 0")
         require(self.max_norm is None or self.max_norm > 0, "train.max_norm", "must be > 0")
+        require(0 <= self.ema < 1, "train.ema", "must be in [0, 1)")
         require(0 <= self.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
         require(self.patience >= 1, "train.patience", "must be >= 1")
         require(self.augment_degrees >= 0, "train.augment_degrees", "must be >= 0")

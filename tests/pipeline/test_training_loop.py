@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pipeline.training.loop import (
     RunState,
@@ -256,3 +257,52 @@ def test_resuming_a_finished_run_trains_no_further_and_a_fresh_run_ignores_an_ol
     # Without --resume the file is overwritten by a run from scratch, like one without a file.
     alone = fit(tiny_model(transform, seed=8), train, dev, params)
     assert fit(tiny_model(transform, seed=8), train, dev, params, state_path=state) == alone
+
+
+def float_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's float tensors (weights, BN statistics), by name."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+def test_the_weight_average_ends_the_run_as_the_ema_of_the_weights_after_every_step(data):
+    train, dev, transform = data
+    decay, plain = 0.9, TrainParams(**{**FAST, "epochs": 2})
+    steps: list[dict[str, torch.Tensor]] = []
+    net = tiny_model(transform, batchnorm=True)
+    hook = register_optimizer_step_post_hook(lambda *_: steps.append(float_state(net)))
+    try:
+        fit(net, train, dev, plain)
+    finally:
+        hook.remove()
+    expected = steps[0]
+    for state in steps[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * v for k, v in state.items()}
+
+    averaged = tiny_model(transform, batchnorm=True)
+    history = fit(averaged, train, dev, TrainParams(**{**FAST, "epochs": 2, "ema": decay}))
+    result = float_state(averaged)
+    assert len(steps) > 2 and result.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(result[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert not torch.equal(result["head.weight"], steps[-1]["head.weight"])  # not the last step
+    assert history[-1]["dev_accuracy"] == evaluate(averaged, dev)["accuracy"]
+
+
+def test_a_resumed_run_restores_its_weight_average(data, tmp_path):
+    train, dev, transform = data
+    state, params = tmp_path / "state.pt", TrainParams(**{**FAST, "ema": 0.9})
+    finished = tiny_model(transform, batchnorm=True)
+    history = fit(finished, train, dev, params, state_path=state)
+    again = tiny_model(transform, seed=8, batchnorm=True)
+    assert fit(again, train, dev, params, state_path=state, resume=True) == history
+    for key, value in finished.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+
+
+def test_the_weight_average_is_named_in_the_run_config_only_when_on(data):
+    _, _, transform = data
+    net = tiny_model(transform)
+    assert '"ema"' not in run_config(net, TrainParams(**FAST), 3, seed=0)
+    assert '"ema": 0.99' in run_config(net, TrainParams(**FAST, ema=0.99), 3, seed=0)
+    with pytest.raises(Exception, match="train.ema"):
+        TrainParams(ema=1.0)

@@ -4,15 +4,17 @@ Reads IDX (raw or gzip), .npy, Parquet and image files from local paths (every n
 them) or any pyarrow filesystem URI (s3://, gs://, hdfs://…) with the readers of inputs.py, in
 read tasks that Ray Data fuses into the scoring actors (map_batches over an actor pool, one warm
 one-thread ONNX Runtime session per actor, opened from the model's path or URI), so pixels
-never pass through the object store; writes a directory of Parquet, CSV or JSONL part files
-with the local engine's columns and formatting (rows.py) in write tasks. A local directory is
-swapped in atomically; a URI gets `_SUCCESS` written last. Needs the `ray` extra. Writes
-nothing else. score_dataset takes the ScoreOptions that command.py builds.
+never pass through the object store; the actors write a directory of Parquet, CSV or JSONL
+part files with the local engine's columns and formatting (rows.py), a file per block, and
+pass on only their totals, which the driver adds up. A local directory is swapped in
+atomically; a URI gets `_SUCCESS` written last. Needs the `ray` extra. Writes nothing else.
+score_dataset takes the ScoreOptions that command.py builds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -20,7 +22,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy, DataContext
-from ray.data.datasource import Datasink, FileBasedDatasource
+from ray.data.datasource import FileBasedDatasource
 from ray.data.extensions import ArrowTensorArray
 
 from digits.atomic import atomic_dir
@@ -62,8 +64,9 @@ from serving.session import load_model
 
 KINDS = {"idx", "npy", "parquet", "image"}  # what the Ray engine reads; .csv/.npz stay local
 OWNED = ("part-*", "_SUCCESS")  # what this engine writes into its output directory
-PART_ROWS = 1 << 18  # rows per part file (~10 MB of Parquet): few files, little memory per task
-PIECE_ROWS = 1 << 16  # rows per read task of a large IDX or Parquet file (~50 MB of pixels)
+TOTALS = ("rows", "matrix", "skipped")  # the columns of the actors' totals rows
+PIECE_ROWS = 1 << 15  # rows per read task of a large IDX or Parquet file (~25 MB of pixels):
+# also the rows of a part file, and what an actor holds at once
 # Ray Data passes its actors' own transformer and context by reference, so Ray's core worker
 # logs this ERROR for every actor pool, whatever the arguments (ray-project/ray#57733); the
 # driver holds those references for the whole job, so restarts work and the line says nothing.
@@ -338,73 +341,25 @@ def model_file(model: str) -> Iterator[str]:
         yield local
 
 
-class OnnxScorer:
-    """A map_batches actor: one warm one-thread ONNX Runtime session, opened from the model's
-    path or URI in the constructor (so nothing large goes through the object store)."""
+@dataclass(frozen=True)
+class PartFiles:
+    """Where and how the actors write: a filesystem, the output root, the format, and the
+    model's threshold (answers under it are flagged)."""
 
-    def __init__(self, model: str, provider: str, batch: int) -> None:
-        with model_file(model) as path:
-            self.model = load_model(path, provider=provider, threads=1)  # one CPU per actor
-        self.model.predict(np.zeros((1, PIXELS), np.float32))  # the first run allocates
-        self.batch = batch
+    fs: pafs.FileSystem
+    root: str
+    fmt: str
+    all_p: bool
+    threshold: float
 
-    def __call__(self, block: pa.Table) -> Iterator[pa.Table]:
-        """Score a read task's rows `batch` at a time (Ray Data hands over a fused read's
-        output whole, up to its block size: ~100 MB of pixels)."""
-        for start in range(0, block.num_rows, self.batch):
-            yield self.score(block.slice(start, self.batch))
-
-    def score(self, batch: pa.Table) -> pa.Table:
-        """Pixels -> probabilities (N, 10) and reasons for no digit; source, label, error pass."""
-        pixels = column_array(batch, "pixels").to_numpy().reshape(-1, PIXELS)  # zero-copy
-        _, probabilities = self.model.predict(pixels.astype(np.float32))
-        given = batch.column("reason")
-        listed = given.to_pylist() if given.null_count < len(given) else None
-        reasons = no_digit_reasons(pixels, listed)
-        passed = batch.select(["source", "label", "error"])
-        passed = passed.append_column("reason", pa.array(reasons, pa.string()))
-        return passed.append_column("probabilities", ArrowTensorArray.from_numpy(probabilities))
-
-
-def column_array(table: pa.Table, name: str) -> pa.Array:
-    """A column as one array: its only chunk as it is (no copy), else the chunks joined."""
-    column = table.column(name)
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-
-
-class ScoreSink(Datasink):
-    """Writes each task's rows to one part file in the local engine's format, and tallies."""
-
-    def __init__(
-        self, fs: pafs.FileSystem, root: str, fmt: str, all_p: bool, threshold: float
-    ) -> None:
-        self.fs, self.root, self.fmt, self.all_p = fs, root, fmt, all_p
-        self.threshold = threshold  # the model's: answers under it are flagged
-        self.totals = Totals()  # every task's, once the write is complete
-
-    @property
-    def min_rows_per_write(self) -> int:
-        """Rows Ray gathers for one write task: part files of a useful size, not one per batch."""
-        return PART_ROWS
-
-    def write(self, blocks: Iterable[pa.Table], ctx: Any) -> Totals:
-        """Write the good rows of these blocks to part-NNNNN.<fmt>; return their totals."""
-        totals, writer = Totals(), None
-        path = f"{self.root}/part-{ctx.task_idx:05d}.{self.fmt}"
-        with contextlib.ExitStack() as stack:
-            for block in blocks:
-                bad = block.column("error").is_valid()
-                totals.skipped += block.filter(bad).column("error").to_pylist()
-                good = block.filter(pa.compute.invert(bad))
-                if not len(good):
-                    continue
-                if writer is None:
-                    writer = stack.enter_context(self.open_part(path))
-                self.write_rows(writer, good, totals)
-        return totals
+    def path(self, rows: pa.Table) -> str:
+        """The part file of these rows, named by its first row: a retried block rewrites the
+        same file, and no two blocks share a first row (each input is read once)."""
+        first = rows.column("source")[0].as_py()
+        return f"{self.root}/part-{hashlib.sha256(first).hexdigest()[:20]}.{self.fmt}"
 
     @contextlib.contextmanager
-    def open_part(self, path: str) -> Iterator[Any]:
+    def open(self, path: str) -> Iterator[Any]:
         """An output stream (text formats, header written) or a Parquet writer for one part."""
         with self.fs.open_output_stream(path) as stream:
             if self.fmt != "parquet":
@@ -414,26 +369,75 @@ class ScoreSink(Datasink):
             with pq.ParquetWriter(stream, empty_schema(self.all_p)) as writer:
                 yield writer
 
-    def write_rows(self, writer: Any, rows: pa.Table, totals: Totals) -> None:
-        """Format and write scored rows; count the labelled ones."""
-        ids = rows.column("source").to_numpy().astype("S")
-        probabilities = column_array(rows, "probabilities").to_numpy()
-        answers = answer_rows(probabilities, rows.column("reason").to_pylist(), self.threshold)
-        if self.fmt == "parquet":
-            writer.write_table(arrow_rows(ids, probabilities, answers, self.all_p))
+
+class ScoreWriter:
+    """A map_batches actor: one warm one-thread ONNX Runtime session, opened from the model's
+    path or URI in the constructor (so nothing large goes through the object store). It
+    scores each block it is handed, writes the block's rows to a part file of its own and
+    passes on only the block's totals, so no write task, and no second copy of the scores,
+    is needed."""
+
+    def __init__(self, model: str, provider: str, batch: int, parts: PartFiles) -> None:
+        with model_file(model) as path:
+            self.model = load_model(path, provider=provider, threads=1)  # one CPU per actor
+        self.model.predict(np.zeros((1, PIXELS), np.float32))  # the first run allocates
+        self.batch, self.parts = batch, parts
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        """Score and write a read task's rows `batch` at a time (Ray Data hands over a fused
+        read's output whole, one piece: up to ~25 MB of pixels); one row of totals."""
+        totals, good, errors = Totals(), block, block.column("error")
+        if errors.null_count < len(errors):  # a filter copies the block: only when needed
+            bad = errors.is_valid()
+            totals.skipped += block.filter(bad).column("error").to_pylist()
+            good = block.filter(pa.compute.invert(bad))
+        if len(good):
+            with self.parts.open(self.parts.path(good)) as writer:
+                for start in range(0, good.num_rows, self.batch):
+                    self.write(writer, good.slice(start, self.batch), totals)
+        return totals_row(totals)
+
+    def write(self, writer: Any, batch: pa.Table, totals: Totals) -> None:
+        """Score a batch, write its formatted rows, count the labelled ones."""
+        pixels = column_array(batch, "pixels").to_numpy().reshape(-1, PIXELS)  # zero-copy
+        _, probabilities = self.model.predict(pixels.astype(np.float32))
+        given = batch.column("reason")
+        listed = given.to_pylist() if given.null_count < len(given) else None
+        answers = answer_rows(probabilities, no_digit_reasons(pixels, listed), self.parts.threshold)
+        ids = batch.column("source").to_numpy().astype("S")
+        if self.parts.fmt == "parquet":
+            writer.write_table(arrow_rows(ids, probabilities, answers, self.parts.all_p))
         else:
-            writer.write(format_rows(ids, probabilities, answers, self.fmt, self.all_p))
-        labels = rows.column("label").to_numpy()
+            writer.write(format_rows(ids, probabilities, answers, self.parts.fmt, self.parts.all_p))
+        labels = batch.column("label").to_numpy()
         known = labels >= 0
         if known.any():
-            answered = answers.answered[known]
-            totals.matrix += tally(labels[known], answers.digits[known], answered)
-        totals.rows += len(rows)
+            totals.matrix += tally(labels[known], answers.digits[known], answers.answered[known])
+        totals.rows += batch.num_rows
 
-    def on_write_complete(self, write_result: Any) -> None:
-        """Gather every task's totals on the driver."""
-        for part in write_result.write_returns:
-            self.totals.add(part)
+
+def column_array(table: pa.Table, name: str) -> pa.Array:
+    """A column as one array: its only chunk as it is (no copy), else the chunks joined."""
+    column = table.column(name)
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def totals_row(totals: Totals) -> pa.Table:
+    """A block's totals as the one-row table its actor passes on."""
+    return pa.table(
+        {
+            "rows": [totals.rows],
+            "matrix": [totals.matrix.reshape(-1).tolist()],
+            "skipped": pa.array([totals.skipped], pa.list_(pa.string())),
+        }
+    )
+
+
+def add_rows(totals: Totals, rows: pa.Table) -> None:
+    """Fold the actors' totals rows into these."""
+    shape = totals.matrix.shape
+    for count, matrix, skipped in zip(*(rows.column(n).to_pylist() for n in TOTALS), strict=True):
+        totals.add(Totals(count, np.asarray(matrix, np.int64).reshape(shape), skipped))
 
 
 def plan_inputs(args: list[str], skipped: list[str] | None) -> tuple[list[str], dict[str, str]]:
@@ -565,7 +569,7 @@ def run_job(
     options: ScoreOptions,
     threshold: float,
 ) -> Totals:
-    """Connect, score through the actor pool into the output, disconnect: the sink's totals."""
+    """Connect, score through the actor pool into the output, disconnect: the actors' totals."""
     connect(options.ray_address, options.quiet)
     try:
         source = DigitsDatasource(paths, names, options.batch_size, options.skip_bad)
@@ -575,29 +579,29 @@ def run_job(
         )
         # One read task per piece and no batch size here (the actor slices its batches): Ray
         # Data then fuses the reads into the actors, so pixels never pass through the object
-        # store, only scores do.
-        scored = ray.data.read_datasource(source, override_num_blocks=source.count).map_batches(
-            OnnxScorer,
-            fn_constructor_kwargs={
-                "model": model_uri(model),
-                "provider": options.provider,
-                "batch": options.batch_size,
-            },
-            batch_size=None,
-            batch_format="pyarrow",
-            zero_copy_batch=True,
-            compute=ActorPoolStrategy(size=pool),
-            num_cpus=1,
-        )
-        # Writes ask for no CPU, since the pool holds every CPU; bounding how many run at once
-        # keeps Ray from starting a worker process for each (a second of CPU each).
-        side = max(1, pool // 4)
+        # store, and the actors write what they score, so only their totals do.
+        totals = Totals()
         with output_root(output) as (fs, root):
-            sink = ScoreSink(fs, root, options.fmt, options.probabilities, threshold)
+            parts = PartFiles(fs, root, options.fmt, options.probabilities, threshold)
+            scored = ray.data.read_datasource(source, override_num_blocks=source.count).map_batches(
+                ScoreWriter,
+                fn_constructor_kwargs={
+                    "model": model_uri(model),
+                    "provider": options.provider,
+                    "batch": options.batch_size,
+                    "parts": parts,
+                },
+                batch_size=None,
+                batch_format="pyarrow",
+                zero_copy_batch=True,
+                compute=ActorPoolStrategy(size=pool),
+                num_cpus=1,
+            )
             try:
-                scored.write_datasink(sink, ray_remote_args={"num_cpus": 0}, concurrency=side)
+                for rows in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    add_rows(totals, rows)
             except Exception as err:  # Ray wraps what its tasks raise
                 raise one_line(err) from None
     finally:
         ray.shutdown()
-    return sink.totals
+    return totals

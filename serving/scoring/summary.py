@@ -1,6 +1,6 @@
 """What a `digits score` run did: rows scored, confusion counts of the labelled ones, bad inputs.
 
-Both engines count into Totals (the Ray engine once per write task, added up on the driver);
+Both engines count into Totals (the Ray engine once per block, added up on the driver);
 the command prints them with summarize. The confusion counts have one column per digit and a
 last one for images answered with no digit. Pure numpy; reads and writes nothing.
 """
@@ -24,7 +24,7 @@ def no_counts() -> np.ndarray:
 
 @dataclass
 class Totals:
-    """What one engine run (or one Ray write task) did: rows written, counts, skipped inputs."""
+    """What one engine run (or one Ray block) did: rows written, counts, skipped inputs."""
 
     rows: int = 0
     matrix: np.ndarray = field(default_factory=no_counts)

@@ -45,3 +45,36 @@ def test_image_files_are_read_in_groups_of_a_batch(tmp_path: Path) -> None:
     assert piece_size(groups[0], dict.fromkeys(names, 100), {}) == 200
     split = Piece("big", 65536, 131072)
     assert piece_size(split, {"big": 1000}, {"big": 262144}) == 250
+
+
+def test_a_blocks_part_file_is_named_by_its_first_row(tmp_path: Path) -> None:
+    # A retried block must rewrite its own file, never add a second copy of its rows.
+    import pyarrow as pa
+    from pyarrow import fs as pafs
+
+    from serving.scoring.ray_engine import PartFiles
+
+    parts = PartFiles(pafs.LocalFileSystem(), str(tmp_path), "csv", False, 0.5)
+    block = pa.table({"source": pa.array([b"a.npy:0", b"a.npy:1"], pa.binary())})
+    again = pa.table({"source": pa.array([b"a.npy:0", b"a.npy:1"], pa.binary())})
+    other = pa.table({"source": pa.array([b"a.npy:2"], pa.binary())})
+    assert parts.path(block) == parts.path(again) != parts.path(other)
+    assert parts.path(block).startswith(f"{tmp_path}/part-") and parts.path(block).endswith(".csv")
+
+
+def test_totals_rows_add_up_to_the_totals_they_carry() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from serving.scoring.ray_engine import add_rows, totals_row
+    from serving.scoring.summary import Totals, no_counts
+
+    first, second = no_counts(), no_counts()
+    first[3, 3], second[3, 5], second[7, 10] = 4, 1, 2
+    rows = pa.concat_tables(
+        [totals_row(Totals(5, first, [])), totals_row(Totals(3, second, ["bad.png: corrupt"]))]
+    )
+    totals = Totals()
+    add_rows(totals, rows)
+    assert totals.rows == 8 and totals.skipped == ["bad.png: corrupt"]
+    assert np.array_equal(totals.matrix, first + second)

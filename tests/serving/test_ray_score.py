@@ -197,7 +197,7 @@ def test_ray_engine_reads_and_writes_filesystem_uris(cluster, inputs, tmp_path: 
 
 def test_large_files_are_read_in_pieces_that_add_up_to_the_local_output(
     cluster, inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:  # pieces of 512 rows here (the default is 65,536): the driver's plan, then the scores
+) -> None:  # pieces of 512 rows here (the default is 32,768): the driver's plan, then the scores
     from pyarrow import fs as pafs
 
     from serving.scoring import ray_engine
@@ -237,6 +237,8 @@ def test_large_files_are_read_in_pieces_that_add_up_to_the_local_output(
     assert len(keys) == 6 and all("#rows=" in key for key in keys)  # 4 of the IDX, 2 of Parquet
     expected, got = read_scores(tmp_path / "local.parquet"), read_scores(tmp_path / "ray.parquet")
     assert (got["source"] == expected["source"]).all() and len(set(got["source"])) == 2800
+    # The actors write a part file per piece they score, so none overwrote another's.
+    assert len(list((tmp_path / "ray.parquet").glob("part-*.parquet"))) == 6
     assert np.array_equal(got["digit"], expected["digit"], equal_nan=True)
     for name in ["confidence"] + [f"p{k}" for k in range(10)]:
         np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-6)

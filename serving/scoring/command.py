@@ -78,7 +78,7 @@ def score_on_ray(model: str, inputs: Sequence[str], output: str, options: ScoreO
                 checked = open_model(Path(path), "cpu", quiet=True)
         except OSError as err:
             raise click.ClickException(f"{model}: {err}") from None
-    threshold = checked.threshold  # the sink flags answers under it
+    threshold = checked.threshold  # the actors flag answers under it
     return ray_engine.score_dataset(model, list(inputs), output, options, threshold)
 
 

@@ -95,7 +95,7 @@ def chunk_block(chunk: Chunk) -> pa.Table:
 
 
 def error_block(path: Path, message: str) -> pa.Table:
-    """One row that carries a skipped input's message to the sink (its pixels are blank)."""
+    """One row that carries a skipped input's message to the actor that counts it (blank pixels)."""
     block = chunk_block(Chunk(np.array([os.fsencode(path)]), np.zeros((1, PIXELS), np.uint8)))
     return block.set_column(3, "error", pa.array([message], pa.string()))
 

@@ -26,8 +26,8 @@ from seed_band import cpu_name, experiments, figures  # same folder: the one rea
 
 from digits.atomic import write_json
 
-# What each method changes in params.yaml's compress group, and the budgets it is meant for
-# (None: every budget asked for); "recipe" is the default one.
+# What each method changes in params.yaml, and the budgets it is meant for (None: every budget
+# asked for); "recipe" is the default one.
 METHODS: dict[str, tuple[str, dict[str, object], tuple[int, ...] | None]] = {
     "recipe": (
         "shrink 25 % of units, L1, 4-step gradual magnitude pruning (Han et al. 2015), polish",
@@ -36,8 +36,13 @@ METHODS: dict[str, tuple[str, dict[str, object], tuple[int, ...] | None]] = {
     ),
     "shrink-eighth": (
         "the recipe from an eighth of the units (64-32): the budget's weights on few units",
-        {"structured_fraction": 0.875},
+        {"compress.structured_fraction": 0.875},
         (4000,),
+    ),
+    "long": (
+        "the recipe on a dense model trained 30 epochs (the dense-recipe study's best)",
+        {"train.epochs": 30},
+        (22000,),
     ),
 }
 FIGURES = {
@@ -65,7 +70,7 @@ def run_experiment(name: str, method: str, budget: int, seed: int) -> None:
     command = ["dvc", "exp", "run", "--temp", "-n", name, "evaluate"]
     command += ["-S", f"base.seed={seed}", "-S", f"compress.budget={budget}"]
     for key, value in METHODS[method][1].items():
-        command += ["-S", f"compress.{key}={value}"]
+        command += ["-S", f"{key}={value}"]
     subprocess.run(command, check=True)
 
 

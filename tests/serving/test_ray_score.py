@@ -142,13 +142,11 @@ def test_ray_engine_matches_the_local_scorer(cluster, inputs, tmp_path: Path) ->
     local = digits_score(model, *args, "-o", tmp_path / "local.parquet", "--probabilities",
                          "--skip-bad")  # fmt: skip
     assert local.returncode == 0, local.stderr
-    started = time.monotonic()
     out = tmp_path / "ray.parquet"
     remote = digits_score(model, *args, "-o", out, "--probabilities", "--skip-bad",
                           "--engine", "ray", "--ray-address", address, "--actors", "2",
                           "--batch-size", "256", env=env)  # fmt: skip
     assert remote.returncode == 0, remote.stderr
-    assert time.monotonic() - started < 90
     expected, got = read_scores(tmp_path / "local.parquet"), read_scores(out)
     assert len(expected["source"]) == 3001 and list(got) == list(expected)
     assert (got["source"] == expected["source"]).all()

@@ -424,13 +424,9 @@ def column_array(table: pa.Table, name: str) -> pa.Array:
 
 def totals_row(totals: Totals) -> pa.Table:
     """A block's totals as the one-row table its actor passes on."""
-    return pa.table(
-        {
-            "rows": [totals.rows],
-            "matrix": [totals.matrix.reshape(-1).tolist()],
-            "skipped": pa.array([totals.skipped], pa.list_(pa.string())),
-        }
-    )
+    values = ([totals.rows], [totals.matrix.reshape(-1).tolist()], [totals.skipped])
+    types = (pa.int64(), pa.list_(pa.int64()), pa.list_(pa.string()))
+    return pa.table([pa.array(v, t) for v, t in zip(values, types, strict=True)], names=TOTALS)
 
 
 def add_rows(totals: Totals, rows: pa.Table) -> None:

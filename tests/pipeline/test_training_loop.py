@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from pipeline.config import ParamError
 from pipeline.training.loop import (
     RunState,
     data_loss,
@@ -304,5 +305,5 @@ def test_the_weight_average_is_named_in_the_run_config_only_when_on(data):
     net = tiny_model(transform)
     assert '"ema"' not in run_config(net, TrainParams(**FAST), 3, seed=0)
     assert '"ema": 0.99' in run_config(net, TrainParams(**FAST, ema=0.99), 3, seed=0)
-    with pytest.raises(Exception, match="train.ema"):
+    with pytest.raises(ParamError, match=r"train\.ema must be in \[0, 1\)"):
         TrainParams(ema=1.0)

@@ -14,6 +14,7 @@ score_dataset takes the ScoreOptions that command.py builds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -23,7 +24,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy, DataContext
-from ray.data.datasource import FileBasedDatasource
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
 from ray.data.extensions import ArrowTensorArray
 
 from digits.atomic import atomic_dir
@@ -158,38 +160,31 @@ def plan_pieces(fs: pafs.FileSystem, path: str, name: Path) -> list[Piece]:
     return pieces if len(pieces) > 1 else [Piece(path)]
 
 
-class DigitsDatasource(FileBasedDatasource):
+class DigitsDatasource(Datasource):
     """Ray read tasks over digits inputs: one block (one batch) per chunk; bad files fail or
     become a row.
 
-    Ray Data reads a file in one task; a large raw IDX or Parquet file is planned here as
-    pieces (Piece.key stands for a path), so its rows are read by several tasks at once, and
-    image files as groups of up to a batch, so a directory of pictures is scored in batches.
+    A read task per piece: a large raw IDX or Parquet file is planned as pieces of rows, so
+    several tasks read it at once, and image files as groups of up to a batch, so a directory
+    of pictures is scored in batches. Ray Data's public Datasource interface
+    (get_read_tasks, estimate_inmemory_data_size).
     """
 
-    def __init__(self, paths: list[str], names: dict[str, str], batch: int, skip_bad: bool):
-        super().__init__(paths, partition_filter=lambda found: [p for p in found if wanted(p)])
-        self.names, self.batch, self.skip_bad = names, batch, skip_bad
-        files = super()._paths()
-        sizes = dict(zip(files, super()._file_sizes(), strict=True))
-        images = [path for path in files if kind_of(self.name(path)) == "image"]
+    def __init__(self, inputs: Inputs, batch: int, skip_bad: bool):
+        super().__init__()
+        self.names, self.batch, self.skip_bad = inputs.names, batch, skip_bad
+        self.filesystems, sizes = inputs.filesystems, inputs.sizes
+        images = [path for path in sizes if kind_of(self.name(path)) == "image"]
         pieces = [
             p
-            for path in files
+            for path in sizes
             if kind_of(self.name(path)) != "image"
-            for p in plan_pieces(self._filesystem, path, self.name(path))
+            for p in plan_pieces(self.filesystems[path], path, self.name(path))
         ]
         pieces += [Piece(g[0], images=tuple(g)) for g in batched(images, batch)]
-        self.pieces = {piece.key: piece for piece in pieces}
         rows = {p.path: p.stop for p in pieces if p.stop}  # a split file's last piece ends it
-        self.piece_keys = ray.put(list(self.pieces))
-        self.piece_sizes = ray.put([piece_size(p, sizes, rows) for p in pieces])
-
-    def _paths(self) -> list[str]:
-        return ray.get(self.piece_keys)
-
-    def _file_sizes(self) -> list[float | None]:
-        return ray.get(self.piece_sizes)
+        self.pieces = {piece.key: piece for piece in pieces}
+        self.sizes = [piece_size(p, sizes, rows) for p in pieces]
 
     @property
     def count(self) -> int:
@@ -200,9 +195,36 @@ class DigitsDatasource(FileBasedDatasource):
         """A file's name as the user gave it (local paths), or its URI path."""
         return Path(self.names.get(path, path))
 
-    def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> Any:
-        # Random access: sizes are checked before scoring, and Parquet needs it for its footer.
-        return filesystem.open_input_file(self.pieces[path].path)
+    def estimate_inmemory_data_size(self) -> int | None:
+        known = [size for size in self.sizes if size is not None]
+        return int(sum(known)) if known else None
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+    ) -> list[ReadTask]:
+        """One task per piece, whatever `parallelism` asks: the pieces are the plan."""
+        return [
+            ReadTask(
+                functools.partial(self.read, piece),
+                BlockMetadata(
+                    num_rows=None if piece.stop is None else piece.stop - piece.start,
+                    size_bytes=None if size is None else int(size),
+                    exec_stats=None,
+                    input_files=piece.images or (piece.path,),
+                ),
+                per_task_row_limit=per_task_row_limit,
+            )
+            for piece, size in zip(self.pieces.values(), self.sizes, strict=True)
+        ]
+
+    def read(self, piece: Piece) -> Iterator[pa.Table]:
+        """A piece's blocks, from a file opened for random access (sizes are checked before
+        scoring, and Parquet needs it for its footer)."""
+        with self.filesystems[piece.path].open_input_file(piece.path) as f:
+            if piece.images:
+                yield from self.read_images(f, piece)
+            else:
+                yield from self.read_piece(f, piece)
 
     def read_piece(self, f: Any, piece: Piece) -> Iterator[pa.Table]:
         """The blocks of an IDX, .npy or Parquet piece; a bad file fails or becomes a row."""
@@ -220,20 +242,13 @@ class DigitsDatasource(FileBasedDatasource):
                 raise InputError(message) from None
             yield error_block(name, message)
 
-    def _read_stream(self, f: Any, path: str) -> Iterator[pa.Table]:
-        piece = self.pieces[path]
-        if piece.images:
-            yield from self.read_images(f, piece)
-            return
-        yield from self.read_piece(f, piece)
-
     def read_images(self, f: Any, piece: Piece) -> Iterator[pa.Table]:
         """A group of image files as one block; a bad one fails or becomes its own row."""
         ids, pixels, reasons = [], [], []
         for path in piece.images:
             name = self.name(path)
             try:
-                data = f.read() if path == piece.path else read_all(self._filesystem, path)
+                data = f.read() if path == piece.path else read_all(self.filesystems[path], path)
                 prepared = prepare(load_image(data))
             except (ImageError, *STREAM_ERRORS) as err:
                 message = f"{name}: {err}"
@@ -269,7 +284,7 @@ class DigitsDatasource(FileBasedDatasource):
 
     def read_idx(self, f: Any, piece: Piece, name: Path) -> Iterator[Chunk]:
         """IDX images (raw or gzip, sniffed), with the IDX labels beside them if any."""
-        fs, path = self._filesystem, piece.path
+        fs, path = self.filesystems[piece.path], piece.path
         size: int | None = f.size()
         if f.read_at(2, 0) == GZIP_MAGIC:
             check_gzip(fs, path, name)
@@ -311,7 +326,7 @@ def read_all(fs: pafs.FileSystem, path: str) -> bytes:
 
 
 def wanted(path: str) -> bool:
-    """Whether a file Ray found in a directory is an input this engine reads."""
+    """Whether a file in a URI's directory is an input this engine reads."""
     return scorable(Path(path)) and kind_of(Path(path)) in KINDS
 
 
@@ -436,20 +451,59 @@ def add_rows(totals: Totals, rows: pa.Table) -> None:
         totals.add(Totals(count, np.asarray(matrix, np.int64).reshape(shape), skipped))
 
 
-def plan_inputs(args: list[str], skipped: list[str] | None) -> tuple[list[str], dict[str, str]]:
-    """Paths for Ray (URIs as given, local files absolute) and each one's name in the output."""
-    paths, names = [], {}
+@dataclass
+class Inputs:
+    """The files to score, in order: each one's filesystem, size, and name in the output."""
+
+    filesystems: dict[str, pafs.FileSystem] = field(default_factory=dict)
+    sizes: dict[str, int | None] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # local files: the path as given
+
+    def add(self, fs: pafs.FileSystem, info: pafs.FileInfo, name: str | None = None) -> None:
+        """One file, by its FileInfo on `fs`."""
+        self.filesystems[info.path], self.sizes[info.path] = fs, info.size
+        if name is not None:
+            self.names[info.path] = name
+
+
+def uri_files(uri: str) -> tuple[pafs.FileSystem | None, list[pafs.FileInfo | InputError]]:
+    """A URI's file, or the files its directory holds that this engine reads (not those of its
+    subdirectories, as for a local directory); problems as InputError."""
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            found = [
+                i
+                for i in fs.get_file_info(pafs.FileSelector(path))
+                if i.type == pafs.FileType.File and wanted(i.path)
+            ]
+            return fs, sorted(found, key=lambda i: i.path) or [
+                InputError(f"{uri}: directory has no scorable files")
+            ]
+    except (pa.ArrowException, OSError) as err:  # an unknown scheme, a missing bucket
+        return None, [InputError(f"{uri}: {err}")]
+    if info.type == pafs.FileType.File:
+        return fs, [info]
+    return fs, [InputError(f"{uri}: no such file or directory")]
+
+
+def plan_inputs(args: list[str], skipped: list[str] | None) -> Inputs:
+    """The files the arguments name, directories expanded: local ones by absolute path."""
+    inputs, local = Inputs(), pafs.LocalFileSystem()
     for arg in args:
         if "://" in arg:
-            paths.append(arg)
+            fs, found = uri_files(arg)
+            for item in found:
+                if not record(item, skipped) and not record(refused(Path(item.path)), skipped):
+                    inputs.add(fs, item)
             continue
         for item in expand_inputs([arg]):
             if not record(item, skipped) and not record(refused(item), skipped):
-                paths.append(os.path.abspath(item))
-                names[os.path.abspath(item)] = str(item)
-    if not paths:
+                inputs.add(local, local.get_file_info(os.path.abspath(item)), str(item))
+    if not inputs.sizes:
         raise InputError("no inputs left to score")
-    return paths, names
+    return inputs
 
 
 def refused(path: Path) -> Path | InputError:
@@ -550,17 +604,16 @@ def score_dataset(
 ) -> Totals:
     """Score inputs on Ray into a directory of part files; `threshold` is the model's."""
     skipped = [] if options.skip_bad else None
-    paths, names = plan_inputs(inputs, skipped)
+    planned = plan_inputs(inputs, skipped)
     with stderr_without(FALSE_ALARM):
-        totals = run_job(model, paths, names, output, options, threshold)
+        totals = run_job(model, planned, output, options, threshold)
     # Inputs the planner skipped, then those the read tasks met.
     return Totals(totals.rows, totals.matrix, (skipped or []) + totals.skipped)
 
 
 def run_job(
     model: str | Path,
-    paths: list[str],
-    names: dict[str, str],
+    inputs: Inputs,
     output: str,
     options: ScoreOptions,
     threshold: float,
@@ -568,7 +621,7 @@ def run_job(
     """Connect, score through the actor pool into the output, disconnect: the actors' totals."""
     connect(options.ray_address, options.quiet)
     try:
-        source = DigitsDatasource(paths, names, options.batch_size, options.skip_bad)
+        source = DigitsDatasource(inputs, options.batch_size, options.skip_bad)
         # No more actors than read tasks: each would only start, load the model and wait.
         pool = min(
             options.actors or max(1, int(ray.cluster_resources().get("CPU", 1))), source.count

@@ -1,4 +1,4 @@
-"""The Ray engine's pieces that need no cluster: the stderr filter and the read plan of images.
+"""The Ray engine's parts that need no cluster: the stderr filter, the read plans, the totals.
 
 Imports ray_engine (the `ray` extra), starts no Ray; writes only pytest's temp dirs.
 """
@@ -78,3 +78,26 @@ def test_totals_rows_add_up_to_the_totals_they_carry() -> None:
     add_rows(totals, rows)
     assert totals.rows == 8 and totals.skipped == ["bad.png: corrupt"]
     assert np.array_equal(totals.matrix, first + second)
+
+
+def test_a_uri_directory_gives_the_files_the_engine_reads_and_a_bad_uri_names_itself(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+
+    from serving.scoring.inputs import InputError
+    from serving.scoring.ray_engine import plan_inputs
+
+    (tmp_path / "sub").mkdir()
+    for name in ("b.npy", "a.npy", "sub/c.npy"):
+        np.save(tmp_path / name, np.zeros((2, 784), np.uint8))
+    (tmp_path / "notes.csv").write_text("pixels\n")  # .csv is the local engine's alone
+    planned = plan_inputs([f"file://{tmp_path}"], None)
+    assert list(planned.sizes) == [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]
+    assert planned.sizes[str(tmp_path / "a.npy")] == (tmp_path / "a.npy").stat().st_size
+    with pytest.raises(InputError, match=f"file://{tmp_path}/missing.npy: no such file"):
+        plan_inputs([f"file://{tmp_path}/missing.npy"], None)
+    skipped: list[str] = []
+    planned = plan_inputs([f"nowhere://{tmp_path}/a.npy", str(tmp_path / "b.npy")], skipped)
+    assert list(planned.names.values()) == [str(tmp_path / "b.npy")]
+    assert len(skipped) == 1 and skipped[0].startswith(f"nowhere://{tmp_path}/a.npy: ")

@@ -39,6 +39,17 @@ METHODS: dict[str, tuple[str, dict[str, object], tuple[int, ...] | None]] = {
         {"compress.structured_fraction": 0.875},
         (4000,),
     ),
+    "shrink-quarter": (
+        "the recipe from a quarter of the units (128-64)",
+        {"compress.structured_fraction": 0.75},
+        (8000,),
+    ),
+    "gradual-eighth": (
+        "shrink-eighth pruned in 12 one-epoch steps, not 4 of 3 (Zhu & Gupta 2017: many small"
+        " steps)",
+        {"compress.structured_fraction": 0.875, "compress.steps": 12, "compress.step_epochs": 1},
+        (4000,),
+    ),
     "long": (
         "the recipe on a dense model trained 30 epochs (the dense-recipe study's best)",
         {"train.epochs": 30},

@@ -65,6 +65,7 @@ CONFIGS = {
     "styles": {"augment_styles": 0.3},
     "lowres": {"augment_lowres": 0.2},
     "writers": {"augment_styles": 0.3, "augment_lowres": 0.2},
+    "styles_more": {"augment_styles": 0.6},  # twice the default's style share
 }
 
 

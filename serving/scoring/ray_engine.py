@@ -14,7 +14,6 @@ score_dataset takes the ScoreOptions that command.py builds.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -161,25 +160,24 @@ def plan_pieces(fs: pafs.FileSystem, path: str, name: Path) -> list[Piece]:
 
 
 class DigitsDatasource(Datasource):
-    """Ray read tasks over digits inputs: one block (one batch) per chunk; bad files fail or
-    become a row.
+    """Ray read tasks over digits inputs, one per piece, each read by a PieceReader.
 
-    A read task per piece: a large raw IDX or Parquet file is planned as pieces of rows, so
-    several tasks read it at once, and image files as groups of up to a batch, so a directory
-    of pictures is scored in batches. Ray Data's public Datasource interface
-    (get_read_tasks, estimate_inmemory_data_size).
+    A large raw IDX or Parquet file is planned as pieces of rows, so several tasks read it at
+    once, and image files as groups of up to a batch, so a directory of pictures is scored in
+    batches. Ray Data's public Datasource interface (get_read_tasks,
+    estimate_inmemory_data_size).
     """
 
     def __init__(self, inputs: Inputs, batch: int, skip_bad: bool):
         super().__init__()
-        self.names, self.batch, self.skip_bad = inputs.names, batch, skip_bad
-        self.filesystems, sizes = inputs.filesystems, inputs.sizes
-        images = [path for path in sizes if kind_of(self.name(path)) == "image"]
+        self.inputs, self.batch, self.skip_bad = inputs, batch, skip_bad
+        sizes = inputs.sizes
+        images = [path for path in sizes if kind_of(inputs.name(path)) == "image"]
         pieces = [
             p
             for path in sizes
-            if kind_of(self.name(path)) != "image"
-            for p in plan_pieces(self.filesystems[path], path, self.name(path))
+            if kind_of(inputs.name(path)) != "image"
+            for p in plan_pieces(inputs.filesystems[path], path, inputs.name(path))
         ]
         pieces += [Piece(g[0], images=tuple(g)) for g in batched(images, batch)]
         rows = {p.path: p.stop for p in pieces if p.stop}  # a split file's last piece ends it
@@ -191,10 +189,6 @@ class DigitsDatasource(Datasource):
         """Read tasks: one per piece."""
         return len(self.pieces)
 
-    def name(self, path: str) -> Path:
-        """A file's name as the user gave it (local paths), or its URI path."""
-        return Path(self.names.get(path, path))
-
     def estimate_inmemory_data_size(self) -> int | None:
         known = [size for size in self.sizes if size is not None]
         return int(sum(known)) if known else None
@@ -202,10 +196,11 @@ class DigitsDatasource(Datasource):
     def get_read_tasks(
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
     ) -> list[ReadTask]:
-        """One task per piece, whatever `parallelism` asks: the pieces are the plan."""
+        """One task per piece, whatever `parallelism` asks: the pieces are the plan. A task
+        carries its own piece's reader, not the whole plan."""
         return [
             ReadTask(
-                functools.partial(self.read, piece),
+                PieceReader.of(piece, self.inputs, self.batch, self.skip_bad),
                 BlockMetadata(
                     num_rows=None if piece.stop is None else piece.stop - piece.start,
                     size_bytes=None if size is None else int(size),
@@ -217,14 +212,36 @@ class DigitsDatasource(Datasource):
             for piece, size in zip(self.pieces.values(), self.sizes, strict=True)
         ]
 
-    def read(self, piece: Piece) -> Iterator[pa.Table]:
-        """A piece's blocks, from a file opened for random access (sizes are checked before
-        scoring, and Parquet needs it for its footer)."""
-        with self.filesystems[piece.path].open_input_file(piece.path) as f:
-            if piece.images:
-                yield from self.read_images(f, piece)
+
+@dataclass(frozen=True)
+class PieceReader:
+    """One read task: a piece's blocks, one block (one batch) per chunk; a bad file fails or
+    becomes a row."""
+
+    piece: Piece
+    fs: pafs.FileSystem
+    names: dict[str, str]  # this piece's files' names as the user gave them (local paths)
+    batch: int
+    skip_bad: bool
+
+    @classmethod
+    def of(cls, piece: Piece, inputs: Inputs, batch: int, skip_bad: bool) -> PieceReader:
+        """The reader of one piece of the plan, with only that piece's names."""
+        files = piece.images or (piece.path,)
+        names = {path: inputs.names[path] for path in files if path in inputs.names}
+        return cls(piece, inputs.filesystems[piece.path], names, batch, skip_bad)
+
+    def name(self, path: str) -> Path:
+        """A file's name as the user gave it (local paths), or its URI path."""
+        return Path(self.names.get(path, path))
+
+    def __call__(self) -> Iterator[pa.Table]:
+        # Random access: sizes are checked before scoring, and Parquet needs it for its footer.
+        with self.fs.open_input_file(self.piece.path) as f:
+            if self.piece.images:
+                yield from self.read_images(f, self.piece)
             else:
-                yield from self.read_piece(f, piece)
+                yield from self.read_piece(f, self.piece)
 
     def read_piece(self, f: Any, piece: Piece) -> Iterator[pa.Table]:
         """The blocks of an IDX, .npy or Parquet piece; a bad file fails or becomes a row."""
@@ -248,7 +265,7 @@ class DigitsDatasource(Datasource):
         for path in piece.images:
             name = self.name(path)
             try:
-                data = f.read() if path == piece.path else read_all(self.filesystems[path], path)
+                data = f.read() if path == piece.path else read_all(self.fs, path)
                 prepared = prepare(load_image(data))
             except (ImageError, *STREAM_ERRORS) as err:
                 message = f"{name}: {err}"
@@ -284,7 +301,7 @@ class DigitsDatasource(Datasource):
 
     def read_idx(self, f: Any, piece: Piece, name: Path) -> Iterator[Chunk]:
         """IDX images (raw or gzip, sniffed), with the IDX labels beside them if any."""
-        fs, path = self.filesystems[piece.path], piece.path
+        fs, path = self.fs, piece.path
         size: int | None = f.size()
         if f.read_at(2, 0) == GZIP_MAGIC:
             check_gzip(fs, path, name)
@@ -464,6 +481,10 @@ class Inputs:
         self.filesystems[info.path], self.sizes[info.path] = fs, info.size
         if name is not None:
             self.names[info.path] = name
+
+    def name(self, path: str) -> Path:
+        """A file's name as the user gave it (local paths), or its URI path."""
+        return Path(self.names.get(path, path))
 
 
 def uri_files(uri: str) -> tuple[pafs.FileSystem | None, list[pafs.FileInfo | InputError]]:

@@ -101,3 +101,25 @@ def test_a_uri_directory_gives_the_files_the_engine_reads_and_a_bad_uri_names_it
     planned = plan_inputs([f"nowhere://{tmp_path}/a.npy", str(tmp_path / "b.npy")], skipped)
     assert list(planned.names.values()) == [str(tmp_path / "b.npy")]
     assert len(skipped) == 1 and skipped[0].startswith(f"nowhere://{tmp_path}/a.npy: ")
+
+
+def test_each_read_task_reads_its_own_files_and_carries_no_one_elses(tmp_path: Path) -> None:
+    # A task ships to a worker with its reader: the whole plan in each would grow as files².
+    import pickle
+
+    from PIL import Image
+
+    from serving.scoring.ray_engine import DigitsDatasource, plan_inputs
+
+    for i in range(5):
+        Image.new("L", (28, 28), 255 * (i % 2)).save(tmp_path / f"{i}.png")
+    (tmp_path / "5.png").write_bytes(b"not a picture")
+    tasks = DigitsDatasource(plan_inputs([str(tmp_path)], None), 2, True).get_read_tasks(1)
+    assert [len(task.read_fn.names) for task in tasks] == [2, 2, 2]
+    assert [task.metadata.input_files for task in tasks][2] == tuple(
+        str(tmp_path / f"{i}.png") for i in (4, 5)
+    )
+    assert len({len(pickle.dumps(task)) for task in tasks}) == 1  # same size, whatever the plan
+    bad, good = list(tasks[2]())  # a bad file, skipped, is a row of its own
+    assert bad.column("error").to_pylist()[0].startswith(f"{tmp_path}/5.png: ")
+    assert good.column("source").to_pylist() == [f"{tmp_path}/4.png".encode()]

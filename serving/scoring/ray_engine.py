@@ -122,11 +122,9 @@ class Piece:
     images: tuple[str, ...] = ()  # image files read together (the first is `path`)
 
     @property
-    def key(self) -> str:
-        """The piece's name where Ray Data expects a path (each must be distinct)."""
-        if len(self.images) > 1:
-            return f"{self.path}#images={len(self.images)}"
-        return self.path if self.stop is None else f"{self.path}#rows={self.start}-{self.stop}"
+    def files(self) -> tuple[str, ...]:
+        """The files the piece reads."""
+        return self.images or (self.path,)
 
 
 def parquet_pieces(path: str, counts: list[int]) -> list[Piece]:
@@ -181,7 +179,7 @@ class DigitsDatasource(Datasource):
         ]
         pieces += [Piece(g[0], images=tuple(g)) for g in batched(images, batch)]
         rows = {p.path: p.stop for p in pieces if p.stop}  # a split file's last piece ends it
-        self.pieces = {piece.key: piece for piece in pieces}
+        self.pieces = pieces
         self.sizes = [piece_size(p, sizes, rows) for p in pieces]
 
     @property
@@ -200,16 +198,16 @@ class DigitsDatasource(Datasource):
         carries its own piece's reader, not the whole plan."""
         return [
             ReadTask(
-                PieceReader.of(piece, self.inputs, self.batch, self.skip_bad),
+                PieceReader(piece, self.inputs.only(piece.files), self.batch, self.skip_bad),
                 BlockMetadata(
                     num_rows=None if piece.stop is None else piece.stop - piece.start,
                     size_bytes=None if size is None else int(size),
                     exec_stats=None,
-                    input_files=piece.images or (piece.path,),
+                    input_files=piece.files,
                 ),
                 per_task_row_limit=per_task_row_limit,
             )
-            for piece, size in zip(self.pieces.values(), self.sizes, strict=True)
+            for piece, size in zip(self.pieces, self.sizes, strict=True)
         ]
 
 
@@ -219,35 +217,25 @@ class PieceReader:
     becomes a row."""
 
     piece: Piece
-    fs: pafs.FileSystem
-    names: dict[str, str]  # this piece's files' names as the user gave them (local paths)
+    inputs: Inputs  # the piece's own files only: a task carries nothing of the others
     batch: int
     skip_bad: bool
 
-    @classmethod
-    def of(cls, piece: Piece, inputs: Inputs, batch: int, skip_bad: bool) -> PieceReader:
-        """The reader of one piece of the plan, with only that piece's names."""
-        files = piece.images or (piece.path,)
-        names = {path: inputs.names[path] for path in files if path in inputs.names}
-        return cls(piece, inputs.filesystems[piece.path], names, batch, skip_bad)
-
-    def name(self, path: str) -> Path:
-        """A file's name as the user gave it (local paths), or its URI path."""
-        return Path(self.names.get(path, path))
+    @property
+    def fs(self) -> pafs.FileSystem:
+        """The filesystem the piece's files are on."""
+        return self.inputs.filesystems[self.piece.path]
 
     def __call__(self) -> Iterator[pa.Table]:
         # Random access: sizes are checked before scoring, and Parquet needs it for its footer.
         with self.fs.open_input_file(self.piece.path) as f:
-            if self.piece.images:
-                yield from self.read_images(f, self.piece)
-            else:
-                yield from self.read_piece(f, self.piece)
+            yield from (self.read_images if self.piece.images else self.read_piece)(f)
 
-    def read_piece(self, f: Any, piece: Piece) -> Iterator[pa.Table]:
+    def read_piece(self, f: Any) -> Iterator[pa.Table]:
         """The blocks of an IDX, .npy or Parquet piece; a bad file fails or becomes a row."""
-        name = self.name(piece.path)
+        name = self.inputs.name(self.piece.path)
         try:
-            for chunk in self.read_chunks(f, piece, name):
+            for chunk in self.read_chunks(f, name):
                 yield chunk_block(chunk)
         except InputError as err:
             if not self.skip_bad:
@@ -259,13 +247,13 @@ class PieceReader:
                 raise InputError(message) from None
             yield error_block(name, message)
 
-    def read_images(self, f: Any, piece: Piece) -> Iterator[pa.Table]:
+    def read_images(self, f: Any) -> Iterator[pa.Table]:
         """A group of image files as one block; a bad one fails or becomes its own row."""
         ids, pixels, reasons = [], [], []
-        for path in piece.images:
-            name = self.name(path)
+        for path in self.piece.images:
+            name = self.inputs.name(path)
             try:
-                data = f.read() if path == piece.path else read_all(self.fs, path)
+                data = f.read() if path == self.piece.path else read_all(self.fs, path)
                 prepared = prepare(load_image(data))
             except (ImageError, *STREAM_ERRORS) as err:
                 message = f"{name}: {err}"
@@ -279,9 +267,9 @@ class PieceReader:
         if ids:
             yield chunk_block(Chunk(np.array(ids, dtype="S"), np.stack(pixels), reasons=reasons))
 
-    def read_chunks(self, f: Any, piece: Piece, name: Path) -> Iterator[Chunk]:
-        """Chunks of one piece, checked as far as its kind allows before the first is yielded."""
-        kind = kind_of(name)
+    def read_chunks(self, f: Any, name: Path) -> Iterator[Chunk]:
+        """Chunks of the piece, checked as far as its kind allows before the first is yielded."""
+        piece, kind = self.piece, kind_of(name)
         if kind == "parquet":
             yield from read_parquet_stream(f, name, self.batch, piece.groups, piece.start)
         elif kind == "npy":
@@ -297,11 +285,11 @@ class PieceReader:
                 yield Chunk(row_ids(name, start, len(x)), x)
                 start += len(x)
         else:
-            yield from self.read_idx(f, piece, name)
+            yield from self.read_idx(f, name)
 
-    def read_idx(self, f: Any, piece: Piece, name: Path) -> Iterator[Chunk]:
+    def read_idx(self, f: Any, name: Path) -> Iterator[Chunk]:
         """IDX images (raw or gzip, sniffed), with the IDX labels beside them if any."""
-        fs, path = self.fs, piece.path
+        piece, fs, path = self.piece, self.fs, self.piece.path
         size: int | None = f.size()
         if f.read_at(2, 0) == GZIP_MAGIC:
             check_gzip(fs, path, name)
@@ -315,7 +303,7 @@ class PieceReader:
                 return None
             compression = "gzip" if beside.endswith(".gz") else None
             with fs.open_input_stream(beside, compression=compression) as stream:
-                return read_idx_labels_stream(stream, self.name(beside))
+                return read_idx_labels_stream(stream, self.inputs.name(beside))
 
         rows = None if piece.stop is None else (piece.start, piece.stop)
         yield from read_idx_stream(f, name, self.batch, size, labels, rows)
@@ -485,6 +473,14 @@ class Inputs:
     def name(self, path: str) -> Path:
         """A file's name as the user gave it (local paths), or its URI path."""
         return Path(self.names.get(path, path))
+
+    def only(self, paths: tuple[str, ...]) -> Inputs:
+        """These files' entries alone."""
+        return Inputs(
+            {p: self.filesystems[p] for p in paths},
+            {p: self.sizes[p] for p in paths},
+            {p: self.names[p] for p in paths if p in self.names},
+        )
 
 
 def uri_files(uri: str) -> tuple[pafs.FileSystem | None, list[pafs.FileInfo | InputError]]:

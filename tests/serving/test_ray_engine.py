@@ -41,7 +41,8 @@ def test_image_files_are_read_in_groups_of_a_batch(tmp_path: Path) -> None:
     names = [str(tmp_path / f"{i}.png") for i in range(5)]
     groups = [Piece(g[0], images=tuple(g)) for g in batched(names, 2)]
     assert [len(p.images) for p in groups] == [2, 2, 1]
-    assert groups[0].key == f"{names[0]}#images=2" and groups[2].key == names[4]
+    assert groups[0].files == tuple(names[:2]) and groups[2].files == (names[4],)
+    assert groups[0].path == names[0] and Piece("big", 0, 10).files == ("big",)
     assert piece_size(groups[0], dict.fromkeys(names, 100), {}) == 200
     split = Piece("big", 65536, 131072)
     assert piece_size(split, {"big": 1000}, {"big": 262144}) == 250
@@ -111,15 +112,19 @@ def test_each_read_task_reads_its_own_files_and_carries_no_one_elses(tmp_path: P
 
     from serving.scoring.ray_engine import DigitsDatasource, plan_inputs
 
-    for i in range(5):
-        Image.new("L", (28, 28), 255 * (i % 2)).save(tmp_path / f"{i}.png")
-    (tmp_path / "5.png").write_bytes(b"not a picture")
-    tasks = DigitsDatasource(plan_inputs([str(tmp_path)], None), 2, True).get_read_tasks(1)
-    assert [len(task.read_fn.names) for task in tasks] == [2, 2, 2]
+    def tasks_of(pictures: int) -> list:
+        for i in range(pictures):
+            Image.new("L", (28, 28), 255 * (i % 2)).save(tmp_path / f"{i}.png")
+        (tmp_path / f"{pictures}.png").write_bytes(b"not a picture")
+        return DigitsDatasource(plan_inputs([str(tmp_path)], None), 2, True).get_read_tasks(1)
+
+    tasks = tasks_of(5)
+    assert [len(task.read_fn.inputs.sizes) for task in tasks] == [2, 2, 2]
     assert [task.metadata.input_files for task in tasks][2] == tuple(
         str(tmp_path / f"{i}.png") for i in (4, 5)
     )
-    assert len({len(pickle.dumps(task)) for task in tasks}) == 1  # same size, whatever the plan
     bad, good = list(tasks[2]())  # a bad file, skipped, is a row of its own
     assert bad.column("error").to_pylist()[0].startswith(f"{tmp_path}/5.png: ")
     assert good.column("source").to_pylist() == [f"{tmp_path}/4.png".encode()]
+    first = len(pickle.dumps(tasks[0]))
+    assert len(pickle.dumps(tasks_of(40)[0])) == first  # eight times the plan, the same task

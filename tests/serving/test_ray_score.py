@@ -221,18 +221,18 @@ def test_large_files_are_read_in_pieces_that_add_up_to_the_local_output(
     args = [model, images, grouped, "-o"]
     local = digits_score(*args, tmp_path / "local.parquet", "--probabilities")
     assert local.returncode == 0, local.stderr
-    # In the driver, which plans: pieces of 512 rows, each one's key told on stderr.
+    # In the driver, which plans: pieces of 512 rows, each one's rows told on stderr.
     small = (
         "import sys, serving.scoring.ray_engine as r; r.PIECE_ROWS = 512; plan = r.plan_pieces; "
-        "r.plan_pieces = lambda *a: [print('piece', p.key, file=sys.stderr) or p "
+        "r.plan_pieces = lambda *a: [print('piece', p.stop, file=sys.stderr) or p "
         "for p in plan(*a)]; "
     )
     remote = digits_score(*args, tmp_path / "ray.parquet", "--probabilities", "--engine", "ray",
                           "--ray-address", address, "--actors", "2", "--batch-size", "256",
                           env=env, first=small)  # fmt: skip
     assert remote.returncode == 0, remote.stderr
-    keys = [line.split()[1] for line in remote.stderr.splitlines() if line.startswith("piece ")]
-    assert len(keys) == 6 and all("#rows=" in key for key in keys)  # 4 of the IDX, 2 of Parquet
+    stops = [line.split()[1] for line in remote.stderr.splitlines() if line.startswith("piece ")]
+    assert len(stops) == 6 and "None" not in stops  # row ranges: 4 of the IDX, 2 of Parquet
     expected, got = read_scores(tmp_path / "local.parquet"), read_scores(tmp_path / "ray.parquet")
     assert (got["source"] == expected["source"]).all() and len(set(got["source"])) == 2800
     # The actors write a part file per piece they score, so none overwrote another's.
